@@ -1,0 +1,49 @@
+"""Type stub for the compiled core; ``zzz._purepy`` is its twin and the reference for behaviour."""
+
+from zzz.errors import WebSocketError as WebSocketError
+
+_Buffer = bytes | bytearray | memoryview
+_Frame = tuple[int, bool, bool, bytes | str]
+
+OP_CONT: int
+OP_TEXT: int
+OP_BINARY: int
+OP_CLOSE: int
+OP_PING: int
+OP_PONG: int
+
+def mask(data: _Buffer, key: bytes, phase: int = 0) -> bytes: ...
+def mask_inplace(buf: bytearray | memoryview, key: bytes, phase: int = 0) -> None: ...
+def validate_utf8(data: _Buffer) -> int: ...
+
+class Utf8Validator:
+    def __init__(self) -> None: ...
+    def reset(self) -> None: ...
+    @property
+    def complete(self) -> bool: ...
+    def feed(self, data: _Buffer) -> int: ...
+
+class FrameReader:
+    require_mask: bool
+    allow_rsv1: bool
+    max_frame_size: int
+    max_message_size: int
+    max_fragments: int
+    def __init__(
+        self,
+        *,
+        require_mask: bool = True,
+        allow_rsv1: bool = False,
+        max_frame_size: int | None = None,
+        max_message_size: int | None = None,
+        max_fragments: int | None = None,
+    ) -> None: ...
+    def feed(self, data: _Buffer) -> list[_Frame]: ...
+
+def encode_frame(
+    opcode: int,
+    payload: _Buffer,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask_key: bytes | None = None,
+) -> bytes: ...
