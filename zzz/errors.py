@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "WebSocketError",
     "ProtocolError",
+    "InvalidPayload",
     "InvalidUtf8",
     "MessageTooBig",
     "PolicyViolation",
@@ -40,10 +41,14 @@ class ProtocolError(WebSocketError):
     close_code = 1002
 
 
-class InvalidUtf8(WebSocketError):
-    """Text payload or close reason is not valid UTF-8: close code 1007."""
+class InvalidPayload(WebSocketError):
+    """Payload inconsistent with its message type (e.g. a corrupt deflate stream): close code 1007."""
 
     close_code = 1007
+
+
+class InvalidUtf8(InvalidPayload):
+    """Text payload or close reason is not valid UTF-8: close code 1007."""
 
 
 class PolicyViolation(WebSocketError):
