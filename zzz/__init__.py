@@ -1,0 +1,71 @@
+"""zzz: a fast, strict WebSocket server framework for Python.
+
+Routes with ``Router.ws``, callbacks in ``WsConfig``, a thread-safe ``WebSocket`` handle, and
+Channels on top; see the README for the whole API.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Imported on first use, so that ``import zzz.core`` (the
+# hot path, the tests of the core) does not pull in the server, httptools or asyncio.
+_EXPORTS = {
+    "App": "zzz.server",
+    "Server": "zzz.server",
+    "Settings": "zzz.server",
+    "WebSocket": "zzz.websocket",
+    "WsConfig": "zzz.websocket",
+    "broadcast": "zzz.websocket",
+    "Binary": "zzz.frames",
+    "Text": "zzz.frames",
+    "WsMessage": "zzz.frames",
+    "CloseCode": "zzz.frames",
+    "Opcode": "zzz.frames",
+    "Headers": "zzz.http",
+    "HttpError": "zzz.http",
+    "Request": "zzz.http",
+    "Response": "zzz.http",
+    "Controller": "zzz.routing",
+    "Router": "zzz.routing",
+    "ConnectionClosed": "zzz.errors",
+    "InvalidUtf8": "zzz.errors",
+    "MessageTooBig": "zzz.errors",
+    "PolicyViolation": "zzz.errors",
+    "ProtocolError": "zzz.errors",
+    "WebSocketError": "zzz.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zzz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from zzz.errors import (
+        ConnectionClosed,
+        InvalidUtf8,
+        MessageTooBig,
+        PolicyViolation,
+        ProtocolError,
+        WebSocketError,
+    )
+    from zzz.frames import Binary, CloseCode, Opcode, Text, WsMessage
+    from zzz.http import Headers, HttpError, Request, Response
+    from zzz.routing import Controller, Router
+    from zzz.server import App, Server, Settings
+    from zzz.websocket import WebSocket, WsConfig, broadcast

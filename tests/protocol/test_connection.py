@@ -1,0 +1,144 @@
+"""The sans-I/O connection: reassembly, control frames, close handshake and error mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from zzz import core
+from zzz.frames import Binary, Text
+from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Ping, Pong, State
+
+KEY = b"\x01\x02\x03\x04"
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
+    return core.encode_frame(opcode, payload, fin, rsv1, KEY)
+
+
+def server_frames(data: bytes) -> list[tuple[int, bool, bool, bytes | str]]:
+    return core.FrameReader(require_mask=False).feed(data)
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return code.to_bytes(2, "big") + reason
+
+
+def test_text_and_binary_messages() -> None:
+    conn = Connection()
+    conn.receive_data(frame(1, "héllo".encode()) + frame(2, b"\x00\xff"))
+    assert conn.events_received() == [Text("héllo"), Binary(b"\x00\xff")]
+
+
+def test_fragmented_text_with_interleaved_ping_is_reassembled_and_ping_answered() -> None:
+    conn = Connection()
+    data = frame(1, "héllo ".encode()[:2], fin=False) + frame(9, b"p") + frame(0, "héllo ".encode()[2:], fin=False)
+    data += frame(0, b"world")
+    conn.receive_data(data)
+    events = conn.events_received()
+    assert events == [Ping(b"p"), Text("héllo world")]
+    assert server_frames(conn.data_to_send()) == [(10, True, False, b"p")]
+
+
+def test_invalid_utf8_split_across_fragments_fails_with_1007_before_the_message_ends() -> None:
+    conn = Connection()
+    conn.receive_data(frame(1, b"ok", fin=False) + frame(0, b"\xce", fin=False))
+    assert conn.events_received() == []
+    conn.receive_data(frame(0, b"\xff", fin=False))
+    assert conn.events_received() == [ConnectionFailed(1007, "invalid UTF-8")]
+    assert conn.state is State.CLOSED
+    (sent,) = server_frames(conn.data_to_send())
+    assert sent[0] == 8 and int.from_bytes(sent[3][:2], "big") == 1007
+
+
+@pytest.mark.parametrize(
+    "code",
+    [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000],
+)
+def test_invalid_close_codes_fail_with_1002(code: int) -> None:
+    conn = Connection()
+    conn.receive_data(frame(8, close_payload(code)))
+    assert conn.events_received() == [ConnectionFailed(1002, f"invalid close code {code}")]
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1014, 3000, 4999])
+def test_valid_close_code_is_echoed(code: int) -> None:
+    conn = Connection()
+    conn.receive_data(frame(8, close_payload(code, b"bye")))
+    assert conn.events_received() == [CloseReceived(code, "bye")]
+    assert server_frames(conn.data_to_send()) == [(8, True, False, close_payload(code, b"bye"))]
+    assert conn.state is State.CLOSED
+
+
+def test_close_without_code_reports_1005_and_echoes_empty() -> None:
+    conn = Connection()
+    conn.receive_data(frame(8, b""))
+    assert conn.events_received() == [CloseReceived(1005, "")]
+    assert server_frames(conn.data_to_send()) == [(8, True, False, b"")]
+
+
+def test_one_byte_close_payload_and_bad_reason() -> None:
+    conn = Connection()
+    conn.receive_data(frame(8, b"\x03"))
+    assert conn.events_received() == [ConnectionFailed(1002, "close frame too short")]
+    conn = Connection()
+    conn.receive_data(frame(8, close_payload(1000, b"\xff")))
+    assert conn.events_received() == [ConnectionFailed(1007, "invalid UTF-8 in close reason")]
+
+
+def test_messages_before_an_error_in_the_same_read_are_delivered_first() -> None:
+    conn = Connection()
+    conn.receive_data(frame(1, b"first") + core.encode_frame(1, b"unmasked"))
+    assert conn.events_received() == [Text("first"), ConnectionFailed(1002, "frame not masked")]
+
+
+def test_message_size_limit_across_fragments_exact_and_over() -> None:
+    conn = Connection(max_message_size=10)
+    conn.receive_data(frame(2, b"12345", fin=False) + frame(0, b"67890"))
+    assert conn.events_received() == [Binary(b"1234567890")]
+    conn = Connection(max_message_size=10)
+    conn.receive_data(frame(2, b"12345", fin=False) + frame(0, b"678901"))
+    assert conn.events_received() == [ConnectionFailed(1009, "message too big")]
+
+
+def test_our_close_then_peer_echo_completes_handshake_and_discards_data() -> None:
+    conn = Connection()
+    conn.send_close(1000, "done")
+    assert conn.state is State.CLOSING
+    assert server_frames(conn.data_to_send()) == [(8, True, False, close_payload(1000, b"done"))]
+    conn.send_text("ignored after close")
+    assert conn.data_to_send() == b""
+    conn.receive_data(frame(1, b"late") + frame(8, close_payload(1000)))
+    assert conn.events_received() == [CloseReceived(1000, "")]
+    assert conn.data_to_send() == b""  # no second close frame
+    assert conn.state is State.CLOSED
+
+
+def test_pong_event_and_ping_payload_limit() -> None:
+    conn = Connection()
+    conn.receive_data(frame(10, b"x"))
+    assert conn.events_received() == [Pong(b"x")]
+    with pytest.raises(ValueError):
+        conn.send_ping(b"x" * 126)
+
+
+def test_client_side_masks_and_expects_unmasked() -> None:
+    client = Connection(is_server=False)
+    client.send_text("hi")
+    data = client.data_to_send()
+    assert data[1] & 0x80  # masked
+    server = Connection()
+    server.receive_data(data)
+    assert server.events_received() == [Text("hi")]
+    server.send_binary(b"yo")
+    client.receive_data(server.data_to_send())
+    assert client.events_received() == [Binary(b"yo")]
+    client.receive_data(frame(1, b"masked by server"))
+    assert client.events_received() == [ConnectionFailed(1002, "frame masked by server")]
+
+
+def test_send_close_validates_code_and_reason() -> None:
+    conn = Connection()
+    with pytest.raises(ValueError):
+        conn.send_close(1006)
+    with pytest.raises(ValueError):
+        conn.send_close(1000, "x" * 124)

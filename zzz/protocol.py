@@ -1,0 +1,334 @@
+"""The sans-I/O WebSocket connection: bytes in, events out; messages in, bytes out.
+
+It owns reassembly, bounded inflation, control frames and the close handshake, and maps every
+violation to its close code in one place (``_fail``). It never touches a socket or a loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from typing import Any, Union
+
+from zzz import core
+from zzz.errors import InvalidUtf8, MessageTooBig, WebSocketError
+from zzz.frames import Binary, CloseCode, Text, encode_close, parse_close
+
+__all__ = [
+    "State",
+    "Ping",
+    "Pong",
+    "CloseReceived",
+    "ConnectionFailed",
+    "Event",
+    "Connection",
+]
+
+OP_CONT = core.OP_CONT
+OP_TEXT = core.OP_TEXT
+OP_BINARY = core.OP_BINARY
+OP_CLOSE = core.OP_CLOSE
+OP_PING = core.OP_PING
+OP_PONG = core.OP_PONG
+_encode_frame = core.encode_frame
+
+
+class State(enum.IntEnum):
+    """Where the connection is in its life (RFC 6455 §4 and §7)."""
+
+    OPEN = 1
+    CLOSING = 2  # we sent a close frame and wait for the peer's
+    CLOSED = 3  # the close handshake is over, or the connection failed
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """The peer pinged us (already answered with a pong)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The peer answered a ping."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer's close frame: ``code`` is 1005 when it carried none. If we had not sent a close
+    frame yet, the echo is already queued; either way the handshake is complete."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFailed:
+    """The peer broke the protocol: a close frame with ``code`` is queued and the transport should
+    be closed once it is flushed."""
+
+    code: int
+    reason: str
+
+
+Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
+
+
+class Connection:
+    """One WebSocket connection's protocol state, server or client side.
+
+    Args:
+        is_server: server side expects masked frames and sends unmasked ones; the client the reverse.
+        deflate: a ``zzz.deflate.PerMessageDeflate`` when permessage-deflate was negotiated.
+        max_message_size: limit on a message after reassembly and decompression (None: none).
+        max_frame_size: limit on one frame's payload (None: ``max_message_size``).
+        max_fragments: limit on frames in one message (None: none).
+        compress_min_size: messages shorter than this are sent uncompressed.
+    """
+
+    __slots__ = (
+        "is_server",
+        "state",
+        "close_sent",
+        "close_rcvd",
+        "_deflate",
+        "_reader",
+        "_frames",
+        "_pos",
+        "_error",
+        "_out",
+        "_max_message_size",
+        "_compress_min_size",
+        "_parts",
+        "_msg_opcode",
+        "_msg_compressed",
+        "_msg_size",
+        "_utf8",
+    )
+
+    def __init__(
+        self,
+        *,
+        is_server: bool = True,
+        deflate: Any = None,
+        max_message_size: int | None = None,
+        max_frame_size: int | None = None,
+        max_fragments: int | None = None,
+        compress_min_size: int = 0,
+    ) -> None:
+        self.is_server = is_server
+        self.state = State.OPEN
+        self.close_sent: tuple[int, str] | None = None
+        self.close_rcvd: tuple[int, str] | None = None
+        self._deflate = deflate
+        self._reader = core.FrameReader(
+            require_mask=is_server,
+            allow_rsv1=deflate is not None,
+            max_frame_size=max_frame_size if max_frame_size is not None else max_message_size,
+            max_message_size=max_message_size,
+            max_fragments=max_fragments,
+        )
+        self._frames: list[tuple[int, bool, bool, bytes | str]] = []
+        self._pos = 0
+        self._error: WebSocketError | None = None
+        self._out: list[bytes] = []
+        self._max_message_size = max_message_size
+        self._compress_min_size = compress_min_size
+        self._parts: list[bytes] = []
+        self._msg_opcode = 0
+        self._msg_compressed = False
+        self._msg_size = 0
+        self._utf8: Any = None
+
+    # Receiving
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take bytes from the network; call ``next_event`` to get what they mean."""
+        if self.state is State.CLOSED or self._error is not None:
+            return
+        try:
+            frames = self._reader.feed(data)
+        except WebSocketError as exc:
+            frames = exc.frames
+            self._error = exc
+        if self._pos >= len(self._frames):
+            self._frames = frames
+            self._pos = 0
+        else:
+            self._frames.extend(frames)
+
+    @property
+    def has_pending_frames(self) -> bool:
+        """True when received frames (or a failure) wait for ``next_event``."""
+        return self._pos < len(self._frames) or (self._error is not None and self.state is not State.CLOSED)
+
+    def next_event(self) -> Event | None:
+        """Process received frames up to the next event; None when there is none yet.
+
+        Decompression happens here, one message at a time, so a caller that stops pulling events
+        (a slow consumer) stops the work and the memory of inflating further messages.
+        """
+        frames = self._frames
+        while self._pos < len(frames):
+            opcode, fin, rsv1, payload = frames[self._pos]
+            self._pos += 1
+            if self.state is State.CLOSED:
+                break
+            try:
+                event = self._handle_frame(opcode, fin, rsv1, payload)
+            except WebSocketError as exc:
+                return self._fail(exc)
+            if event is not None:
+                return event
+        if self._pos >= len(frames) and self._frames:
+            self._frames = []
+            self._pos = 0
+        if self._error is not None and self.state is not State.CLOSED:
+            return self._fail(self._error)
+        return None
+
+    def events_received(self) -> list[Event]:
+        """Every event the received bytes complete (convenience for clients and tests)."""
+        events: list[Event] = []
+        while True:
+            event = self.next_event()
+            if event is None:
+                return events
+            events.append(event)
+
+    def _handle_frame(self, opcode: int, fin: bool, rsv1: bool, payload: bytes | str) -> Event | None:
+        if opcode < OP_CLOSE:
+            if self.state is not State.OPEN:
+                return None  # after our close frame, data is discarded (RFC 6455 §1.4)
+            if fin and opcode and not self._msg_opcode and not rsv1:
+                # The common case: a whole uncompressed message in one frame.
+                return Text(payload) if opcode == OP_TEXT else Binary(payload)  # type: ignore[arg-type]
+            return self._handle_fragment(opcode, fin, rsv1, payload)  # type: ignore[arg-type]
+        if opcode == OP_PING:
+            if self.state is State.OPEN:
+                self._out.append(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
+            return Ping(payload)  # type: ignore[arg-type]
+        if opcode == OP_PONG:
+            return Pong(payload)  # type: ignore[arg-type]
+        code, reason = parse_close(payload)  # type: ignore[arg-type]
+        self.close_rcvd = (code, reason)
+        if self.state is State.OPEN:
+            # Echo the peer's code, as most peers and Autobahn expect.
+            self._out.append(self._frame(OP_CLOSE, payload if code != CloseCode.NO_STATUS_RCVD else b""))  # type: ignore[arg-type]
+            self.close_sent = (code, "")
+        self.state = State.CLOSED
+        self._frames = []
+        self._pos = 0
+        return CloseReceived(code, reason)
+
+    def _handle_fragment(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> Event | None:
+        if opcode:  # first frame of a message
+            self._msg_opcode = opcode
+            self._msg_compressed = rsv1
+            self._msg_size = 0
+            if rsv1 and opcode == OP_TEXT:
+                if self._utf8 is None:
+                    self._utf8 = core.Utf8Validator()
+                else:
+                    self._utf8.reset()
+        if self._msg_compressed:
+            limit = self._max_message_size
+            budget = None if limit is None else limit - self._msg_size
+            payload = self._deflate.decompress_frame(payload, fin, budget)
+            if self._msg_opcode == OP_TEXT and self._utf8.feed(payload) >= 0:
+                raise InvalidUtf8("invalid UTF-8")
+        self._msg_size += len(payload)
+        if self._max_message_size is not None and self._msg_size > self._max_message_size:
+            raise MessageTooBig("message too big")
+        self._parts.append(payload)
+        if not fin:
+            return None
+        parts = self._parts
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        msg_opcode = self._msg_opcode
+        self._msg_opcode = 0
+        if msg_opcode == OP_BINARY:
+            return Binary(bytes(data))
+        if self._msg_compressed and not self._utf8.complete:
+            raise InvalidUtf8("invalid UTF-8")
+        try:
+            return Text(bytes(data).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidUtf8("invalid UTF-8") from None
+
+    def _fail(self, exc: WebSocketError) -> ConnectionFailed:
+        code = exc.close_code
+        reason = exc.reason[:123]
+        if self.state is State.OPEN:
+            self._out.append(self._frame(OP_CLOSE, encode_close(code, reason)))
+            self.close_sent = (code, reason)
+        self.state = State.CLOSED
+        self._frames = []
+        self._pos = 0
+        self._error = exc
+        return ConnectionFailed(code, reason)
+
+    # Sending
+
+    def _frame(self, opcode: int, payload: bytes | bytearray | memoryview, rsv1: bool = False) -> bytes:
+        if self.is_server:
+            return _encode_frame(opcode, payload, True, rsv1)
+        return _encode_frame(opcode, payload, True, rsv1, os.urandom(4))
+
+    def encode_message(self, data: bytes | bytearray | memoryview, opcode: int) -> bytes:
+        """Return the wire bytes of one data message (compressed when negotiated and worth it)."""
+        deflate = self._deflate
+        if deflate is not None and len(data) >= self._compress_min_size:
+            return self._frame(opcode, deflate.compress(data), True)
+        return self._frame(opcode, data)
+
+    def send_text(self, text: str) -> None:
+        """Queue a text message; ignored unless the connection is open."""
+        if self.state is State.OPEN:
+            self._out.append(self.encode_message(text.encode("utf-8"), OP_TEXT))
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue a binary message; ignored unless the connection is open."""
+        if self.state is State.OPEN:
+            self._out.append(self.encode_message(data, OP_BINARY))
+
+    def send_raw(self, frame: bytes) -> None:
+        """Queue bytes that are already a complete frame (broadcasts encode once)."""
+        if self.state is State.OPEN:
+            self._out.append(frame)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queue a ping (payload ≤ 125 bytes)."""
+        if len(data) > 125:
+            raise ValueError("ping payload is over 125 bytes")
+        if self.state is State.OPEN:
+            self._out.append(self._frame(OP_PING, data))
+
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the close handshake; ignored unless open.
+
+        Raises:
+            ValueError: the code may not be sent or the reason is too long.
+        """
+        payload = encode_close(code, reason)
+        if self.state is State.OPEN:
+            self._out.append(self._frame(OP_CLOSE, payload))
+            self.close_sent = (code, reason)
+            self.state = State.CLOSING
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the network since the last call, as one buffer."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    @property
+    def pending_output(self) -> bool:
+        """True when ``data_to_send`` has something."""
+        return bool(self._out)
