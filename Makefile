@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` (the demo) and `make test` (every test, both cores).
+# Each makes its own venv in .venv and builds the Cython extension in place.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test test-cython test-python ext autobahn autobahn-client bench bench-micro fuzz wheel clean
+
+$(VENV)/.stamp: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+# Rebuild the extension whenever _speedups.pyx changed (cheap when up to date).
+ext: $(VENV)/.stamp
+	$(PY) setup.py -q build_ext --inplace
+
+run: ext
+	$(PY) -m zzz
+
+# The whole suite on the compiled core, then again on the pure-Python twin.
+test: test-cython test-python
+
+test-cython: ext
+	$(PY) -c "import zzz.core as c; assert c.IMPLEMENTATION == 'cython', 'the extension did not build'"
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-python: ext
+	ZZZ_NO_EXTENSIONS=1 $(PY) -m pytest -m "not packaging" $(PYTEST_ARGS)
+
+autobahn: ext
+	$(PY) autobahn-config/run.py client --impl both
+
+autobahn-client: ext
+	$(PY) autobahn-config/run.py server --impl both
+
+bench: ext
+	$(PY) bench/run.py
+
+bench-micro: ext
+	$(PY) -m pytest bench/micro.py --benchmark-only -q
+
+wheel: ext
+	$(PY) -m build --wheel --outdir dist/
+
+clean:
+	rm -rf build dist *.egg-info zzz/*.so zzz/_speedups.c reports .pytest_cache
