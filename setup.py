@@ -48,7 +48,11 @@ def _extensions():
     ext = Extension(
         "zzz._speedups",
         ["zzz/_speedups.pyx"],
-        extra_compile_args=["-O3"] if os.name != "nt" else [],
+        # The C kernels live in headers; listing them rebuilds on change and ships them in sdists.
+        depends=["zzz/_mask.h", "zzz/_utf8.h"],
+        include_dirs=["zzz"],
+        # No -march=native: the wheel must run on any x86-64; SIMD is picked at run time.
+        extra_compile_args=["-O3"] if os.name != "nt" else ["/O2"],
     )
     return cythonize(
         [ext],

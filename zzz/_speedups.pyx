@@ -1,0 +1,757 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, auto_pickle=False
+"""Compiled core of zzz: XOR masking, incremental UTF-8 validation, frame reading and encoding.
+
+``zzz._purepy`` is its twin and the reference for behaviour (errors and messages included);
+``zzz.core`` picks one of the two and nothing else imports this module.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.list cimport PyList_Append
+from cpython.long cimport PyLong_AsLong, PyLong_Check
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, UINT64_MAX
+from libc.string cimport memcpy
+
+from operator import index as _index
+
+from zzz.errors import InvalidUtf8, MessageTooBig, PolicyViolation, ProtocolError, WebSocketError
+
+cdef extern from "Python.h":
+    # Declared without ``except`` so that a failure can be cleared and retried differently.
+    int _try_get_buffer "PyObject_GetBuffer"(object obj, Py_buffer *view, int flags)
+    int _PyBytes_Resize(PyObject **obj, Py_ssize_t size) except -1
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+
+cdef extern from "_mask.h":
+    void zzz_mask(unsigned char *dst, const unsigned char *src, size_t n,
+                  const unsigned char *key, size_t phase) nogil
+    const char *zzz_mask_select(const char *name)
+    const char *zzz_mask_kernel_name
+
+cdef extern from "_utf8.h":
+    enum:
+        ZZZ_UTF8_REJECT
+        ZZZ_UTF8_ACCEPT
+    void zzz_utf8_init_rows()
+    const char *zzz_utf8_select(const char *name)
+    const char *zzz_ascii_kernel_name
+    size_t zzz_ascii_prefix(const unsigned char *p, size_t n) nogil
+    Py_ssize_t zzz_utf8_feed(uint32_t *state, const unsigned char *p, size_t n) nogil
+
+__all__ = [
+    "OP_CONT",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "mask",
+    "mask_inplace",
+    "validate_utf8",
+    "Utf8Validator",
+    "FrameReader",
+    "encode_frame",
+]
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+zzz_utf8_init_rows()
+zzz_mask_select(b"best")
+zzz_utf8_select(b"best")
+
+cdef enum:
+    # Known opcodes as a bit set: 0, 1, 2, 8, 9, 10.
+    _KNOWN_OPCODES = 0x0707
+    # From this size on, masking lets other threads run while it works.
+    _NOGIL_MASK = 1 << 20
+_UNLIMITED = 1 << 64
+_KEY_ERROR = "mask key must be exactly 4 bytes"
+
+
+def _select_kernels(name="best"):
+    """Pick the SIMD kernels by name ("best", "avx512", "avx2", "sse2", "word"), for tests and
+    benchmarks; return (mask kernel, ASCII kernel) or raise ValueError if the CPU lacks it."""
+    cdef bytes b = name.encode()
+    if zzz_mask_select(b) == NULL:
+        zzz_mask_select(b"best")
+        raise ValueError(f"kernel {name!r} is not available on this CPU")
+    zzz_utf8_select(b)
+    return (zzz_mask_kernel_name.decode(), zzz_ascii_kernel_name.decode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument helpers: each mirrors what the twin's Python code does with the same argument, so the
+# odd inputs fail with the same exception and message.
+
+cdef inline int _get_read_buffer(object obj, Py_buffer *view) except -1:
+    """Contiguous read view of ``obj``; other inputs get the twin's ``memoryview(x).cast("B")``."""
+    if _try_get_buffer(obj, view, PyBUF_SIMPLE) == 0:
+        return 0
+    PyErr_Clear()
+    PyObject_GetBuffer(memoryview(obj).cast("B"), view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef inline int _get_bytes_buffer(object obj, Py_buffer *view) except -1:
+    """Contiguous read view of ``obj``; other inputs are passed through ``bytes()`` as the twin does."""
+    if _try_get_buffer(obj, view, PyBUF_SIMPLE) == 0:
+        return 0
+    PyErr_Clear()
+    PyObject_GetBuffer(bytes(obj), view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef inline int _check_key(object key) except -1:
+    if PyBytes_CheckExact(key):
+        if PyBytes_GET_SIZE(key) != 4:
+            raise ValueError(_KEY_ERROR)
+    elif len(key) != 4:
+        raise ValueError(_KEY_ERROR)
+    return 0
+
+
+cdef inline bytes _key_bytes(object key):
+    """The 4-byte key as ``bytes`` (after ``_check_key``)."""
+    if PyBytes_CheckExact(key):
+        return <bytes>key
+    cdef bytes b = bytes(key)
+    if PyBytes_GET_SIZE(b) != 4:
+        raise ValueError(_KEY_ERROR)
+    return b
+
+
+cdef inline int _phase(object phase) except -1:
+    """``phase & 3`` with Python's semantics (negative and huge ints included)."""
+    cdef long v
+    if PyLong_Check(phase):
+        v = PyLong_AsLong(phase)
+        if v == -1 and PyErr_Occurred():
+            PyErr_Clear()
+            return <int>(phase & 3)
+        return <int>(v & 3)
+    return <int>(phase & 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Masking
+
+def mask(data, key, phase=0):
+    """Return ``data`` XORed with the repeating 4-byte ``key``, starting at key byte ``phase``.
+
+    Args:
+        data: Any contiguous bytes-like object.
+        key: The 4-byte masking key.
+        phase: Index of the key byte that applies to ``data[0]`` (taken modulo 4), for payloads
+            masked in pieces.
+
+    Returns:
+        A new ``bytes`` of the same length.
+
+    Raises:
+        ValueError: ``key`` is not 4 bytes long.
+    """
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef int ph
+    cdef bytes kb, out
+    cdef unsigned char *dst
+    cdef const unsigned char *src
+    cdef const unsigned char *k
+    _check_key(key)
+    _get_read_buffer(data, &view)
+    try:
+        n = view.len
+        if n == 0:
+            return b""
+        ph = _phase(phase)
+        kb = _key_bytes(key)
+        out = PyBytes_FromStringAndSize(NULL, n)
+        dst = <unsigned char *>PyBytes_AS_STRING(out)
+        src = <const unsigned char *>view.buf
+        k = <const unsigned char *>PyBytes_AS_STRING(kb)
+        if n >= _NOGIL_MASK:
+            with nogil:
+                zzz_mask(dst, src, <size_t>n, k, <size_t>ph)
+        else:
+            zzz_mask(dst, src, <size_t>n, k, <size_t>ph)
+        return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+def mask_inplace(buf, key, phase=0):
+    """XOR the writable buffer ``buf`` with ``key`` in place, starting at key byte ``phase``.
+
+    Args:
+        buf: A writable contiguous buffer (``bytearray``, writable ``memoryview``, ...).
+        key: The 4-byte masking key.
+        phase: Index of the key byte that applies to ``buf[0]`` (taken modulo 4).
+
+    Raises:
+        TypeError: ``buf`` is read-only or not a contiguous buffer.
+        ValueError: ``key`` is not 4 bytes long.
+    """
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef int ph
+    cdef bytes kb
+    cdef unsigned char *p
+    cdef const unsigned char *k
+    if _try_get_buffer(buf, &view, PyBUF_WRITABLE) != 0:
+        PyErr_Clear()
+        mv = memoryview(buf)
+        if mv.readonly:
+            raise TypeError("mask_inplace needs a writable buffer")
+        PyObject_GetBuffer(mv.cast("B"), &view, PyBUF_WRITABLE)
+    try:
+        _check_key(key)
+        n = view.len
+        if n == 0:
+            return None
+        ph = _phase(phase)
+        kb = _key_bytes(key)
+        p = <unsigned char *>view.buf
+        k = <const unsigned char *>PyBytes_AS_STRING(kb)
+        if n >= _NOGIL_MASK:
+            with nogil:
+                zzz_mask(p, p, <size_t>n, k, <size_t>ph)
+        else:
+            zzz_mask(p, p, <size_t>n, k, <size_t>ph)
+        return None
+    finally:
+        PyBuffer_Release(&view)
+
+
+# ---------------------------------------------------------------------------------------------
+# UTF-8
+
+def validate_utf8(data):
+    """Return -1 when ``data`` is complete, valid UTF-8.
+
+    Otherwise return the index of the first invalid byte, or ``len(data)`` when the data is a
+    valid prefix cut inside a multi-byte sequence.
+    """
+    cdef Py_buffer view
+    cdef uint32_t state = ZZZ_UTF8_ACCEPT
+    cdef Py_ssize_t r
+    _get_bytes_buffer(data, &view)
+    try:
+        r = zzz_utf8_feed(&state, <const unsigned char *>view.buf, <size_t>view.len)
+        if r >= 0:
+            return r
+        return -1 if state == ZZZ_UTF8_ACCEPT else view.len
+    finally:
+        PyBuffer_Release(&view)
+
+
+@cython.final
+cdef class Utf8Validator:
+    """Incremental UTF-8 validator: state carries across ``feed`` calls, failure is reported
+    at the first byte that can no longer start or continue a valid sequence."""
+
+    cdef uint32_t _state
+
+    def __cinit__(self):
+        self._state = ZZZ_UTF8_ACCEPT
+
+    def __init__(self):
+        pass
+
+    def reset(self):
+        """Forget all state: ready for a new message."""
+        self._state = ZZZ_UTF8_ACCEPT
+
+    @property
+    def complete(self):
+        """True when no multi-byte sequence is left open (and nothing failed)."""
+        return self._state == ZZZ_UTF8_ACCEPT
+
+    def feed(self, data):
+        """Validate the next chunk. Return -1 if all is well so far, else the index in ``data``
+        of the first invalid byte (0 for every chunk after a failure)."""
+        cdef Py_buffer view
+        if self._state == ZZZ_UTF8_REJECT:
+            return 0
+        _get_bytes_buffer(data, &view)
+        try:
+            return zzz_utf8_feed(&self._state, <const unsigned char *>view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame reader
+
+cdef struct _Limit:
+    bint negative    # every size is over it
+    uint64_t value   # saturated at UINT64_MAX (sizes never come near it)
+
+
+cdef int _set_limit(_Limit *limit, object value) except -1:
+    value = _index(value)
+    if value < 0:
+        limit.negative = True
+        limit.value = 0
+    else:
+        limit.negative = False
+        limit.value = UINT64_MAX if value >= _UNLIMITED else <uint64_t>value
+    return 0
+
+
+@cython.final
+cdef class FrameReader:
+    """Incremental RFC 6455 frame reader.
+
+    ``feed(data)`` accepts any chunking and returns the frames completed by it, each a tuple
+    ``(opcode, fin, rsv1, payload)`` with the payload unmasked. The payload of an unfragmented,
+    uncompressed text frame is a ``str``; every other payload is ``bytes``. Every rule of
+    RFC 6455 §5 that can be checked on the header is checked before any payload is buffered,
+    and the text of uncompressed text messages is validated as its bytes arrive.
+
+    On a violation ``feed`` raises a ``WebSocketError`` subclass whose ``frames`` attribute holds
+    the frames completed before it; the reader stays failed afterwards.
+    """
+
+    cdef public bint require_mask
+    cdef public bint allow_rsv1
+    cdef object _max_frame_size_obj
+    cdef object _max_message_size_obj
+    cdef object _max_fragments_obj
+    cdef _Limit _frame_limit
+    cdef _Limit _message_limit
+    cdef _Limit _fragment_limit
+    cdef object _error
+    # A header cut by the end of the previous chunk (a header is at most 14 bytes).
+    cdef unsigned char _stash[16]
+    cdef Py_ssize_t _stash_len
+    # The frame whose payload is being read.
+    cdef bint _in_payload
+    cdef int _opcode
+    cdef bint _fin
+    cdef bint _rsv1
+    cdef bint _masked
+    cdef unsigned char _key[4]
+    cdef uint64_t _length
+    cdef uint64_t _received
+    # Payload received so far when it came in pieces: a private bytes object grown as data
+    # arrives (never to the declared length up front), shrunk to size and handed out as is.
+    cdef PyObject *_acc
+    cdef Py_ssize_t _acc_cap
+    # The data message in progress (opcode 0 when none).
+    cdef int _msg_opcode
+    cdef bint _msg_compressed
+    cdef uint64_t _msg_size
+    cdef uint64_t _msg_frames
+    cdef uint32_t _utf8
+
+    def __cinit__(self):
+        self._acc = NULL
+        self._utf8 = ZZZ_UTF8_ACCEPT
+
+    def __dealloc__(self):
+        Py_XDECREF(self._acc)
+        self._acc = NULL
+
+    def __init__(
+        self,
+        *,
+        require_mask=True,
+        allow_rsv1=False,
+        max_frame_size=None,
+        max_message_size=None,
+        max_fragments=None,
+    ):
+        self.require_mask = require_mask
+        self.allow_rsv1 = allow_rsv1
+        self.max_frame_size = _UNLIMITED if max_frame_size is None else max_frame_size
+        self.max_message_size = _UNLIMITED if max_message_size is None else max_message_size
+        self.max_fragments = _UNLIMITED if max_fragments is None else max_fragments
+
+    @property
+    def max_frame_size(self):
+        return self._max_frame_size_obj
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        _set_limit(&self._frame_limit, value)
+        self._max_frame_size_obj = value
+
+    @property
+    def max_message_size(self):
+        return self._max_message_size_obj
+
+    @max_message_size.setter
+    def max_message_size(self, value):
+        _set_limit(&self._message_limit, value)
+        self._max_message_size_obj = value
+
+    @property
+    def max_fragments(self):
+        return self._max_fragments_obj
+
+    @max_fragments.setter
+    def max_fragments(self, value):
+        _set_limit(&self._fragment_limit, value)
+        self._max_fragments_obj = value
+
+    def feed(self, data):
+        """Parse ``data``; return the frames it completes.
+
+        Args:
+            data: The next bytes read from the connection, any contiguous bytes-like object.
+
+        Returns:
+            The frames completed by ``data``, in order, as ``(opcode, fin, rsv1, payload)``.
+
+        Raises:
+            WebSocketError: The peer broke the protocol or a limit; ``frames`` on the exception
+                holds the frames completed before the failure, and every later call raises it
+                again (with no frames).
+        """
+        cdef Py_buffer view
+        cdef list frames
+        if self._error is not None:
+            self._error.frames = []
+            raise self._error
+        if _try_get_buffer(data, &view, PyBUF_SIMPLE) != 0:
+            PyErr_Clear()
+            raise TypeError(f"can't concat {type(data).__name__} to bytearray")
+        frames = []
+        try:
+            self._parse(<const unsigned char *>view.buf, view.len, frames)
+        except WebSocketError as exc:
+            exc.frames = frames
+            self._error = exc
+            raise
+        finally:
+            PyBuffer_Release(&view)
+        return frames
+
+    cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1:
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t header
+        cdef Py_ssize_t take
+        cdef uint64_t want
+        if not self._in_payload and self._stash_len:
+            # Finish the header held back from the previous chunk first.
+            take = 14 - self._stash_len
+            if take > n:
+                take = n
+            memcpy(&self._stash[self._stash_len], p, take)
+            header = self._header(self._stash, self._stash_len + take)
+            if header < 0:
+                self._stash_len += take  # a short header means all of data went in
+                return 0
+            pos = header - self._stash_len
+            self._stash_len = 0
+        while True:
+            if not self._in_payload:
+                header = self._header(p + pos, n - pos)
+                if header < 0:
+                    memcpy(self._stash, p + pos, n - pos)
+                    self._stash_len = n - pos
+                    return 0
+                pos += header
+            want = self._length - self._received
+            if self._received == 0 and <uint64_t>(n - pos) >= want:
+                # The whole payload is here: build the result straight from the caller's data.
+                self._deliver(self._whole_payload(p + pos, <Py_ssize_t>want), frames)
+                pos += <Py_ssize_t>want
+                continue
+            take = n - pos
+            if <uint64_t>take > want:
+                take = <Py_ssize_t>want
+            if take:
+                self._append(p + pos, take)
+                pos += take
+            if self._received < self._length:
+                return 0
+            self._deliver(self._accumulated_payload(), frames)
+
+    cdef inline Py_ssize_t _header(self, const unsigned char *p, Py_ssize_t avail) except -2:
+        """Parse a header; return its length, or -1 if incomplete. Checks in the twin's order."""
+        cdef unsigned int b0, b1
+        cdef int opcode
+        cdef bint fin, rsv1, masked, compressed
+        cdef uint64_t length
+        cdef Py_ssize_t offset
+        if avail < 2:
+            return -1
+        b0 = p[0]
+        b1 = p[1]
+        fin = (b0 & 0x80) != 0
+        rsv1 = (b0 & 0x40) != 0
+        opcode = b0 & 0x0F
+        masked = (b1 & 0x80) != 0
+        length = b1 & 0x7F
+        if b0 & 0x30:
+            raise ProtocolError("reserved bits set")
+        if not ((_KNOWN_OPCODES >> opcode) & 1):
+            raise ProtocolError(f"invalid opcode {opcode}")
+        if opcode >= 8:
+            if not fin:
+                raise ProtocolError("fragmented control frame")
+            if length > 125:
+                raise ProtocolError("control frame too long")
+            if rsv1:
+                raise ProtocolError("reserved bits set")
+        elif rsv1:
+            if not self.allow_rsv1:
+                raise ProtocolError("reserved bits set")
+            if opcode == 0:
+                raise ProtocolError("RSV1 set on continuation frame")
+        if opcode == 0:
+            if not self._msg_opcode:
+                raise ProtocolError("unexpected continuation frame")
+        elif opcode < 8 and self._msg_opcode:
+            raise ProtocolError("expected continuation frame")
+        if masked != self.require_mask:
+            raise ProtocolError("frame not masked" if self.require_mask else "frame masked by server")
+        offset = 2
+        if length == 126:
+            if avail < 4:
+                return -1
+            length = (<uint64_t>p[2] << 8) | p[3]
+            offset = 4
+        elif length == 127:
+            if avail < 10:
+                return -1
+            length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40)
+                      | (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16)
+                      | (<uint64_t>p[8] << 8) | <uint64_t>p[9])
+            if length >> 63:
+                raise ProtocolError("invalid frame length")
+            offset = 10
+        if masked:
+            if avail < offset + 4:
+                return -1
+            memcpy(self._key, p + offset, 4)
+            offset += 4
+        if self._frame_limit.negative or length > self._frame_limit.value:
+            raise MessageTooBig("frame too big")
+        if opcode < 8:
+            if self._fragment_limit.negative or self._msg_frames >= self._fragment_limit.value:
+                raise PolicyViolation("too many fragments")
+            compressed = rsv1 if opcode != 0 else self._msg_compressed
+            # Subtract, never add: the declared length may be anything up to 2**63 - 1.
+            if not compressed and (
+                self._message_limit.negative
+                or self._msg_size > self._message_limit.value
+                or length > self._message_limit.value - self._msg_size
+            ):
+                raise MessageTooBig("message too big")
+            if opcode != 0:
+                self._msg_opcode = opcode
+                self._msg_compressed = rsv1
+            self._msg_frames += 1
+            self._msg_size += length
+        self._length = length
+        self._received = 0
+        self._opcode = opcode
+        self._fin = fin
+        self._rsv1 = rsv1
+        self._masked = masked
+        self._in_payload = True
+        return offset
+
+    cdef inline bint _validates_text(self):
+        return self._msg_opcode == 1 and not self._msg_compressed and self._opcode < 8
+
+    cdef object _whole_payload(self, const unsigned char *src, Py_ssize_t n):
+        """The payload of a frame that arrived whole: unmasked, validated, decoded if text."""
+        cdef object payload
+        cdef unsigned char *dst
+        cdef bint text = self._validates_text()
+        if text and self._fin and self._opcode == 1:
+            if n == 0:
+                return ""
+            if not self._masked:
+                return _decode(src, n)
+            # Unmask straight into an ASCII str; most text is ASCII and then that is the result.
+            payload = PyUnicode_New(n, 127)
+            dst = <unsigned char *>PyUnicode_DATA(payload)
+            zzz_mask(dst, src, <size_t>n, self._key, 0)
+            if zzz_ascii_prefix(dst, <size_t>n) == <size_t>n:
+                return payload
+            return _decode(dst, n)
+        if n == 0:
+            payload = b""
+        else:
+            payload = PyBytes_FromStringAndSize(NULL, n)
+            dst = <unsigned char *>PyBytes_AS_STRING(payload)
+            if self._masked:
+                zzz_mask(dst, src, <size_t>n, self._key, 0)
+            else:
+                memcpy(dst, src, n)
+        if text:
+            if zzz_utf8_feed(&self._utf8, <const unsigned char *>PyBytes_AS_STRING(payload), <size_t>n) >= 0:
+                raise InvalidUtf8("invalid UTF-8")
+            if self._fin and self._utf8 != ZZZ_UTF8_ACCEPT:
+                raise InvalidUtf8("invalid UTF-8")
+        return payload
+
+    cdef int _append(self, const unsigned char *src, Py_ssize_t take) except -1:
+        """Unmask the next piece of a payload into the accumulator; check text as it arrives."""
+        cdef Py_ssize_t needed = <Py_ssize_t>self._received + take
+        cdef Py_ssize_t cap
+        cdef unsigned char *dst
+        if needed > self._acc_cap:
+            # Grow with the data actually received, never towards the declared length alone.
+            cap = 2 * self._acc_cap
+            if cap < 1024:
+                cap = 1024
+            if cap < needed:
+                cap = needed
+            if <uint64_t>cap > self._length:
+                cap = <Py_ssize_t>self._length
+            if self._acc == NULL:
+                fresh = PyBytes_FromStringAndSize(NULL, cap)
+                Py_INCREF(fresh)  # this reference now belongs to self._acc
+                self._acc = <PyObject *>fresh
+            else:
+                _PyBytes_Resize(&self._acc, cap)
+            self._acc_cap = cap
+        dst = <unsigned char *>PyBytes_AS_STRING(<object>self._acc) + self._received
+        if self._masked:
+            zzz_mask(dst, src, <size_t>take, self._key, <size_t>(self._received & 3))
+        else:
+            memcpy(dst, src, take)
+        self._received += take
+        if self._validates_text() and zzz_utf8_feed(&self._utf8, dst, <size_t>take) >= 0:
+            raise InvalidUtf8("invalid UTF-8")
+        return 0
+
+    cdef object _accumulated_payload(self):
+        """The payload of a frame that came in pieces, all of which are now here."""
+        cdef object payload
+        cdef Py_ssize_t n = <Py_ssize_t>self._length
+        if self._acc_cap != n:
+            _PyBytes_Resize(&self._acc, n)
+        payload = <object>self._acc
+        Py_DECREF(payload)  # drop the accumulator's own reference, ``payload`` keeps one
+        self._acc = NULL
+        self._acc_cap = 0
+        if self._validates_text():
+            if self._fin and self._utf8 != ZZZ_UTF8_ACCEPT:
+                raise InvalidUtf8("invalid UTF-8")
+            if self._fin and self._opcode == 1:
+                return _decode(<const unsigned char *>PyBytes_AS_STRING(payload), n)
+        return payload
+
+    cdef inline int _deliver(self, object payload, list frames) except -1:
+        cdef int opcode = self._opcode
+        cdef bint fin = self._fin
+        if fin and opcode < 8:
+            self._msg_opcode = 0
+            self._msg_compressed = False
+            self._msg_size = 0
+            self._msg_frames = 0
+            self._utf8 = ZZZ_UTF8_ACCEPT
+        self._in_payload = False
+        PyList_Append(frames, (opcode, fin, self._rsv1, payload))
+        return 0
+
+
+cdef object _decode(const unsigned char *p, Py_ssize_t n):
+    try:
+        return PyUnicode_DecodeUTF8(<const char *>p, n, NULL)
+    except UnicodeDecodeError:
+        raise InvalidUtf8("invalid UTF-8") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder
+
+def encode_frame(opcode, payload, fin=True, rsv1=False, mask_key=None):
+    """Return one frame: header plus payload, masked with ``mask_key`` when one is given.
+
+    Args:
+        opcode: The frame opcode, 0..15 (not checked against the known ones).
+        payload: The payload, any contiguous bytes-like object.
+        fin: Whether this is the final frame of its message.
+        rsv1: Whether to set RSV1 (permessage-deflate's "compressed" bit).
+        mask_key: The 4-byte masking key (clients), or ``None`` for an unmasked frame (servers).
+
+    Returns:
+        The whole frame, built in one allocation.
+
+    Raises:
+        ValueError: ``opcode`` is out of range or ``mask_key`` is not 4 bytes long.
+    """
+    cdef long op = -1
+    cdef int b0
+    cdef Py_buffer view
+    cdef Py_buffer keyview
+    cdef Py_ssize_t n, header, total
+    cdef bytes out
+    cdef unsigned char *dst
+    cdef bint exact = PyLong_Check(opcode)
+    if exact:
+        op = PyLong_AsLong(opcode)
+        if op == -1 and PyErr_Occurred():
+            PyErr_Clear()  # too big either way
+        if not 0 <= op <= 15:
+            raise ValueError("opcode must be 0..15")
+    elif not 0 <= opcode <= 0xF:
+        raise ValueError("opcode must be 0..15")
+    _get_read_buffer(payload, &view)
+    try:
+        n = view.len
+        if exact:
+            b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | <int>op
+        else:
+            b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+        header = 2 if n < 126 else (4 if n < 0x10000 else 10)
+        if mask_key is None:
+            out = PyBytes_FromStringAndSize(NULL, header + n)
+            dst = <unsigned char *>PyBytes_AS_STRING(out)
+            _write_header(dst, b0, 0, n)
+            memcpy(dst + header, view.buf, n)
+            return out
+        _check_key(mask_key)
+        if _try_get_buffer(mask_key, &keyview, PyBUF_SIMPLE) != 0:
+            PyErr_Clear()
+            raise TypeError(f"can't concat {type(mask_key).__name__} to bytes")
+        try:
+            if keyview.len != 4:
+                raise ValueError(_KEY_ERROR)
+            out = PyBytes_FromStringAndSize(NULL, header + 4 + n)
+            dst = <unsigned char *>PyBytes_AS_STRING(out)
+            _write_header(dst, b0, 0x80, n)
+            memcpy(dst + header, keyview.buf, 4)
+            zzz_mask(dst + header + 4, <const unsigned char *>view.buf, <size_t>n,
+                     <const unsigned char *>keyview.buf, 0)
+            return out
+        finally:
+            PyBuffer_Release(&keyview)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef inline void _write_header(unsigned char *dst, int b0, int mask_bit, Py_ssize_t n) noexcept:
+    cdef uint64_t v = <uint64_t>n
+    cdef int i
+    dst[0] = <unsigned char>b0
+    if n < 126:
+        dst[1] = <unsigned char>(mask_bit | n)
+    elif n < 0x10000:
+        dst[1] = <unsigned char>(mask_bit | 126)
+        dst[2] = <unsigned char>(n >> 8)
+        dst[3] = <unsigned char>(n & 0xFF)
+    else:
+        dst[1] = <unsigned char>(mask_bit | 127)
+        for i in range(8):
+            dst[9 - i] = <unsigned char>(v & 0xFF)
+            v >>= 8
