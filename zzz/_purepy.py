@@ -48,10 +48,14 @@ def _check_key(key: bytes) -> None:
 def mask(data: bytes | bytearray | memoryview, key: bytes, phase: int = 0) -> bytes:
     """Return ``data`` XORed with the repeating 4-byte ``key``, starting at key byte ``phase``."""
     _check_key(key)
+    if not isinstance(data, (bytes, bytearray)):
+        # Mask the raw bytes: len() of a buffer with multi-byte items counts items, not bytes.
+        data = memoryview(data).cast("B")
     n = len(data)
     if n == 0:
         return b""
     phase &= 3
+    key = bytes(key)  # a memoryview key can be neither sliced-and-joined nor repeated
     if phase:
         key = key[phase:] + key[:phase]
     # One big-integer XOR is the fastest whole-buffer operation pure Python has.
@@ -348,6 +352,9 @@ def encode_frame(
     """Return one frame: header plus payload, masked with ``mask_key`` when one is given."""
     if not 0 <= opcode <= 0xF:
         raise ValueError("opcode must be 0..15")
+    if not isinstance(payload, (bytes, bytearray)):
+        # The header must count bytes, not the items of a multi-byte-item buffer.
+        payload = memoryview(payload).cast("B")
     n = len(payload)
     b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     mask_bit = 0x80 if mask_key is not None else 0
