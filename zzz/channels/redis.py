@@ -1,0 +1,272 @@
+"""Redis backend: broadcasts and presence reach every process attached to the same Redis.
+
+Uses redis-py's asyncio client (``pip install redis``), imported only when a ``RedisPubSub`` is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any
+
+from zzz.channels.pubsub import PresenceEntry, PubSub, envelope
+
+__all__ = ["RedisPubSub"]
+
+log = logging.getLogger("zzz")
+
+# Removes a topic from the presence index only when its hash is empty, atomically, so a concurrent
+# track (HSET then SADD) can never be left out of the index.
+_DROP_EMPTY_TOPIC = """
+if redis.call('HLEN', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
+"""
+
+
+class RedisPubSub(PubSub):
+    """Pub/sub and presence shared by every process on one Redis.
+
+    Every process subscribes to one Redis channel (``<prefix>:bus``) and receives every broadcast, as
+    Phoenix's Redis adapter does; each process then encodes the frame once and fans it out to its own
+    subscribers. Broadcasts reach local subscribers at once, without a round trip through Redis.
+
+    Presence entries are stored in Redis hashes (``<prefix>:p:<topic>``) so processes that start later
+    see them, and every process keeps a replica fed by the diffs, so ``Presence.list`` needs no I/O.
+    Each process refreshes a liveness key (``<prefix>:node:<id>``, TTL ``node_ttl``); the survivors
+    remove the entries of a process whose key expired and broadcast the leaves.
+
+    Args:
+        url: a Redis URL, e.g. ``"redis://127.0.0.1:6379/0"``.
+        prefix: the prefix of every key and channel (share it between the processes of one app).
+        node_ttl: seconds after which a silent process's presences are removed.
+
+    Raises:
+        ImportError: the ``redis`` package is not installed.
+    """
+
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "zzz", node_ttl: float = 15.0
+    ) -> None:
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "zzz.RedisPubSub needs the 'redis' package (redis-py with asyncio): pip install redis"
+            ) from None
+        super().__init__()
+        if node_ttl <= 0:
+            raise ValueError("node_ttl must be positive")
+        self.url = url
+        self.prefix = prefix
+        self.node_ttl = node_ttl
+        self._bus = f"{prefix}:bus"
+        self._topics_key = f"{prefix}:ptopics"
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._pending: list[tuple[Any, ...]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _node_key(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    def _presence_key(self, topic: str) -> str:
+        return f"{self.prefix}:p:{topic}"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, subscribe, load the stored presences and start the background tasks (idempotent).
+
+        Raises:
+            redis.exceptions.ConnectionError: Redis is not reachable.
+        """
+        if self._client is not None:
+            return
+        import redis.asyncio as aioredis
+
+        await super().start()
+        client = aioredis.from_url(self.url, decode_responses=True)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(self._bus)
+        # Wait for Redis to confirm: from then on no broadcast can be missed, so the snapshot read next
+        # plus the diffs that follow it describe every presence.
+        while True:
+            msg = await pubsub.get_message(timeout=5.0)
+            if msg is not None and msg["type"] == "subscribe":
+                break
+        await client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wakeup = asyncio.Event()
+        await self._load_snapshot()
+        self._drop_empty = client.register_script(_DROP_EMPTY_TOPIC)
+        self._tasks = [
+            self._loop.create_task(self._read(pubsub)),
+            self._loop.create_task(self._write()),
+            self._loop.create_task(self._keep_alive()),
+        ]
+        if self._pending:
+            self._wakeup.set()
+
+    async def close(self) -> None:
+        """Withdraw this process's presences, flush what is queued and disconnect."""
+        if self._client is None:
+            return
+        with self._lock:
+            mine = [
+                (topic, e)
+                for topic, entries in self._presence.items()
+                for e in entries.values()
+                if e[3] == self.node_id
+            ]
+            self._tracked.clear()
+        by_topic: dict[str, list[PresenceEntry]] = {}
+        for topic, entry in mine:
+            by_topic.setdefault(topic, []).append(entry)
+        for topic, leaves in by_topic.items():
+            self._presence_change(topic, [], leaves)
+        await self._flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            await self._client.delete(self._node_key(self.node_id))
+        finally:
+            await self._client.aclose()
+            self._client = None
+
+    # -- the seam to other processes -----------------------------------------------------------------------
+
+    def _publish(self, kind: str, header: list[Any], body: str) -> None:
+        self._enqueue(("publish", self._bus, envelope(kind, header, body)))
+
+    def _store(self, topic: str, joins: list[PresenceEntry], leaves: list[PresenceEntry]) -> None:
+        key = self._presence_key(topic)
+        for entry in leaves:
+            self._enqueue(("hdel", key, entry[0]))
+        for entry in joins:
+            self._enqueue(("hset", key, entry[0], json.dumps(entry)))
+            self._enqueue(("sadd", self._topics_key, topic))
+
+    def _enqueue(self, op: tuple[Any, ...]) -> None:
+        # One writer task sends everything in order, so a presence diff never overtakes the write it
+        # describes, and commands queued together go out in one pipeline round trip.
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._enqueue, op)
+            return
+        self._pending.append(op)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch or self._client is None:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for op, *args in batch:
+            getattr(pipe, op)(*args)
+        await pipe.execute()
+
+    async def _write(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("zzz.channels: Redis write failed; messages were lost")
+                await asyncio.sleep(0.5)
+
+    async def _read(self, pubsub: Any) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async for msg in pubsub.listen():
+                    delay = 0.1
+                    if msg["type"] == "message":
+                        self._receive(msg["data"])
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except Exception:
+                log.exception("zzz.channels: Redis subscription lost; reconnecting")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    pubsub = self._client.pubsub()
+                    await pubsub.subscribe(self._bus)
+                    await self._load_snapshot()
+                except Exception:
+                    log.exception("zzz.channels: Redis reconnect failed")
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.node_ttl / 3)
+            try:
+                await self._client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
+                await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("zzz.channels: Redis presence upkeep failed")
+
+    # -- presence storage ----------------------------------------------------------------------------------
+
+    async def _stored_entries(self) -> dict[str, list[PresenceEntry]]:
+        """Every stored presence entry, by topic (dead processes' entries included)."""
+        topics = sorted(await self._client.smembers(self._topics_key))
+        if not topics:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for topic in topics:
+            pipe.hgetall(self._presence_key(topic))
+        hashes = await pipe.execute()
+        return {topic: [json.loads(v) for v in fields.values()] for topic, fields in zip(topics, hashes)}
+
+    async def _alive(self, nodes: set[str]) -> set[str]:
+        ordered = sorted(nodes)
+        if not ordered:
+            return set()
+        flags = await self._client.mget([self._node_key(n) for n in ordered])
+        return {n for n, flag in zip(ordered, flags) if flag is not None}
+
+    async def _load_snapshot(self) -> None:
+        stored = await self._stored_entries()
+        alive = await self._alive({e[3] for entries in stored.values() for e in entries})
+        alive.add(self.node_id)
+        with self._lock:
+            for topic, entries in stored.items():
+                replica = self._presence.setdefault(topic, {})
+                for entry in entries:
+                    if entry[3] in alive:
+                        replica[entry[0]] = entry
+
+    async def _sweep(self) -> None:
+        """Remove the stored presences of processes whose liveness key expired, and announce the leaves."""
+        stored = await self._stored_entries()
+        alive = await self._alive({e[3] for entries in stored.values() for e in entries})
+        alive.add(self.node_id)
+        for topic, entries in stored.items():
+            key = self._presence_key(topic)
+            dead = [e for e in entries if e[3] not in alive]
+            if dead:
+                pipe = self._client.pipeline(transaction=False)
+                for entry in dead:
+                    pipe.hdel(key, entry[0])
+                removed = await pipe.execute()
+                # Several survivors may sweep at once: only the one whose HDEL removed an entry announces it.
+                leaves = [e for e, n in zip(dead, removed) if n]
+                if leaves:
+                    self._apply_presence(topic, [], leaves)
+                    self._publish("p", [self.node_id, topic], json.dumps({"joins": [], "leaves": leaves}))
+            if len(dead) == len(entries):
+                await self._drop_empty(keys=[key, self._topics_key], args=[topic])

@@ -1,0 +1,196 @@
+"""Phoenix channel wire format: decode client messages, encode replies, pushes and broadcasts.
+
+Two forms share one meaning: the JSON object form (zzz.js, Phoenix serializer v1) and the array form
+``[join_ref, ref, topic, event, payload]`` (phoenix.js with ``vsn=2.0.0``). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MalformedMessage",
+    "Message",
+    "decode",
+    "dumps",
+    "encode",
+    "encode_raw",
+    "reply_payload",
+]
+
+# Compact separators keep frames small; ensure_ascii=False keeps non-ASCII text as it is (frames are UTF-8).
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+dumps = _encoder.encode
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One channel message.
+
+    Attributes:
+        topic: the channel topic, e.g. ``"room:lobby"`` (``"phoenix"`` for heartbeats).
+        event: the event name, e.g. ``"phx_join"`` or ``"new_msg"``.
+        payload: the decoded JSON payload.
+        ref: the client's message reference (``None`` for server pushes).
+        join_ref: the ref of the join this message belongs to, when the client sent one.
+        array_form: True when the message came in the array form.
+    """
+
+    topic: str
+    event: str
+    payload: Any
+    ref: str | None = None
+    join_ref: str | None = None
+    array_form: bool = False
+
+
+class MalformedMessage(ValueError):
+    """A text message that is not a channel message.
+
+    Attributes:
+        ref: the ref found in the message when one could be recovered (then an error reply is possible).
+        topic: the topic found, when there was one (so the reply can name it).
+        not_json: True when the text is not JSON at all.
+        array_form: True when the message looked like the array form.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        ref: str | None = None,
+        topic: str | None = None,
+        join_ref: str | None = None,
+        not_json: bool = False,
+        array_form: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.ref = ref
+        self.topic = topic
+        self.join_ref = join_ref
+        self.not_json = not_json
+        self.array_form = array_form
+
+
+def _ref(value: Any) -> str | None:
+    # Clients send refs as strings; tolerate numbers (some hand-written clients do) by normalising.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError("ref must be a string")
+
+
+def decode(text: str) -> Message:
+    """Decode one client text frame in either form.
+
+    Args:
+        text: the frame's text.
+
+    Returns:
+        The message; a missing payload becomes ``{}``.
+
+    Raises:
+        MalformedMessage: not JSON, not an object or 5-element array, or a field of the wrong type.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise MalformedMessage("invalid JSON", not_json=True) from None
+    if isinstance(data, dict):
+        array_form = False
+        raw_join_ref, raw_ref = data.get("join_ref"), data.get("ref")
+        topic, event, payload = data.get("topic"), data.get("event"), data.get("payload", {})
+        complete = "topic" in data and "event" in data
+    elif isinstance(data, list):
+        array_form = True
+        if len(data) != 5:
+            # Still try to salvage the ref so the client gets an answer instead of silence.
+            raw_ref = data[1] if len(data) > 1 else None
+            raw_join_ref = data[0] if data else None
+            topic = data[2] if len(data) > 2 else None
+            event, payload, complete = None, None, False
+        else:
+            raw_join_ref, raw_ref, topic, event, payload = data
+            complete = True
+    else:
+        raise MalformedMessage("not an object or array")
+    try:
+        ref, join_ref = _ref(raw_ref), _ref(raw_join_ref)
+    except TypeError:
+        raise MalformedMessage("bad ref", array_form=array_form) from None
+    good_topic = topic if isinstance(topic, str) else None
+    if not complete:
+        raise MalformedMessage(
+            "missing fields", ref=ref, topic=good_topic, join_ref=join_ref, array_form=array_form
+        )
+    if good_topic is None or not isinstance(event, str):
+        raise MalformedMessage(
+            "topic and event must be strings",
+            ref=ref,
+            topic=good_topic,
+            join_ref=join_ref,
+            array_form=array_form,
+        )
+    if payload is None:
+        payload = {}
+    return Message(good_topic, event, payload, ref, join_ref, array_form)
+
+
+def encode_raw(
+    array_form: bool,
+    topic: str,
+    event: str,
+    payload_json: str,
+    ref: str | None = None,
+    join_ref: str | None = None,
+) -> str:
+    """Encode a frame around a payload that is already JSON text.
+
+    This is what lets a broadcast serialise its payload once and reuse the text for every receiver.
+
+    Args:
+        array_form: encode ``[join_ref, ref, topic, event, payload]`` instead of the object form.
+        topic: the topic.
+        event: the event.
+        payload_json: the payload, already JSON-encoded.
+        ref: the ref (``None`` for pushes and broadcasts).
+        join_ref: the join ref (``None`` for broadcasts).
+
+    Returns:
+        The frame's text.
+    """
+    jr = "null" if join_ref is None else dumps(join_ref)
+    r = "null" if ref is None else dumps(ref)
+    if array_form:
+        return f"[{jr},{r},{dumps(topic)},{dumps(event)},{payload_json}]"
+    return (
+        f'{{"topic":{dumps(topic)},"event":{dumps(event)},"payload":{payload_json},'
+        f'"ref":{r},"join_ref":{jr}}}'
+    )
+
+
+def encode(
+    array_form: bool,
+    topic: str,
+    event: str,
+    payload: Any,
+    ref: str | None = None,
+    join_ref: str | None = None,
+) -> str:
+    """Encode a frame whose payload is a Python value.
+
+    Raises:
+        TypeError: the payload is not JSON-serialisable.
+    """
+    return encode_raw(array_form, topic, event, dumps(payload), ref, join_ref)
+
+
+def reply_payload(status: str, response: Any) -> dict[str, Any]:
+    """The payload of a ``phx_reply``: ``{"status": ..., "response": ...}``."""
+    return {"status": status, "response": {} if response is None else response}
