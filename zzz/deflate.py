@@ -39,9 +39,12 @@ emits a match distance beyond ``w_size - MIN_LOOKAHEAD`` (``MAX_DIST`` in deflat
 window. Node.js relies on the same fact ("passing windowBits = 9 to zlib actually results in a
 compressed stream that effectively uses an 8-bit window only", docs of ``zlib.createDeflateRaw``).
 So when 8 is negotiated for our side we answer 8 (honouring RFC 7692 §7.1.2.1, which only allows
-the value asked for or less) and compress with zlib's 9; the tests check every such stream with
-an inflater limited to a 256-byte window. Inflating uses the negotiated value itself (inflate
-supports 8), so a peer that exceeds its window is caught as corrupt data (1007).
+the value asked for or less) and compress with zlib's 9; the tests inflate every such stream
+byte by byte with zlib's 256-byte window, where a reference further back fails. Inflating
+uses the negotiated value itself (inflate supports 8), which is all the memory it needs; a peer
+reaching back further than zlib still holds fails as corrupt data (1007). (zlib may still copy
+from output it produced in the same call, so it does not catch every oversized reference; the
+result is then still the right bytes.)
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ EXTENSION_NAME = "permessage-deflate"
 # A sync flush ends with an empty stored block; RFC 7692 §7.2.1 drops these four octets on the
 # wire and §7.2.2 has the receiver put them back.
 _TAIL = b"\x00\x00\xff\xff"
+
+# Most compressed input and inflated output handled per zlib call when a budget applies
+# (see PerMessageDeflate._inflate).
+_INPUT_CHUNK = 64 * 1024
+_OUTPUT_STEP = 64 * 1024
 
 Offers = Sequence[tuple[str, Sequence[tuple[str, "str | None"]]]]
 
@@ -448,12 +456,34 @@ class PerMessageDeflate:
         return out
 
     @staticmethod
-    def _inflate(decoder: zlib._Decompress, data: bytes | bytearray | memoryview, budget: int | None) -> bytes:
+    def _inflate(
+        decoder: zlib._Decompress, data: bytes | bytearray | memoryview, budget: int | None
+    ) -> bytes:
         if budget is None:
             return decoder.decompress(data)
-        # One byte past the budget tells "exactly the limit" from "over it"; zlib stops there,
-        # and whatever input is left stays in unconsumed_tail, never inflated.
-        out = decoder.decompress(data, budget + 1)
-        if len(out) > budget:
-            raise MessageTooBig("message too big")
-        return out
+        # Bounded: zlib is asked for at most one byte past the budget, which tells "exactly the
+        # limit" from "over it", and never for more than _OUTPUT_STEP at once, because CPython
+        # assembles one call's output from blocks and copies it, doubling a large result. Input
+        # goes in _INPUT_CHUNK slices because zlib copies whatever it did not consume into
+        # ``unconsumed_tail``. So a bomb costs the budget plus about three steps, whatever its size.
+        pieces: list[bytes] = []
+        produced = 0
+        view = memoryview(data)
+        for start in range(0, len(view), _INPUT_CHUNK):
+            pending: bytes | memoryview = view[start:start + _INPUT_CHUNK]
+            while True:
+                want = min(_OUTPUT_STEP, budget - produced + 1)
+                piece = decoder.decompress(pending, want)
+                produced += len(piece)
+                if produced > budget:
+                    raise MessageTooBig("message too big")
+                if piece:
+                    pieces.append(piece)
+                pending = decoder.unconsumed_tail
+                # Less than asked for means zlib ran out of input; exactly as much may leave
+                # output pending inside zlib (e.g. the rest of a long match), so ask again.
+                if len(piece) < want and not pending:
+                    break
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)

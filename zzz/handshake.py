@@ -183,8 +183,7 @@ def _valid_key(value: str) -> bool:
 
 
 def _parse_http_version(version: str) -> tuple[int, int] | None:
-    if version.startswith("HTTP/"):
-        version = version[5:]
+    version = version.removeprefix("HTTP/")
     major, dot, minor = version.partition(".")
     if not dot or not major.isdigit() or not minor.isdigit() or not major.isascii() or not minor.isascii():
         return None
