@@ -1,0 +1,102 @@
+"""A small channel app for the end-to-end tests: rooms with presence, plus pages for the browser tests.
+
+Run as ``python -m tests.channels.chat_app --port P [--redis URL] [--node-ttl S]``; the tests start it in a
+subprocess (one per "machine"), or build it in-process with ``build_app``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import zzz
+from zzz.channels import (
+    ChannelConfig,
+    ChannelDef,
+    ChannelSocket,
+    JoinResult,
+    Presence,
+    RedisPubSub,
+    Reply,
+    channel_routes,
+)
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>zzz test</title>
+<script src="/__zzz/zzz.js"></script></head>
+<body><p id="status">loaded</p></body></html>
+"""
+
+MODULE_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>zzz module test</title>
+<script type="module">
+import { Zzz } from "/__zzz/zzz.mjs";
+import Default from "/__zzz/zzz.mjs";
+window.moduleResult = { named: typeof Zzz.socket, same: Zzz === Default && Zzz === window.Zzz };
+</script></head>
+<body></body></html>
+"""
+
+
+def _join(socket: ChannelSocket, topic: str, payload: Any) -> Any:
+    if payload.get("password") == "wrong":
+        return False
+    user = payload.get("user")
+    if user:
+        socket.assign("user", user)
+        socket.track(topic, user, {"online_at": payload.get("at", 0)})
+    return JoinResult.ok({"joined": topic})
+
+
+def _new_msg(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+    socket.broadcast(topic, "new_msg", {"user": socket.get_assign("user"), "body": payload.get("body")})
+    return {"accepted": True}
+
+
+def _who(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+    return sorted(Presence.list(topic))
+
+
+def _fail(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+    return Reply.error("nope")
+
+
+def _silent(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+    return None
+
+
+def build_app(
+    redis_url: str | None = None, node_ttl: float = 15.0, heartbeat_timeout: float = 60.0
+) -> zzz.App:
+    """The test app; with ``redis_url`` its broadcasts and presence are shared through Redis."""
+    pubsub = RedisPubSub(redis_url, prefix="zzztest", node_ttl=node_ttl) if redis_url else None
+    room = ChannelDef(
+        "room:*",
+        join=_join,
+        handlers={"new_msg": _new_msg, "who": _who, "fail": _fail, "silent": _silent},
+    )
+    config = ChannelConfig(channels=[room], pubsub=pubsub, heartbeat_timeout=heartbeat_timeout)
+    return zzz.App(
+        [
+            *channel_routes("/socket", config),
+            zzz.Router.get("/", lambda req: zzz.Response(PAGE, content_type="text/html; charset=utf-8")),
+            zzz.Router.get(
+                "/module", lambda req: zzz.Response(MODULE_PAGE, content_type="text/html; charset=utf-8")
+            ),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis", default=None)
+    parser.add_argument("--node-ttl", type=float, default=15.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    build_app(args.redis, args.node_ttl).run("127.0.0.1", args.port, loop="asyncio")
+
+
+if __name__ == "__main__":
+    main()
