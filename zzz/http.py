@@ -36,7 +36,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Anything but HTAB, visible ASCII, SP and obs-text: CR/LF/NUL and friends would let an
 # application (or whoever controls the data it echoes) split or smuggle responses.
 _BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
-_BAD_VALUE_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters never valid in a request head (CR and LF are checked as CRLF pairs).
+_HEAD_CTLS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 # Empty lines a client may send between pipelined requests (RFC 9112 section 2.2).
 _LEADING_EOL = re.compile(rb"[\r\n]*")
 
@@ -669,6 +670,8 @@ class RequestParser:
             self._mode = _FAILED
             self._error = exc
             raise
+        finally:
+            self._out = []  # do not keep the caller's requests (and bodies) alive
         return out
 
     # ------------------------------------------------------------------ framing
@@ -687,6 +690,7 @@ class RequestParser:
                 stop = n if end < 0 else end
                 self._check_head(data, pos, stop)
                 seg = data[pos:stop]
+                self._check_head_bytes(seg)
                 self._headers_done = False
                 try:
                     self._llhttp(seg)
@@ -769,6 +773,19 @@ class RequestParser:
             self._line_len = stop - last_nl - 1
             self._check_line(self._line_len, False)
         self._head_len += seg_len
+
+    def _check_head_bytes(self, seg: bytes) -> None:
+        """Refuse control characters and lone CR or LF in a head, whatever llhttp would do."""
+        # C-speed counts instead of a regex: a regex alternation costs ~40 ns per byte.
+        if self._head_tail.endswith(b"\r"):  # the CR of a CRLF split across pieces
+            seg = b"\r" + seg
+        crlf = seg.count(b"\r\n")
+        if (
+            seg.count(b"\n") != crlf
+            or seg.count(b"\r") != crlf + seg.endswith(b"\r")
+            or len(seg.translate(None, _HEAD_CTLS)) != len(seg)
+        ):
+            raise HttpError(400, "invalid character in request head")
 
     def _check_line(self, length: int, request_line: bool) -> None:
         if request_line:
@@ -855,12 +872,10 @@ class RequestParser:
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp already refuses most control characters; this check does not depend on it.
-        if _BAD_VALUE_BYTES.search(value):
-            self._fail(400, "invalid character in header value")
+        # Control characters were refused on the raw head bytes before llhttp saw them.
         if self._in_trailers:
             return  # trailer fields are framed and limited, but not exposed
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self._headers.append((name.lower().decode("latin-1"), value.decode("latin-1")))
         if len(self._headers) > self.max_header_count:
             self._fail(431, "too many header fields")
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zzz.http import HttpError, Request, Response
-from zzz.routing import CallNext, Controller, RouteTable, Router, run_chain, to_response
+from zzz.routing import CallNext, Controller, Router, RouteTable, run_chain, to_response
 
 
 def run(coro: Any) -> Any:

@@ -116,7 +116,7 @@ def test_header_non_str_value_is_type_error() -> None:
 def test_response_roundtrips_through_a_parser_view() -> None:
     # Whatever the application sets, the wire has exactly the fields it asked for.
     resp = Response("ok", headers=[("Set-Cookie", "a=1; Path=/"), ("X-Empty", "")])
-    status, fields, body = split(resp.encode())
+    _status, fields, body = split(resp.encode())
     assert fields["Set-Cookie"] == "a=1; Path=/" and fields["X-Empty"] == "" and body == b"ok"
 
 

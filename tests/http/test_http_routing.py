@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from zzz.http import HttpError, Request, Response
-from zzz.routing import Controller, Route, RouteTable, Router
+from zzz.routing import Controller, Route, Router, RouteTable
 
 
 def h(name: str):  # type: ignore[no-untyped-def]
