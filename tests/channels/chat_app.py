@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 import zzz
@@ -31,8 +32,8 @@ PAGE = """<!doctype html>
 MODULE_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>zzz module test</title>
 <script type="module">
-import { Zzz } from "/__zzz/zzz.mjs";
-import Default from "/__zzz/zzz.mjs";
+import { Zzz } from "/t/zzz.mjs";
+import Default from "/t/zzz.mjs";
 window.moduleResult = { named: typeof Zzz.socket, same: Zzz === Default && Zzz === window.Zzz };
 </script></head>
 <body></body></html>
@@ -66,6 +67,21 @@ def _silent(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
     return None
 
 
+def _static(name: str) -> Any:
+    # The app serves /__zzz/zzz.js itself; these copies under /t/ let the browser tests load the module
+    # wrapper (zzz.mjs imports "./zzz.js" from its own directory).
+    path = Path(zzz.__file__).with_name("static") / name
+
+    def handler(request: Any) -> zzz.Response:
+        return zzz.Response(path.read_bytes(), content_type="text/javascript; charset=utf-8")
+
+    return handler
+
+
+def _echo(ws: zzz.WebSocket, msg: Any) -> None:
+    ws.send(msg.data if isinstance(msg.data, str) else msg.data.decode("latin-1"))
+
+
 def build_app(
     redis_url: str | None = None, node_ttl: float = 15.0, heartbeat_timeout: float = 60.0
 ) -> zzz.App:
@@ -84,6 +100,11 @@ def build_app(
             zzz.Router.get(
                 "/module", lambda req: zzz.Response(MODULE_PAGE, content_type="text/html; charset=utf-8")
             ),
+            zzz.Router.get("/t/zzz.js", _static("zzz.js")),
+            zzz.Router.get("/t/zzz.mjs", _static("zzz.mjs")),
+            # A raw echo for Zzz.connect, and a route that never answers (heartbeat timeouts).
+            zzz.Router.ws("/echo", zzz.WsConfig(on_message=_echo)),
+            zzz.Router.ws("/mute", zzz.WsConfig()),
         ]
     )
 

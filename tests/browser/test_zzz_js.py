@@ -1,0 +1,171 @@
+"""zzz.js in headless Chromium against a real zzz app: raw connections, channels, presence, reconnects.
+
+Each test runs JavaScript in the page with Playwright and checks what the client saw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.channels.procs import AppProcess
+
+
+def test_script_loads_without_errors(page: Any) -> None:
+    assert page.evaluate("typeof Zzz.socket") == "function"
+    assert page.evaluate("typeof Zzz.connect") == "function"
+    assert page.js_errors == []
+
+
+def test_es_module_wrapper_exports_the_same_object(new_page: Any) -> None:
+    p = new_page("/module")
+    p.wait_for_function("window.moduleResult !== undefined")
+    assert p.evaluate("window.moduleResult") == {"named": "function", "same": True}
+
+
+def test_raw_connect_send_receive_close(page: Any) -> None:
+    result = page.evaluate(
+        """() => new Promise((resolve) => {
+            const seen = [];
+            const c = Zzz.connect("/echo", {baseDelay: 50});
+            c.on("open", () => { seen.push("open:" + c.readyState); c.send("ping-1"); });
+            c.on("message", (data) => { seen.push("msg:" + data); c.close(); });
+            c.on("close", (info) => {
+                seen.push("close:" + info.code + ":" + info.willReconnect);
+                setTimeout(() => resolve({seen, state: c.readyState, sent: c.send("late")}), 300);
+            });
+        })"""
+    )
+    assert result == {"seen": ["open:1", "msg:ping-1", "close:1000:false"], "state": 3, "sent": False}
+
+
+def test_join_push_reply_errors_and_timeout(page: Any) -> None:
+    result = page.evaluate(
+        """async () => {
+            const s = Zzz.socket("/socket", {pushTimeout: 700});
+            const ch = s.channel("room:b1", {user: "ann"});
+            const out = {};
+            out.join = await ch.join();
+            out.reply = await ch.push("new_msg", {body: "hi"});
+            out.fail = await ch.push("fail", {}).catch((e) => e);
+            out.timeout = await ch.push("silent", {}).catch((e) => e);
+            out.rejected = await s.channel("room:b1x", {password: "wrong"}).join().catch((e) => e);
+            out.nochannel = await s.channel("elsewhere").join().catch((e) => e);
+            out.left = await ch.leave();
+            out.afterLeave = await ch.push("new_msg", {body: "x"}).catch((e) => e);
+            s.disconnect();
+            return out;
+        }"""
+    )
+    assert result == {
+        "join": {"joined": "room:b1"},
+        "reply": {"accepted": True},
+        "fail": {"reason": "nope"},
+        "timeout": {"reason": "timeout"},
+        "rejected": {"reason": "join rejected"},
+        "nochannel": {"reason": "no such channel"},
+        "left": {},
+        "afterLeave": {"reason": "not joined"},
+    }
+
+
+def test_pushes_before_join_completes_wait_for_it(page: Any) -> None:
+    result = page.evaluate(
+        """async () => {
+            const s = Zzz.socket("/socket");
+            const ch = s.channel("room:early", {user: "eve"});
+            ch.join();
+            const r = await ch.push("new_msg", {body: "early"});  // sent as soon as the join is ok
+            s.disconnect();
+            return r;
+        }"""
+    )
+    assert result == {"accepted": True}
+
+
+SUBSCRIBE = """([topic, user]) => {
+    window.got = [];
+    window.sock = Zzz.socket("/socket", {baseDelay: 100, maxDelay: 400, heartbeatInterval: 1000});
+    window.chan = window.sock.channel(topic, {user});
+    window.chan.on("new_msg", (p) => window.got.push(p));
+    window.presence = window.chan.presence();
+    window.joins = []; window.leaves = [];
+    window.presence.onJoin((key, cur, joined) => window.joins.push(key));
+    window.presence.onLeave((key, rest, left) => window.leaves.push(key));
+    window.joinCount = 0;
+    return window.chan.join().then(() => { window.joinCount += 1; return true; });
+}"""
+
+
+def test_broadcast_between_two_pages(new_page: Any) -> None:
+    p1, p2 = new_page(), new_page()
+    assert p1.evaluate(SUBSCRIBE, ["room:bc", "ann"]) is True
+    assert p2.evaluate(SUBSCRIBE, ["room:bc", "bob"]) is True
+    assert p2.evaluate("window.chan.push('new_msg', {body: 'hello ann'})") == {"accepted": True}
+    p1.wait_for_function("window.got.length === 1")
+    p2.wait_for_function("window.got.length === 1")
+    assert p1.evaluate("window.got") == [{"user": "bob", "body": "hello ann"}]
+    assert p2.evaluate("window.got") == [{"user": "bob", "body": "hello ann"}]
+
+
+def test_presence_lists_sync_and_leaves(new_page: Any) -> None:
+    p1, p2 = new_page(), new_page()
+    p1.evaluate(SUBSCRIBE, ["room:pr", "ann"])
+    p2.evaluate(SUBSCRIBE, ["room:pr", "bob"])
+    keys = "window.presence.list((k) => k).sort().join(',')"
+    p1.wait_for_function(f"{keys} === 'ann,bob'")
+    p2.wait_for_function(f"{keys} === 'ann,bob'")
+    assert p1.evaluate("window.joins") == ["ann", "bob"]
+    metas = p1.evaluate("window.presence.list()")
+    assert all(len(m["metas"]) == 1 and "phx_ref" in m["metas"][0] for m in metas)
+    p2.evaluate("window.sock.disconnect()")
+    p1.wait_for_function(f"{keys} === 'ann'")
+    assert p1.evaluate("window.leaves") == ["bob"]
+
+
+def test_reconnects_and_rejoins_after_server_restart(browser: Any) -> None:
+    # Its own app process: restarting the module's shared one would disturb the other tests.
+    app = AppProcess().start()
+    context = browser.new_context()
+    try:
+        p1, p2 = context.new_page(), context.new_page()
+        for p in (p1, p2):
+            p.set_default_timeout(20000)
+            p.goto(app.http + "/")
+        p1.evaluate(SUBSCRIBE, ["room:re", "ann"])
+        p1.evaluate("window.sock.on('open', () => { window.opens = (window.opens || 0) + 1; })")
+        app.stop()
+        p1.wait_for_function("!window.sock.connected")
+        # A push while the server is down waits in the channel's buffer and goes out after the rejoin.
+        p1.evaluate(
+            "() => { window.chan.push('new_msg', {body: 'queued'})"
+            ".then((r) => { window.queued = r; }, (e) => { window.queued = e; }); }"
+        )
+        app.start()
+        p1.wait_for_function("window.opens >= 1 && window.chan.state === 'joined'")
+        p1.wait_for_function("window.queued !== undefined")
+        assert p1.evaluate("window.queued") == {"accepted": True}
+        p1.wait_for_function("window.got.some((m) => m.body === 'queued')")
+        p2.evaluate(SUBSCRIBE, ["room:re", "bob"])
+        p2.evaluate("window.chan.push('new_msg', {body: 'after restart'})")
+        p1.wait_for_function("window.got.some((m) => m.body === 'after restart')")
+        # the presence list was rebuilt from the new server's state
+        p1.wait_for_function("window.presence.list((k) => k).sort().join(',') === 'ann,bob'")
+    finally:
+        context.close()
+        app.stop()
+
+
+def test_missed_heartbeat_forces_a_reconnect(page: Any) -> None:
+    # /mute accepts the WebSocket but never answers, so no heartbeat reply ever comes back.
+    page.evaluate(
+        """() => {
+            window.opens = 0; window.closes = [];
+            const s = Zzz.socket("/mute", {heartbeatInterval: 200, baseDelay: 50, maxDelay: 100});
+            s.on("open", () => { window.opens += 1; });
+            s.on("close", (info) => window.closes.push(info.reason));
+            window.muted = s;
+        }"""
+    )
+    page.wait_for_function("window.opens >= 2")
+    assert "heartbeat timeout" in page.evaluate("window.closes")
+    page.evaluate("window.muted.disconnect()")
