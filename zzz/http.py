@@ -37,7 +37,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # application (or whoever controls the data it echoes) split or smuggle responses.
 _BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 # Control characters never valid in a request head (CR and LF are checked as CRLF pairs).
-_HEAD_CTLS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_HEAD_CTLS = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 # Empty lines a client may send between pipelined requests (RFC 9112 section 2.2).
 _LEADING_EOL = re.compile(rb"[\r\n]*")
 
