@@ -9,6 +9,7 @@ from __future__ import annotations
 import uvloop
 from common import BROADCAST_PATH, ECHO_PATH, parse_args
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
 
 __all__ = ["handler", "main"]
 
@@ -16,7 +17,14 @@ _members: set[ServerConnection] = set()
 
 
 async def handler(ws: ServerConnection) -> None:
-    """Echo on ``/``; fan text out on ``/broadcast``."""
+    """Echo on ``/``; fan text out on ``/broadcast``; a vanished client is not an error here."""
+    try:
+        await _serve(ws)
+    except ConnectionClosed:
+        pass
+
+
+async def _serve(ws: ServerConnection) -> None:
     path = ws.request.path if ws.request is not None else ECHO_PATH
     if path == BROADCAST_PATH:
         _members.add(ws)
