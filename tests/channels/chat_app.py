@@ -114,9 +114,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", default=None)
     parser.add_argument("--node-ttl", type=float, default=15.0)
+    parser.add_argument("--demo", action="store_true", help="serve zzz.channels.demo instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    build_app(args.redis, args.node_ttl).run("127.0.0.1", args.port, loop="asyncio")
+    if args.demo:
+        from zzz.channels.demo import build_app as build_demo
+
+        app = build_demo()
+    else:
+        app = build_app(args.redis, args.node_ttl)
+    app.run("127.0.0.1", args.port, loop="asyncio")
 
 
 if __name__ == "__main__":

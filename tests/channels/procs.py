@@ -22,7 +22,14 @@ def free_port() -> int:
 class AppProcess:
     """``python -m tests.channels.chat_app`` on 127.0.0.1; restartable on the same port."""
 
-    def __init__(self, port: int | None = None, redis_url: str | None = None, node_ttl: float = 15.0) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        redis_url: str | None = None,
+        node_ttl: float = 15.0,
+        demo: bool = False,
+    ) -> None:
+        self.demo = demo
         self.port = port or free_port()
         self.redis_url = redis_url
         self.node_ttl = node_ttl
@@ -48,6 +55,8 @@ class AppProcess:
         ]
         if self.redis_url:
             cmd += ["--redis", self.redis_url]
+        if self.demo:
+            cmd.append("--demo")
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout
