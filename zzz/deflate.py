@@ -64,6 +64,7 @@ __all__ = [
     "accept_response",
     "client_offer",
     "negotiate",
+    "negotiate_request",
 ]
 
 EXTENSION_NAME = "permessage-deflate"
@@ -111,8 +112,9 @@ class DeflateConfig:
 
     Attributes:
         enabled: negotiate the extension at all.
-        server_max_window_bits: largest window the server compresses with (8..15). A server
-            answers the smaller of this and what the client asked for.
+        server_max_window_bits: largest window the server compresses with (8..15). When the
+            client asks for a limit the server answers the smaller of the two; unasked, it uses
+            this without announcing it.
         client_max_window_bits: window the client is asked to stay within (8..15), when it offered
             ``client_max_window_bits``; it bounds the server's inflate window.
         server_no_context_takeover: the server resets its compressor after every message (less
@@ -210,7 +212,10 @@ def negotiate(offers: Offers, config: DeflateConfig) -> tuple[str, DeflateParams
         config: this server's settings.
 
     Returns:
-        ``(response header value, agreed parameters)``, or ``None`` to go on without compression.
+        ``(response header value, parameters in force)``, or ``None`` to go on without
+        compression. The parameters describe what this server does: its
+        ``server_max_window_bits`` may be smaller than what the client was told (when the client
+        asked for no limit), which is always safe for the client.
     """
     if not config.enabled:
         return None
@@ -234,9 +239,10 @@ def negotiate(offers: Offers, config: DeflateConfig) -> tuple[str, DeflateParams
             parts.append("server_no_context_takeover")
         if client_nct:
             parts.append("client_no_context_takeover")
-        # A response may announce a smaller server window even unasked (§7.1.2.1), which lets a
-        # frugal client inflate with less memory.
-        if server_bits < 15 or offer.server_max_window_bits is not None:
+        # Unasked, our smaller window is not announced: the client inflates with 15 bits, which
+        # decodes any smaller window, and some clients (old Firefox, per faye's
+        # permessage-deflate) failed on an unrequested server_max_window_bits.
+        if offer.server_max_window_bits is not None:
             parts.append(f"server_max_window_bits={server_bits}")
         # Unoffered, client_max_window_bits must not appear in the response (§7.1.2.2).
         if offer.client_max_window_bits_present:
@@ -249,6 +255,30 @@ def negotiate(offers: Offers, config: DeflateConfig) -> tuple[str, DeflateParams
         )
         return "; ".join(parts), agreed
     return None
+
+
+def negotiate_request(
+    header_values: Sequence[str], config: DeflateConfig
+) -> tuple[str, DeflateParams] | None:
+    """Server side: ``negotiate`` straight from the request's ``Sec-WebSocket-Extensions`` values.
+
+    A malformed header declines compression (RFC 7692 lets a server decline any offer) instead of
+    failing the handshake: the connection goes on uncompressed.
+
+    Args:
+        header_values: every ``Sec-WebSocket-Extensions`` value of the request, in order.
+        config: this server's settings.
+
+    Returns:
+        As ``negotiate``.
+    """
+    if not config.enabled or not header_values:
+        return None
+    try:
+        offers = parse_extensions(header_values)
+    except ValueError:
+        return None
+    return negotiate(offers, config)
 
 
 def client_offer(config: DeflateConfig) -> str:
@@ -364,6 +394,19 @@ class PerMessageDeflate:
         self._decoder: zlib._Decompress | None = None
         # Compressed bytes received so far in the current message.
         self._message_input = 0
+
+    @classmethod
+    def from_config(
+        cls, params: DeflateParams, config: DeflateConfig, *, is_server: bool
+    ) -> PerMessageDeflate:
+        """Build the state for agreed ``params`` with ``config``'s level, memLevel and min_size."""
+        return cls(
+            params,
+            is_server=is_server,
+            compress_level=config.compress_level,
+            mem_level=config.mem_level,
+            min_size=config.min_size,
+        )
 
     def should_compress(self, size: int) -> bool:
         """Tell whether a message of ``size`` bytes is worth compressing (``size >= min_size``)."""

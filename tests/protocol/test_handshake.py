@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zzz.handshake import (
     GUID,
@@ -553,3 +555,65 @@ def test_check_response_rejects_duplicate_accept() -> None:
     with pytest.raises(InvalidHandshake) as info:
         check_response(101, headers, KEY, subprotocols_offered=None)
     assert "exactly one" in info.value.message
+
+
+# --- property tests -----------------------------------------------------------------------------
+
+TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+tokens = st.text(alphabet=TCHARS, min_size=1, max_size=12)
+ows = st.sampled_from(["", " ", "\t", "  "])
+
+
+Parsed = list[tuple[str, list[tuple[str, "str | None"]]]]
+
+
+@st.composite
+def extension_headers(draw: st.DrawFn) -> tuple[str, Parsed]:
+    expected = draw(
+        st.lists(st.tuples(tokens, st.lists(st.tuples(tokens, st.none() | tokens), max_size=4)), max_size=4)
+    )
+    parts = []
+    for name, params in expected:
+        text = name
+        for param, value in params:
+            text += draw(ows) + ";" + draw(ows) + param
+            if value is not None:
+                if draw(st.booleans()):
+                    # Quote it, escaping some characters that need no escape.
+                    quoted = "".join("\\" + c if draw(st.booleans()) else c for c in value)
+                    value_text = '"' + quoted + '"'
+                else:
+                    value_text = value
+                text += draw(ows) + "=" + draw(ows) + value_text
+        parts.append(draw(ows) + text + draw(ows))
+    return ",".join(parts), expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(extension_headers())
+def test_parse_extensions_round_trip(case: tuple[str, Parsed]) -> None:
+    header, expected = case
+    assert parse_extensions([header]) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(' \t,;="\\ab1é\x00\r\n')), max_size=60))
+def test_parse_extensions_only_raises_value_error(header: str) -> None:
+    try:
+        result = parse_extensions([header])
+    except ValueError:
+        return
+    for name, params in result:
+        assert is_token(name)
+        for param, value in params:
+            assert is_token(param)
+            assert value is None or is_token(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=30), max_size=4), st.lists(tokens, max_size=4))
+def test_select_subprotocol_only_returns_offered_supported(values: list[str], supported: list[str]) -> None:
+    chosen = select_subprotocol(values, supported)
+    if chosen is not None:
+        assert chosen in supported
+        assert chosen in parse_header_tokens(values)
