@@ -11,7 +11,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyOb
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_Append
-from cpython.long cimport PyLong_AsLong, PyLong_Check
+from cpython.long cimport PyLong_Check
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -26,6 +26,8 @@ cdef extern from "Python.h":
     # Declared without ``except`` so that a failure can be cleared and retried differently.
     int _try_get_buffer "PyObject_GetBuffer"(object obj, Py_buffer *view, int flags)
     int _PyBytes_Resize(PyObject **obj, Py_ssize_t size) except -1
+    # Without ``except``: an overflow is cleared and handled by the caller.
+    long PyLong_AsLong(object obj)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
 
@@ -137,11 +139,11 @@ cdef inline int _phase(object phase) except -1:
     cdef long v
     if PyLong_Check(phase):
         v = PyLong_AsLong(phase)
-        if v == -1 and PyErr_Occurred():
-            PyErr_Clear()
-            return <int>(phase & 3)
-        return <int>(v & 3)
-    return <int>(phase & 3)
+        if v != -1 or not PyErr_Occurred():
+            return <int>(v & 3)
+        PyErr_Clear()
+    phase &= 3  # in-place, as the twin writes it: odd types fail with the same message
+    return <int>phase
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ chunks_of_text = st.lists(
 ).map(b"".join)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=chunks_of_text, cuts=st.lists(st.integers(0, 400), max_size=6))
 def test_incremental_matches_cpython(impl: ModuleType, data: bytes, cuts: list[int]) -> None:
     where = oracle(data)
