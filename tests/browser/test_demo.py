@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ def enter(browser: Any, demo: AppProcess, name: str) -> Any:
     page.fill("#name", name)
     page.click("#login-form button")
     page.wait_for_selector("#conn.up")
-    page.wait_for_function("document.querySelector('#users').textContent.includes(%r)" % name)
+    page.wait_for_function(f"document.querySelector('#users').textContent.includes({json.dumps(name)})")
     return page
 
 
