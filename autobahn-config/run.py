@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,7 +301,14 @@ def background(
             stop(proc)
 
 
-def run_bounded(cmd: Sequence[str], log: Path, env: dict[str, str], cwd: Path, timeout: float) -> int:
+def run_bounded(
+    cmd: Sequence[str],
+    log: Path,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    progress: Callable[[str], None] | None = None,
+) -> int:
     """Run a command to completion with a time limit, output to a log file.
 
     Args:
@@ -310,6 +317,7 @@ def run_bounded(cmd: Sequence[str], log: Path, env: dict[str, str], cwd: Path, t
         env: Its environment.
         cwd: Its working directory.
         timeout: Seconds before it is stopped.
+        progress: Called with each new line of the log while the command runs.
 
     Returns:
         Its exit status.
@@ -317,11 +325,27 @@ def run_bounded(cmd: Sequence[str], log: Path, env: dict[str, str], cwd: Path, t
     Raises:
         RuntimeError: It ran out of time.
     """
+    deadline = time.monotonic() + timeout
+    offset = 0
+    pending = b""
     with background(cmd, log, env, cwd) as proc:
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{Path(cmd[0]).name} still running after {timeout:.0f}s, stopped") from None
+        while True:
+            try:
+                status = proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                status = None
+            if progress is not None:
+                with log.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    progress(line.decode(errors="replace"))
+            if status is not None:
+                return status
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{Path(cmd[0]).name} still running after {timeout:.0f}s, stopped")
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -331,6 +355,35 @@ def tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return "  (no log)"
     return "\n".join("  | " + line for line in text)
+
+
+class SectionProgress:
+    """Prints a line when wstest (fuzzingclient) moves on to the next section of cases."""
+
+    def __init__(self, label: str, started: float) -> None:
+        self.label = label
+        self.started = started
+        self.section = ""
+        self.cases = 0
+
+    def __call__(self, line: str) -> None:
+        """Look at one line of wstest's output."""
+        marker = "Running test case ID "
+        if marker not in line:
+            return
+        self.cases += 1
+        case_id = line.split(marker, 1)[1].split(" ", 1)[0]
+        section = case_id.split(".", 1)[0]
+        if section != self.section:
+            self.section = section
+            elapsed = time.monotonic() - self.started
+            print(f"[{self.label}] {elapsed:6.0f}s  section {section}.x (case {self.cases})", flush=True)
+
+
+def relay(label: str, line: str) -> None:
+    """Pass on the client's own progress lines (those starting with ``client:``)."""
+    if line.startswith("client:"):
+        print(f"[{label}] {line}", flush=True)
 
 
 def impl_env(impl: str, args: argparse.Namespace) -> dict[str, str]:
@@ -352,6 +405,7 @@ def wstest_env() -> dict[str, str]:
     """Return the environment for wstest (Python 2.7): no inherited Python 3 paths, quiet warnings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONWARNINGS"] = "ignore"  # cryptography's Python 2 deprecation, on every import
+    env["PYTHONUNBUFFERED"] = "1"  # so that the log (and the progress read from it) is live
     return env
 
 
@@ -431,6 +485,7 @@ def run_client_mode(impl: str, args: argparse.Namespace, tmp: Path) -> Summary:
                 wstest_env(),
                 tmp,
                 args.timeout,
+                SectionProgress(label, started),
             )
         except RuntimeError as exc:
             return Summary(label, [], [], f"wstest: {exc}\n{tail(wstest_log)}")
@@ -468,7 +523,9 @@ def run_server_mode(impl: str, args: argparse.Namespace, tmp: Path) -> Summary:
             return Summary(label, [], [], f"wstest fuzzingserver: {exc}\n{tail(wstest_log)}")
         print(f"[{label}] fuzzingserver up; running {shlex.join(cmd)}  (log {client_log})", flush=True)
         try:
-            status = run_bounded(cmd, client_log, impl_env(impl, args), REPO, args.timeout)
+            status = run_bounded(
+                cmd, client_log, impl_env(impl, args), REPO, args.timeout, lambda line: relay(label, line)
+            )
         except RuntimeError as exc:
             return Summary(label, [], [], f"client: {exc}\n{tail(client_log)}")
     print(f"[{label}] client finished in {time.monotonic() - started:.1f}s (status {status})", flush=True)
