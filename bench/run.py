@@ -407,15 +407,15 @@ def render(
     out.append("")
     out.append(
         "| scenario | server | msgs/s (median) | min–max | vs picows | vs raw | "
-        "RTT mean / p99 (median) | MB/s | data check |"
+        "RTT mean / p99 (median) | MB/s | client CPU | data check |"
     )
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|---|")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|---|")
     for sc in scenarios:
         for srv in servers:
             if not applies(srv, sc):
                 continue
             if srv.name in start_failures:
-                out.append(f"| {sc.title} | {srv.name} | — | — | — | — | — | — | "
+                out.append(f"| {sc.title} | {srv.name} | — | — | — | — | — | — | — | "
                            f"**{srv.name}: failed to start** |")
                 continue
             cell = results.get((srv.name, sc.key))
@@ -435,6 +435,7 @@ def render(
             else:
                 rtt = f"{fmt_us(cell.median('rtt_mean_us'))} / {fmt_us(cell.median('rtt_p99_us'))}"
             mbs = cell.median("mbytes_per_s")
+            cpu = cell.median("client_cpu_pct")
             check, bad = check_text(cell)
             if bad:
                 problems.append(f"{srv.name} / {sc.title}: {check.replace('**', '')}")
@@ -446,14 +447,16 @@ def render(
                     check += " (deflate NOT negotiated)"
             out.append(
                 f"| {sc.title} | {srv.name} | {fmt_rate(med)} | {rng} | {vs_p} | {vs_r} | {rtt} | "
-                f"{'—' if mbs is None else f'{mbs:.1f}'} | {check} |"
+                f"{'—' if mbs is None else f'{mbs:.1f}'} | {'—' if cpu is None else f'{cpu:.0f} %'} | {check} |"
             )
     out.append("")
     out.append(
         "msgs/s counts echoed messages (broadcast: deliveries, i.e. 1000 per round). "
         "RTT is from queuing a message to having checked its whole echo; with 100 in flight it "
-        "includes the queue. vs picows / vs raw divide medians. Every echoed byte is compared "
-        "with what was sent; **CORRUPT** or **FAILED** rows are listed below."
+        "includes the queue. vs picows / vs raw divide medians. client CPU is the load client's "
+        "share of one core while measuring (pinned to the same core, the server gets the rest). "
+        "Every echoed byte is compared with what was sent; **CORRUPT** or **FAILED** rows are "
+        "listed below."
     )
     if start_failures:
         out.append("")

@@ -9,7 +9,9 @@
  * reported, never fatal, unless framing is lost (then that connection stops and says so).
  *
  * Modes:
- *   rr     N connections, each keeping K messages in flight (K=1: request/response).
+ *   rr     N connections, each keeping K messages in flight (K=1: request/response).  After
+ *          each read the freed slots are refilled with one writev (--batch B: only once B are
+ *          free), so the batches follow the server's own pace.
  *   mixed  like rr, but the variants cycle through sizes 0 B .. 1 MiB, text and binary, with
  *          multi-byte UTF-8 in the text ones; stops after --count messages.
  *   bcast  N connections to a broadcast path; connection 0 sends one text message per round,
@@ -68,7 +70,8 @@ static struct {
     int raw;
     int deflate;
     double stall;     /* seconds without progress before giving up */
-} opt = {"127.0.0.1", 0, "/", MODE_RR, 1, 1, 32, -1, 3.0, 0.5, 0, 0, 0, 10.0};
+    int batch;        /* refill only when this many slots are free (default 1: after every read) */
+} opt = {"127.0.0.1", 0, "/", MODE_RR, 1, 1, 32, -1, 3.0, 0.5, 0, 0, 0, 10.0, 0};
 
 /* ------------------------------------------------------------------ utilities */
 
@@ -345,6 +348,14 @@ static uint64_t lost_conns;
 static char first_error[300];
 static uint64_t last_progress;
 static uint64_t now_cached;
+static double cpu_at_measure_start, cpu_at_stop;
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static void note_error(const char *fmt, ...) {
     if (first_error[0]) return;
@@ -569,7 +580,7 @@ static void topup(conn_t *c) {
     if (!c->open || !running) return;
     uint64_t lim = c->rseq + (uint64_t)opt.inflight;
     if (opt.count > 0 && lim > (uint64_t)opt.count) lim = (uint64_t)opt.count;
-    if (lim > c->slimit) {
+    if (lim > c->slimit && (lim - c->slimit >= (uint64_t)opt.batch || lim == (uint64_t)opt.count)) {
         for (uint64_t s = c->slimit; s < lim; s++) c->ts[s & c->tsmask] = now_cached;
         c->slimit = lim;
     }
@@ -879,7 +890,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadclient --port P [--host H] [--path /] [--mode rr|mixed|bcast] [--conns N]\n"
             "       [--inflight K] [--size BYTES] [--text|--binary] [--duration S] [--warmup S]\n"
-            "       [--count N] [--raw] [--deflate] [--stall S]\n");
+            "       [--count N] [--raw] [--deflate] [--stall S] [--batch B]\n");
     exit(1);
 }
 
@@ -894,7 +905,7 @@ static void print_json(double seconds) {
            "\"checked_messages\": %llu, \"checked_bytes\": %llu, \"corrupt_messages\": %llu, "
            "\"corrupt_bytes\": %llu, \"header_errors\": %llu, \"protocol_errors\": %llu, "
            "\"compressed_replies\": %llu, \"lost_connections\": %llu, \"rounds\": %llu, "
-           "\"error\": \"",
+           "\"client_cpu_pct\": %.1f, \"error\": \"",
            ok ? "true" : "false", opt.mode == MODE_RR ? "rr" : opt.mode == MODE_MIXED ? "mixed" : "bcast",
            opt.conns, opt.inflight, opt.size, opt.raw ? "true" : "false", opt.deflate ? "true" : "false",
            deflate_on ? "true" : "false", ext_response, seconds, (unsigned long long)m_msgs, rate,
@@ -903,7 +914,8 @@ static void print_json(double seconds) {
            (unsigned long long)all_bytes_checked, (unsigned long long)corrupt_msgs,
            (unsigned long long)corrupt_bytes, (unsigned long long)header_errors,
            (unsigned long long)protocol_errors, (unsigned long long)compressed_replies,
-           (unsigned long long)lost_conns, (unsigned long long)bc_rounds_measured);
+           (unsigned long long)lost_conns, (unsigned long long)bc_rounds_measured,
+           seconds > 0 ? 100.0 * (cpu_at_stop - cpu_at_measure_start) / seconds : 0.0);
     for (char *p = first_error; *p; p++) {
         if (*p == '"' || *p == '\\') putchar('\\');
         putchar((unsigned char)*p < 32 ? ' ' : *p);
@@ -934,9 +946,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--raw")) opt.raw = 1;
         else if (!strcmp(a, "--deflate")) opt.deflate = 1;
         else if (!strcmp(a, "--stall")) opt.stall = atof(NEXT());
+        else if (!strcmp(a, "--batch")) opt.batch = atoi(NEXT());
         else usage();
     }
     if (opt.port <= 0 || opt.conns < 1 || opt.inflight < 1) usage();
+    if (opt.batch <= 0) opt.batch = 1;
+    if (opt.batch > opt.inflight) opt.batch = opt.inflight;
 #ifdef NO_ZLIB
     if (opt.deflate) die("built without zlib: --deflate is not available");
 #endif
@@ -1006,6 +1021,7 @@ int main(int argc, char **argv) {
         if (!measuring && running && now_cached >= t_meas && (opt.mode != MODE_BCAST || bc_first_measured >= 0)) {
             measuring = 1;
             t_meas_real = now_cached;
+            cpu_at_measure_start = cpu_seconds();
             memset(hist, 0, sizeof hist);
             hist_n = 0;
             hist_sum = 0;
@@ -1014,6 +1030,7 @@ int main(int argc, char **argv) {
                         (opt.count > 0 && all_msgs >= (uint64_t)opt.count))) {
             running = 0;
             t_stop = now_cached;
+            cpu_at_stop = cpu_seconds();
         }
         if (opt.mode == MODE_BCAST && running) {
             conn_t *s = &conns[0];
@@ -1070,6 +1087,7 @@ int main(int argc, char **argv) {
             else if (c->open && c->coff < c->clen) flush(c);
         }
     }
+    if (!t_stop) cpu_at_stop = cpu_seconds();
     double seconds = measuring ? (double)((t_stop ? t_stop : now_cached) - t_meas_real) / 1e9 : 0;
     if (opt.count > 0) seconds = (double)((t_stop ? t_stop : now_cached) - t0) / 1e9;
     if (opt.count > 0) { m_msgs = all_msgs; m_bytes = all_bytes_checked; }
