@@ -1,0 +1,622 @@
+"""The zzz server: ``App`` (routes, middleware, settings), the HTTP/1.1 side of every connection,
+the WebSocket upgrade, graceful shutdown and worker processes.
+
+HTTP requests are parsed by ``zzz.http`` (httptools); upgraded connections are handed to
+``zzz.websocket.WebSocketProtocol`` on the same transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import signal
+import socket
+import ssl as ssl_module
+import sys
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from zzz import deflate as deflate_module
+from zzz import handshake
+from zzz.http import HttpError, Request, RequestParser, Response
+from zzz.protocol import Connection
+from zzz.routing import RouteTable, Router, run_chain
+from zzz.websocket import WebSocketProtocol, WsConfig
+
+__all__ = ["App", "Server", "Settings"]
+
+logger = logging.getLogger("zzz")
+
+_STATIC = Path(__file__).with_name("static")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of an ``App``, passed as keyword arguments. ``None`` turns a limit off.
+
+    Limits:
+        max_message_size: a message after reassembly and decompression (1 MiB); over it: 1009.
+        max_frame_size: one frame's payload (None: same as max_message_size); over it: 1009.
+        max_fragments: frames in one message (4096); over it: 1008.
+        max_request_line: request line bytes (8192); over it: 414.
+        max_header_size: one header line (8192) / max_header_count (128) / max_head_size (64 KiB): 431.
+        max_body_size: HTTP request body (1 MiB); over it: 413.
+        max_backpressure: unsent bytes per connection (8 MiB); over it the connection is closed, 1008.
+        write_high_water / write_low_water: send buffer marks for drain() and read pausing.
+        max_connections: open TCP connections (50,000); beyond it new ones get 503.
+    Timeouts (seconds):
+        open_timeout: from accept to a complete request head, and on idle keep-alive (10).
+        close_timeout: wait for the peer's close frame before aborting (10).
+        ping_interval / ping_timeout: heartbeats (20 / 20); no pong in time: 1011 sent, 1006 reported.
+    Compression:
+        compression: negotiate permessage-deflate when a client offers it (True).
+        deflate: a ``zzz.deflate.DeflateConfig`` (window bits, memory level, context takeover).
+        compress_min_size: messages shorter than this are sent uncompressed (0).
+    Security:
+        allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
+    """
+
+    # Limits
+    max_message_size: int | None = 1 << 20
+    max_frame_size: int | None = None
+    max_fragments: int | None = 4096
+    max_request_line: int = 8192
+    max_header_size: int = 8192
+    max_header_count: int = 128
+    max_head_size: int = 65536
+    max_body_size: int = 1 << 20
+    max_backpressure: int | None = 8 << 20
+    write_high_water: int = 64 * 1024
+    write_low_water: int = 16 * 1024
+    max_connections: int | None = 50_000
+    # Timeouts
+    open_timeout: float | None = 10.0
+    close_timeout: float | None = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    # Compression
+    compression: bool = True
+    deflate: Any = None
+    compress_min_size: int = 0
+    # Security
+    allowed_origins: Sequence[str] | None = None
+    # Static files
+    static_max_age: int = 86400
+
+
+class ServerState:
+    """What all connections of one listening server share: settings, routes, live connections."""
+
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.routes = app.route_table
+        self.loop = loop
+        self.connections: set[Any] = set()
+        self.websockets: set[WebSocketProtocol] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+        self.idle: asyncio.Event = asyncio.Event()
+        self.idle.set()
+
+    def register(self, proto: WebSocketProtocol) -> None:
+        self.websockets.add(proto)
+
+    def unregister(self, proto: WebSocketProtocol) -> None:
+        self.websockets.discard(proto)
+        self.connection_gone(proto)
+
+    def connection_gone(self, proto: Any) -> None:
+        self.connections.discard(proto)
+        if not self.connections:
+            self.idle.set()
+
+
+class UpgradeResponse(Response):
+    """What the endpoint of a WebSocket route returns: middleware may still replace it."""
+
+    def __init__(self, config: WsConfig, key: str, subprotocol: str | None, deflate: Any, ext_header: str | None):
+        super().__init__(b"", status=101)
+        self.config = config
+        self.key = key
+        self.subprotocol = subprotocol
+        self.deflate = deflate
+        self.ext_header = ext_header
+
+
+def _error_bytes(status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    return HttpError(status, message, list(headers)).to_response().encode(keep_alive=False)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """The HTTP/1.1 side of a connection until (and unless) it upgrades."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.transport: asyncio.Transport | None = None
+        s = self.settings
+        self.parser = RequestParser(
+            max_request_line=s.max_request_line,
+            max_header_size=s.max_header_size,
+            max_header_count=s.max_header_count,
+            max_head_size=s.max_head_size,
+            max_body_size=s.max_body_size,
+        )
+        self.queue: deque[Request] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.upgrading = False  # an upgrade request is being handled; later bytes are frames
+        self.switched = False  # the transport now belongs to a WebSocketProtocol
+        self.early: list[bytes] = []
+        self.peer: Any = None
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        state = self.state
+        self.peer = transport.get_extra_info("peername")
+        limit = self.settings.max_connections
+        if state.closing or (limit is not None and len(state.connections) >= limit):
+            transport.write(_error_bytes(503, "Service Unavailable", [("Retry-After", "1")]))  # type: ignore[attr-defined]
+            transport.close()
+            return
+        state.connections.add(self)
+        state.idle.clear()
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._cancel_timer()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if not self.switched:
+            self.state.connection_gone(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgrading:
+            self.early.append(data)
+            return
+        try:
+            requests = self.parser.feed(data)
+        except HttpError as exc:
+            self._fail(exc)
+            return
+        if not requests:
+            return
+        for request in requests:
+            request.remote_address = self.peer
+        self.queue.extend(requests)
+        if requests[-1].upgrade:
+            self.upgrading = True
+            tail = self.parser.upgrade_tail
+            if tail:
+                self.early.append(tail)
+        if self.task is None:
+            self._cancel_timer()
+            self.task = self.state.loop.create_task(self._serve())
+
+    def _fail(self, exc: HttpError) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(exc.to_response().encode(keep_alive=False))
+        transport.close()
+
+    def _arm_timer(self) -> None:
+        timeout = self.settings.open_timeout
+        if timeout is not None:
+            self.timer = self.state.loop.call_later(timeout, self._on_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def _serve(self) -> None:
+        try:
+            while self.queue and self.transport is not None:
+                request = self.queue.popleft()
+                if not await self._handle(request):
+                    return
+        finally:
+            self.task = None
+        if self.transport is not None and not self.upgrading:
+            if self.closing or self.state.closing:
+                self.transport.close()
+            else:
+                self._arm_timer()
+
+    async def _handle(self, request: Request) -> bool:
+        """Answer one request; False when the connection must not serve another."""
+        state = self.state
+        try:
+            match = state.routes.match(request.method, request.path)
+        except HttpError as exc:
+            self._write(exc.to_response(), request, keep_alive=not request.upgrade and request.keep_alive)
+            return not request.upgrade and request.keep_alive
+        request.params = match.params
+        route = match.route
+        if route.ws_config is not None:
+            return await self._handle_upgrade(request, route.ws_config, match.middleware)
+        try:
+            response = await run_chain(match.middleware, request, route.handler)
+        except HttpError as exc:
+            response = exc.to_response()
+        except Exception:
+            logger.exception("handler raised for %s %s", request.method, request.path)
+            response = HttpError(500).to_response()
+        keep_alive = request.keep_alive and not request.upgrade and not state.closing
+        self._write(response, request, keep_alive)
+        return keep_alive
+
+    def _write(self, response: Response, request: Request, keep_alive: bool) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(response.encode(keep_alive=keep_alive, head=request.method == "HEAD"))
+        if not keep_alive:
+            self.closing = True
+            self.transport.close()
+
+    async def _handle_upgrade(self, request: Request, config: WsConfig, middleware: Sequence[Any]) -> bool:
+        settings = self.settings
+        headers = request.headers.items()
+        try:
+            key = handshake.validate_request(request.method, request.http_version, headers)
+            if settings.allowed_origins is not None:
+                origin = request.headers.get("origin")
+                if origin is None or not _origin_allowed(origin, settings.allowed_origins):
+                    raise handshake.HandshakeError(403, "Forbidden: origin not allowed")
+        except handshake.HandshakeError as exc:
+            self._write(HttpError(exc.status, exc.message, exc.headers).to_response(), request, False)
+            return False
+
+        def endpoint(req: Request) -> Response:
+            subprotocol = None
+            if config.subprotocols:
+                subprotocol = handshake.select_subprotocol(
+                    req.headers.get_all("sec-websocket-protocol"), config.subprotocols
+                )
+            negotiated = None
+            if settings.compression:
+                negotiated = _negotiate_deflate(req, settings)
+            ext_header, params = negotiated if negotiated else (None, None)
+            return UpgradeResponse(config, key, subprotocol, params, ext_header)
+
+        try:
+            response = await run_chain(middleware, request, endpoint)
+        except HttpError as exc:
+            response = exc.to_response()
+        except Exception:
+            logger.exception("middleware raised for %s", request.path)
+            response = HttpError(500).to_response()
+        if not isinstance(response, UpgradeResponse):
+            self._write(response, request, False)
+            return False
+        self._switch(request, response)
+        return False
+
+    def _switch(self, request: Request, up: UpgradeResponse) -> None:
+        transport = self.transport
+        if transport is None:
+            self.state.connection_gone(self)
+            return
+        settings = self.settings
+        self._cancel_timer()
+        deflate = None
+        if up.deflate is not None:
+            cfg = settings.deflate or deflate_module.DeflateConfig()
+            deflate = deflate_module.PerMessageDeflate(
+                up.deflate, is_server=True, compress_level=cfg.compress_level, mem_level=cfg.mem_level
+            )
+        conn = Connection(
+            is_server=True,
+            deflate=deflate,
+            max_message_size=settings.max_message_size,
+            max_frame_size=settings.max_frame_size,
+            max_fragments=settings.max_fragments,
+            compress_min_size=settings.compress_min_size,
+        )
+        transport.write(handshake.build_response(up.key, subprotocol=up.subprotocol, extensions=up.ext_header))
+        proto = WebSocketProtocol(
+            self.state,
+            up.config,
+            transport,
+            conn,
+            dict(
+                params=request.params,
+                query=request.query,
+                assigns=request.assigns,
+                path=request.path,
+                headers=request.headers,
+                remote_address=self.peer,
+                subprotocol=up.subprotocol,
+            ),
+        )
+        self.switched = True
+        self.state.connections.discard(self)
+        self.state.connections.add(proto)
+        transport.set_protocol(proto)
+        early = b"".join(self.early)
+        self.early = []
+        proto.start(early)
+
+    # Shutdown
+
+    def shutdown(self) -> None:
+        self.closing = True
+        if self.task is None and self.transport is not None and not self.upgrading:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
+    origin = origin.strip().lower().rstrip("/")
+    return any(hmac.compare_digest(origin, a.strip().lower().rstrip("/")) for a in allowed)
+
+
+def _negotiate_deflate(request: Request, settings: Settings) -> tuple[str, Any] | None:
+    values = request.headers.get_all("sec-websocket-extensions")
+    if not values:
+        return None
+    try:
+        offers = handshake.parse_extensions(values)
+    except ValueError:
+        return None  # a malformed header declines compression; the connection goes on without it
+    config = settings.deflate or deflate_module.DeflateConfig()
+    return deflate_module.negotiate(offers, config)
+
+
+class Server:
+    """A running zzz server (from ``await app.start(...)``)."""
+
+    def __init__(self, state: ServerState, servers: list[asyncio.AbstractServer]) -> None:
+        self._state = state
+        self._servers = servers
+        self._closed: asyncio.Future[None] | None = None
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+
+    @property
+    def port(self) -> int:
+        """The port the first socket listens on (useful with ``port=0``)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        """Open connections, HTTP and WebSocket."""
+        return len(self._state.connections)
+
+    async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
+        the handshakes, then abort what is left and wait for running callbacks."""
+        state = self._state
+        if state.closing:
+            if self._closed is not None:
+                await asyncio.shield(self._closed)
+            return
+        state.closing = True
+        self._closed = state.loop.create_future()
+        try:
+            for srv in self._servers:
+                srv.close()
+            for proto in list(state.connections):
+                if isinstance(proto, WebSocketProtocol):
+                    proto.shutdown(code, reason)
+                else:
+                    proto.shutdown()
+            timeout = state.settings.close_timeout
+            if state.connections:
+                try:
+                    await asyncio.wait_for(state.idle.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+            for proto in list(state.connections):
+                proto.abort()
+            # Let connection_lost callbacks run (on_close), then finish or cancel callbacks.
+            await asyncio.sleep(0)
+            if state.tasks:
+                _done, pending = await asyncio.wait(list(state.tasks), timeout=timeout)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=1)
+            for srv in self._servers:
+                await srv.wait_closed()
+        finally:
+            self._closed.set_result(None)
+
+    async def serve_forever(self) -> None:
+        """Wait until ``close()`` is called."""
+        while not self._state.closing:
+            await asyncio.sleep(3600)
+
+
+class App:
+    """A zzz application: routes and controllers, app-wide middleware, and ``Settings``.
+
+    Args:
+        routes: routes (``Router.ws/get/...``) and controllers (``Controller.define``).
+        middleware: app-wide middleware, run before any controller's.
+        **settings: any field of ``zzz.Settings``.
+
+    Raises:
+        TypeError: an unknown setting.
+    """
+
+    def __init__(self, routes: Iterable[Any] = (), *, middleware: Sequence[Any] = (), **settings: Any) -> None:
+        known = {f.name for f in fields(Settings)}
+        unknown = set(settings) - known
+        if unknown:
+            raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
+        self.settings = Settings(**settings)
+        routes = list(routes)
+        routes.append(Router.get("/__zzz/zzz.js", _serve_static("zzz.js", self.settings.static_max_age)))
+        self.route_table = RouteTable(routes, app_middleware=middleware)
+
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+        backlog: int = 2048,
+    ) -> Server:
+        """Listen inside the running loop and return the ``Server``."""
+        loop = asyncio.get_running_loop()
+        state = ServerState(self, loop)
+        extra: dict[str, Any] = {}
+        if ssl is not None:
+            extra["ssl"] = ssl
+            if self.settings.open_timeout is not None:
+                extra["ssl_handshake_timeout"] = self.settings.open_timeout
+        if sock is not None:
+            srv = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=backlog, **extra)
+        else:
+            srv = await loop.create_server(
+                lambda: HttpProtocol(state), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
+            )
+        server = Server(state, [srv])
+        logger.info("zzz listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
+        return server
+
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        loop: str = "auto",
+        workers: int = 1,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully (blocking).
+
+        Args:
+            loop: "auto" (uvloop when installed), "uvloop" or "asyncio".
+            workers: processes sharing the port with SO_REUSEPORT (Linux), each with its own loop.
+        """
+        if loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError('loop must be "auto", "uvloop" or "asyncio"')
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if workers == 1:
+            _run_one(self, host, port, loop, ssl, reuse_port=False)
+            return
+        _run_workers(self, host, port, loop, ssl, workers)
+
+
+def _loop_factory(kind: str) -> Any:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise RuntimeError("loop='uvloop' but uvloop is not installed (pip install zzz[uvloop])") from None
+            return asyncio.new_event_loop
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _run_one(app: App, host: str, port: int, loop_kind: str, ssl: Any, reuse_port: bool) -> None:
+    async def main() -> None:
+        server = await app.start(host, port, ssl=ssl, reuse_port=reuse_port)
+        stop = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                running.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        print(f"zzz: serving on http://{host}:{server.port} (pid {os.getpid()})", flush=True)
+        await stop.wait()
+        logger.info("zzz: shutting down")
+        await server.close()
+
+    factory = _loop_factory(loop_kind)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
+    else:  # pragma: no cover - Python 3.10
+        ev = factory()
+        try:
+            ev.run_until_complete(main())
+        finally:
+            ev.close()
+
+
+def _run_workers(app: App, host: str, port: int, loop_kind: str, ssl: Any, workers: int) -> None:
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise RuntimeError("workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _run_one(app, host, port, loop_kind, ssl, reuse_port=True)
+            except BaseException:
+                logger.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for child in children:
+        while True:
+            try:
+                os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+
+
+def _serve_static(name: str, max_age: int) -> Any:
+    """A GET handler for one file of zzz/static, read once, with an ETag and caching headers."""
+    cache: dict[str, tuple[bytes, str]] = {}
+
+    def handler(request: Request) -> Response:
+        if name not in cache:
+            path = _STATIC / name
+            try:
+                body = path.read_bytes()
+            except OSError:
+                raise HttpError(404) from None
+            cache[name] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+        body, etag = cache[name]
+        headers = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", etag)]
+        if request.headers.get("if-none-match") == etag:
+            return Response(b"", status=304, headers=headers)
+        return Response(body, headers=headers, content_type="application/javascript; charset=utf-8")
+
+    return handler
+
+
