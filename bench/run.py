@@ -470,6 +470,43 @@ def render(
     return "\n".join(out) + "\n", problems
 
 
+# ---------------------------------------------------------------------------- self-test
+
+# fault -> whether the client must flag it (the legal ones must pass without a complaint)
+FAULTS = {"none": False, "fragment": False, "ping": False, "flip": True, "opcode": True,
+          "truncate": True, "nonminimal": True}
+
+
+def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
+    """Run the client against ``server_faulty.py`` and check it flags exactly the faults.
+
+    Returns:
+        0 when every fault was caught and every legal variation accepted, 1 otherwise.
+    """
+    failed = 0
+    for fault, must_flag in FAULTS.items():
+        srv = Server(f"faulty-{fault}", "server_faulty.py", ("--fault", fault))
+        running = start_server(srv, python, "none", REPORTS / "bench-logs" / f"faulty-{fault}.log")
+        if isinstance(running, str):
+            print(f"{fault:12} server failed to start: {running}", file=out)
+            failed += 1
+            continue
+        try:
+            cmd = [str(client), "--port", str(running.port), "--mode", "mixed", "--count", "240",
+                   "--inflight", "8", "--warmup", "0"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+        finally:
+            stop_server(running)
+        flagged = not report.get("ok", False)
+        good = flagged == must_flag and report.get("checked_messages") == 240
+        failed += not good
+        print(f"{fault:12} {'flagged' if flagged else 'accepted'}: {report.get('corrupt_messages')} corrupt msgs, "
+              f"{report.get('corrupt_bytes')} bytes, {report.get('header_errors')} header errors "
+              f"-> {'ok' if good else 'WRONG'}", file=out)
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -477,6 +514,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; see ``--help``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 1 s, a subset of scenarios")
+    p.add_argument("--self-test", action="store_true",
+                   help="check the load client against a deliberately faulty server, then exit")
+    p.add_argument("--no-self-test", action="store_true", help="skip the self-test a full run starts with")
     p.add_argument("--reps", type=int, default=5, help="repetitions of the request/response rows (default 5)")
     p.add_argument("--reps-other", type=int, default=3, help="repetitions of the other rows (default 3)")
     p.add_argument("--duration", type=float, default=2.0, help="measured seconds per run (default 2)")
@@ -520,6 +560,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"unknown scenarios {sorted(unknown)}; known: {[s.key for s in SCENARIOS]}")
         scenarios = [s for s in SCENARIOS if s.key in keys]
     client, has_zlib = build_client(args.cc)
+    if args.self_test:
+        return self_test(client, args.python)
+    if not args.quick and not args.no_self_test:
+        # A checker that misses corruption would make every "ok" below meaningless.
+        print("self-test of the load client's checker:", file=sys.stderr)
+        if self_test(client, args.python, sys.stderr):
+            sys.exit("the load client failed its self-test; not benchmarking with it")
     if not has_zlib:
         scenarios = [s for s in scenarios if not s.deflate]
     servers = [s for s in servers if any(applies(s, sc) for sc in scenarios)]
