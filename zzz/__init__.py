@@ -17,6 +17,8 @@ _EXPORTS = {
     "App": "zzz.server",
     "Server": "zzz.server",
     "Settings": "zzz.server",
+    "connect": "zzz.client",
+    "ClientWebSocket": "zzz.client",
     "WebSocket": "zzz.websocket",
     "WsConfig": "zzz.websocket",
     "broadcast": "zzz.websocket",
@@ -56,6 +58,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from zzz.client import ClientWebSocket, connect
     from zzz.errors import (
         ConnectionClosed,
         InvalidUtf8,

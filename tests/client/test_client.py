@@ -1,0 +1,88 @@
+"""The Python client against the zzz server and against an independent server (websockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import serve as ws_serve
+
+import zzz
+from zzz.handshake import InvalidHandshake
+
+from server.helpers import recorder, serve, url
+
+
+async def test_echo_roundtrip_with_and_without_compression() -> None:
+    _seen, config = recorder()
+    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server:
+        for compression in (True, False):
+            async with zzz.connect(url(server, "/ws"), compression=compression) as ws:
+                ws.send("héllo")
+                assert await ws.recv() == zzz.Text("héllo")
+                ws.send_binary(b"\x00" * 100_000)
+                assert await ws.recv() == zzz.Binary(b"\x00" * 100_000)
+            assert ws.close_code == 1000
+
+
+async def test_against_websockets_server_with_subprotocol_and_iteration() -> None:
+    async def handler(conn: Any) -> None:
+        await conn.send("one")
+        await conn.send(b"two")
+        await conn.close(1000, "done")
+
+    async with ws_serve(handler, "127.0.0.1", 0, subprotocols=["v1"]) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        async with zzz.connect(f"ws://127.0.0.1:{port}/", subprotocols=["v1"]) as ws:
+            assert ws.subprotocol == "v1"
+            got = [msg async for msg in ws]
+    assert got == [zzz.Text("one"), zzz.Binary(b"two")]
+    assert (ws.close_code, ws.close_reason) == (1000, "done")
+
+
+async def test_abnormal_close_raises_connection_closed() -> None:
+    def on_message(ws: zzz.WebSocket, msg: Any) -> None:
+        ws.close(4003, "nope")
+
+    async with serve(zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_message=on_message))])) as server:
+        async with zzz.connect(url(server, "/ws")) as ws:
+            ws.send("x")
+            with pytest.raises(zzz.ConnectionClosed) as info:
+                async for _ in ws:
+                    pass
+            assert (info.value.code, info.value.reason) == (4003, "nope")
+            with pytest.raises(zzz.ConnectionClosed):
+                await ws.recv()
+
+
+async def test_rejected_handshake_and_bad_url() -> None:
+    async with serve(zzz.App([])) as server:
+        with pytest.raises(InvalidHandshake):
+            await zzz.connect(url(server, "/missing"))
+    with pytest.raises(ValueError):
+        await zzz.connect("http://127.0.0.1/")
+
+
+async def test_message_limit_on_the_client() -> None:
+    config = zzz.WsConfig(on_open=lambda ws: ws.send("x" * 2000))
+    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server:
+        async with zzz.connect(url(server, "/ws"), max_message_size=1000) as ws:
+            with pytest.raises(zzz.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.code == 1009
+
+
+async def test_thread_safe_send_from_client() -> None:
+    _seen, config = recorder()
+    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server:
+        async with zzz.connect(url(server, "/ws")) as ws:
+            threads = [threading.Thread(target=lambda n=n: [ws.send(f"{n}-{i}") for i in range(100)]) for n in range(4)]
+            for t in threads:
+                t.start()
+            got = [(await asyncio.wait_for(ws.recv(), 5)).data for _ in range(400)]
+            for t in threads:
+                t.join()
+    for n in range(4):
+        assert [m for m in got if m.startswith(f"{n}-")] == [f"{n}-{i}" for i in range(100)]
