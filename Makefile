@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(VENV)/.stamp: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 # Rebuild the extension whenever _speedups.pyx changed (cheap when up to date).
@@ -37,10 +37,14 @@ autobahn: ext
 autobahn-client: ext
 	$(PY) autobahn-config/run.py server --impl both
 
-bench: ext
+$(VENV)/.bench-stamp: $(VENV)/.stamp
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: ext $(VENV)/.bench-stamp
 	$(PY) bench/run.py
 
-bench-micro: ext
+bench-micro: ext $(VENV)/.bench-stamp
 	$(PY) -m pytest bench/micro.py --benchmark-only -q
 
 wheel: ext
