@@ -66,4 +66,9 @@ def _extensions():
     )
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+setup(
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+    # Generated C and the kernels' headers are build inputs (kept in sdists), not wheel contents.
+    exclude_package_data={"zzz": ["*.c", "*.h"]},
+)
