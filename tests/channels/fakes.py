@@ -44,6 +44,7 @@ class FakeWebSocket:
     def send(self, text: str) -> None:
         if not isinstance(text, str):
             raise TypeError("send() takes a str")
+        text.encode("utf-8")  # a frame must be valid UTF-8, as the real handle requires
         if not self.closed:
             self.sent.append(text)
 

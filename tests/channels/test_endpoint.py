@@ -157,6 +157,27 @@ async def test_broadcast_frame_is_encoded_once_for_all_receivers() -> None:
     assert all(t is texts[0] for t in texts)  # the very same str object: serialised once
 
 
+async def test_lone_surrogates_from_a_client_cannot_break_frames() -> None:
+    ep = endpoint(make_config())
+    a, b = await Client.open(ep), await Client.open(ep)
+    await a.join("room:1")
+    await b.join("room:1")
+    a.ws.take(), b.ws.take()
+    await a.send_raw(
+        '{"topic":"room:1","event":"new_msg","payload":{"body":"x\\ud800y","ok":"\u00e9"},"ref":"9"}'
+    )
+    assert b.ws.take() == [
+        {
+            "topic": "room:1",
+            "event": "new_msg",
+            "payload": {"body": "x\ud800y", "ok": "é"},
+            "ref": None,
+            "join_ref": None,
+        }
+    ]
+    assert replies(a.ws.take())[0]["payload"]["status"] == "ok"
+
+
 async def test_broadcast_from_excludes_sender() -> None:
     ep = endpoint(make_config())
     a, b = await Client.open(ep), await Client.open(ep)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.channels.conftest import RedisServer
 from tests.channels.fakes import Client, endpoint
 from zzz.channels import ChannelConfig, ChannelDef, ChannelSocket, Presence, RedisPubSub
 
@@ -167,3 +168,40 @@ def test_missing_redis_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
     with pytest.raises(ImportError, match="pip install redis"):
         RedisPubSub("redis://127.0.0.1:1/0")
+
+
+async def test_survives_a_redis_restart(own_redis: RedisServer) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    pa, pb = RedisPubSub(own_redis.url, prefix=prefix), RedisPubSub(own_redis.url, prefix=prefix)
+    ea, eb = endpoint(config(pa)), endpoint(config(pb))
+    try:
+        a = await Client.open(ea)
+        b = await Client.open(eb)
+        await a.join("room:r", {"user": "ann"})
+        await b.join("room:r", {"user": "bob"})
+        await until(lambda: set(Presence.list("room:r", pa)) == {"ann", "bob"})
+        own_redis.stop()
+        await asyncio.sleep(0.3)
+        own_redis.start()  # empty: no persistence
+
+        # Broadcasts flow again once both processes have resubscribed.
+        def a_heard() -> bool:
+            eb.sockets[0].broadcast("room:r", "shout", {"n": "again"})
+            return any('"again"' in t for t in a.ws.sent)
+
+        await until(a_heard, timeout=10)
+        # Each process wrote its own presences back, so a newcomer sees both.
+        pc = RedisPubSub(own_redis.url, prefix=prefix)
+        for _ in range(50):
+            await pc.start()
+            if set(Presence.list("room:r", pc)) == {"ann", "bob"}:
+                break
+            await pc.close()
+            await asyncio.sleep(0.1)
+        assert set(Presence.list("room:r", pc)) == {"ann", "bob"}
+        await pc.close()
+        await a.close()
+        await b.close()
+    finally:
+        await pa.close()
+        await pb.close()

@@ -54,7 +54,6 @@ class PubSub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._topics: dict[str, dict[str, Subscriber]] = {}
-        self._sockets: dict[str, Subscriber] = {}
         # Presence replica: topic -> ref -> entry; and the refs this process tracked, per socket.
         self._presence: dict[str, dict[str, PresenceEntry]] = {}
         self._tracked: dict[str, dict[tuple[str, str], str]] = {}
@@ -79,7 +78,6 @@ class PubSub:
         """Deliver ``topic``'s broadcasts to ``sub`` from now on."""
         with self._lock:
             self._topics.setdefault(topic, {})[sub.id] = sub
-            self._sockets[sub.id] = sub
 
     def unsubscribe(self, topic: str, sub: Subscriber) -> None:
         """Stop delivering ``topic`` to ``sub``."""
@@ -94,7 +92,6 @@ class PubSub:
         """Drop ``sub`` from every topic and its presence entries (its connection closed)."""
         self.untrack_all(sub)
         with self._lock:
-            self._sockets.pop(sub.id, None)
             for topic in [t for t, subs in self._topics.items() if sub.id in subs]:
                 subs = self._topics[topic]
                 del subs[sub.id]

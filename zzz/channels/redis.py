@@ -51,6 +51,7 @@ class RedisPubSub(PubSub):
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
+            from redis.exceptions import RedisError
         except ImportError:
             raise ImportError(
                 "zzz.RedisPubSub needs the 'redis' package (redis-py with asyncio): pip install redis"
@@ -69,6 +70,8 @@ class RedisPubSub(PubSub):
         self._pending: list[tuple[Any, ...]] = []
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # What a lost or restarting Redis raises; anything else is a bug and should surface.
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
 
     def _node_key(self, node: str) -> str:
         return f"{self.prefix}:node:{node}"
@@ -89,22 +92,17 @@ class RedisPubSub(PubSub):
         import redis.asyncio as aioredis
 
         await super().start()
-        client = aioredis.from_url(self.url, decode_responses=True)
-        pubsub = client.pubsub()
-        await pubsub.subscribe(self._bus)
-        # Wait for Redis to confirm: from then on no broadcast can be missed, so the snapshot read next
-        # plus the diffs that follow it describe every presence.
-        while True:
-            msg = await pubsub.get_message(timeout=5.0)
-            if msg is not None and msg["type"] == "subscribe":
-                break
-        await client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
-        self._client = client
+        self._client = aioredis.from_url(self.url, decode_responses=True)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wakeup = asyncio.Event()
-        await self._load_snapshot()
-        self._drop_empty = client.register_script(_DROP_EMPTY_TOPIC)
+        try:
+            pubsub = await self._subscribe()
+        except BaseException:
+            await self._client.aclose()
+            self._client = None
+            raise
+        self._drop_empty = self._client.register_script(_DROP_EMPTY_TOPIC)
         self._tasks = [
             self._loop.create_task(self._read(pubsub)),
             self._loop.create_task(self._write()),
@@ -171,7 +169,12 @@ class RedisPubSub(PubSub):
         pipe = self._client.pipeline(transaction=False)
         for op, *args in batch:
             getattr(pipe, op)(*args)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except Exception:
+            # Live messages are worthless late; presence writes are state: keep them, in order.
+            self._pending[:0] = [op for op in batch if op[0] != "publish"]
+            raise
 
     async def _write(self) -> None:
         assert self._wakeup is not None
@@ -180,33 +183,48 @@ class RedisPubSub(PubSub):
             self._wakeup.clear()
             try:
                 await self._flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("zzz.channels: Redis write failed; messages were lost")
+            except self._errors as exc:
+                log.warning("zzz.channels: Redis write failed (%s); broadcasts were lost, retrying", exc)
                 await asyncio.sleep(0.5)
+                self._wakeup.set()
+
+    async def _subscribe(self) -> Any:
+        """Subscribe to the bus, then bring the replica and our stored entries in line with Redis."""
+        pubsub = self._client.pubsub()
+        await pubsub.subscribe(self._bus)
+        # Wait for Redis to confirm: from then on no broadcast can be missed, so the snapshot read next
+        # plus the diffs that follow it describe every presence.
+        while True:
+            msg = await pubsub.get_message(timeout=5.0)
+            if msg is not None and msg["type"] == "subscribe":
+                break
+        await self._client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
+        await self._resync()
+        return pubsub
 
     async def _read(self, pubsub: Any) -> None:
-        delay = 0.1
         while True:
             try:
                 async for msg in pubsub.listen():
-                    delay = 0.1
                     if msg["type"] == "message":
                         self._receive(msg["data"])
+                raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
                 await pubsub.aclose()
                 raise
-            except Exception:
-                log.exception("zzz.channels: Redis subscription lost; reconnecting")
+            except self._errors as exc:
+                log.warning("zzz.channels: Redis subscription lost (%s); reconnecting", exc)
+            # Broadcasts published while we were away are lost (as with any Redis pub/sub);
+            # presence is repaired by the resync in _subscribe.
+            delay = 0.1
+            while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 try:
-                    pubsub = self._client.pubsub()
-                    await pubsub.subscribe(self._bus)
-                    await self._load_snapshot()
-                except Exception:
-                    log.exception("zzz.channels: Redis reconnect failed")
+                    pubsub = await self._subscribe()
+                    break
+                except self._errors as exc:
+                    log.warning("zzz.channels: Redis still unreachable (%s)", exc)
 
     async def _keep_alive(self) -> None:
         while True:
@@ -214,10 +232,8 @@ class RedisPubSub(PubSub):
             try:
                 await self._client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
                 await self._sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("zzz.channels: Redis presence upkeep failed")
+            except self._errors as exc:
+                log.warning("zzz.channels: Redis presence upkeep failed (%s)", exc)
 
     # -- presence storage ----------------------------------------------------------------------------------
 
@@ -239,16 +255,38 @@ class RedisPubSub(PubSub):
         flags = await self._client.mget([self._node_key(n) for n in ordered])
         return {n for n, flag in zip(ordered, flags) if flag is not None}
 
-    async def _load_snapshot(self) -> None:
+    async def _resync(self) -> None:
+        """Make Redis hold exactly our own entries, and the replica exactly the live stored ones.
+
+        At start this loads what other processes tracked; after an outage it also restores our entries
+        (Redis may have restarted empty, or swept us as dead) and tells local subscribers what changed.
+        """
         stored = await self._stored_entries()
         alive = await self._alive({e[3] for entries in stored.values() for e in entries})
         alive.add(self.node_id)
         with self._lock:
-            for topic, entries in stored.items():
-                replica = self._presence.setdefault(topic, {})
-                for entry in entries:
-                    if entry[3] in alive:
-                        replica[entry[0]] = entry
+            mine = {
+                e[0]: (topic, e)
+                for topic, entries in self._presence.items()
+                for e in entries.values()
+                if e[3] == self.node_id
+            }
+        pipe = self._client.pipeline(transaction=False)
+        for topic, entries in stored.items():
+            for entry in entries:
+                if entry[3] == self.node_id and entry[0] not in mine:
+                    pipe.hdel(self._presence_key(topic), entry[0])  # left while we were cut off
+        for ref, (topic, entry) in mine.items():
+            pipe.hset(self._presence_key(topic), ref, json.dumps(entry))
+            pipe.sadd(self._topics_key, topic)
+        await pipe.execute()
+        for topic in set(stored) | set(self._presence):
+            current = self._presence.get(topic, {})
+            others = {e[0]: e for e in stored.get(topic, ()) if e[3] in alive and e[3] != self.node_id}
+            joins = [e for ref, e in others.items() if ref not in current]
+            leaves = [e for ref, e in current.items() if e[3] != self.node_id and ref not in others]
+            if joins or leaves:
+                self._apply_presence(topic, joins, leaves)
 
     async def _sweep(self) -> None:
         """Remove the stored presences of processes whose liveness key expired, and announce the leaves."""

@@ -21,8 +21,26 @@ __all__ = [
 ]
 
 # Compact separators keep frames small; ensure_ascii=False keeps non-ASCII text as it is (frames are UTF-8).
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-dumps = _encoder.encode
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that is always valid UTF-8 once encoded.
+
+    A client can smuggle a lone surrogate in through a ``\\ud800`` escape; written out raw it would make
+    the frame unencodable, so such text is escaped instead.
+
+    Raises:
+        TypeError: the value is not JSON-serialisable.
+    """
+    text = _encode(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _encode_ascii(value)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
