@@ -128,16 +128,26 @@ class RedisPubSub(PubSub):
             by_topic.setdefault(topic, []).append(entry)
         for topic, leaves in by_topic.items():
             self._presence_change(topic, [], leaves)
-        await self._flush()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        client, self._client = self._client, None
+        errors: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *self._errors)
         try:
-            await self._client.delete(self._node_key(self.node_id))
+            # Bounded: a process shutting down must not hang on an unreachable Redis; the survivors
+            # expire what we could not withdraw.
+            await asyncio.wait_for(self._goodbye(client), timeout=5.0)
+        except errors as exc:
+            log.warning("zzz.channels: could not say goodbye to Redis (%r)", exc)
         finally:
-            await self._client.aclose()
-            self._client = None
+            await client.aclose()
+
+    async def _goodbye(self, client: Any) -> None:
+        batch, self._pending = self._pending, []
+        pipe = _pipeline(client, batch)
+        pipe.delete(self._node_key(self.node_id))
+        await pipe.execute()
 
     # -- the seam to other processes -----------------------------------------------------------------------
 
@@ -166,11 +176,8 @@ class RedisPubSub(PubSub):
         batch, self._pending = self._pending, []
         if not batch or self._client is None:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for op, *args in batch:
-            getattr(pipe, op)(*args)
         try:
-            await pipe.execute()
+            await _pipeline(self._client, batch).execute()
         except Exception:
             # Live messages are worthless late; presence writes are state: keep them, in order.
             self._pending[:0] = [op for op in batch if op[0] != "publish"]
@@ -308,3 +315,11 @@ class RedisPubSub(PubSub):
                     self._publish("p", [self.node_id, topic], json.dumps({"joins": [], "leaves": leaves}))
             if len(dead) == len(entries):
                 await self._drop_empty(keys=[key, self._topics_key], args=[topic])
+
+
+def _pipeline(client: Any, batch: list[tuple[Any, ...]]) -> Any:
+    """A pipeline (no MULTI) holding the queued operations, in order."""
+    pipe = client.pipeline(transaction=False)
+    for op, *args in batch:
+        getattr(pipe, op)(*args)
+    return pipe
