@@ -76,6 +76,11 @@ class ConnectionFailed:
 
 Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
 
+# Module-level aliases: looking up an Enum member through its class is slow on the hot path.
+_OPEN = State.OPEN
+_CLOSING = State.CLOSING
+_CLOSED = State.CLOSED
+
 
 class Connection:
     """One WebSocket connection's protocol state, server or client side.
@@ -147,7 +152,7 @@ class Connection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Take bytes from the network; call ``next_event`` to get what they mean."""
-        if self.state is State.CLOSED or self._error is not None:
+        if self.state is _CLOSED or self._error is not None:
             return
         try:
             frames = self._reader.feed(data)
@@ -163,7 +168,7 @@ class Connection:
     @property
     def has_pending_frames(self) -> bool:
         """True when received frames (or a failure) wait for ``next_event``."""
-        return self._pos < len(self._frames) or (self._error is not None and self.state is not State.CLOSED)
+        return self._pos < len(self._frames) or (self._error is not None and self.state is not _CLOSED)
 
     def next_event(self) -> Event | None:
         """Process received frames up to the next event; None when there is none yet.
@@ -175,7 +180,10 @@ class Connection:
         while self._pos < len(frames):
             opcode, fin, rsv1, payload = frames[self._pos]
             self._pos += 1
-            if self.state is State.CLOSED:
+            if fin and 0 < opcode < OP_CLOSE and not rsv1 and not self._msg_opcode and self.state is _OPEN:
+                # The common case: a whole uncompressed message in one frame.
+                return Text(payload) if opcode == OP_TEXT else Binary(payload)  # type: ignore[arg-type]
+            if self.state is _CLOSED:
                 break
             try:
                 event = self._handle_frame(opcode, fin, rsv1, payload)
@@ -186,7 +194,7 @@ class Connection:
         if self._pos >= len(frames) and self._frames:
             self._frames = []
             self._pos = 0
-        if self._error is not None and self.state is not State.CLOSED:
+        if self._error is not None and self.state is not _CLOSED:
             return self._fail(self._error)
         return None
 
@@ -201,25 +209,22 @@ class Connection:
 
     def _handle_frame(self, opcode: int, fin: bool, rsv1: bool, payload: bytes | str) -> Event | None:
         if opcode < OP_CLOSE:
-            if self.state is not State.OPEN:
+            if self.state is not _OPEN:
                 return None  # after our close frame, data is discarded (RFC 6455 §1.4)
-            if fin and opcode and not self._msg_opcode and not rsv1:
-                # The common case: a whole uncompressed message in one frame.
-                return Text(payload) if opcode == OP_TEXT else Binary(payload)  # type: ignore[arg-type]
             return self._handle_fragment(opcode, fin, rsv1, payload)  # type: ignore[arg-type]
         if opcode == OP_PING:
-            if self.state is State.OPEN:
+            if self.state is _OPEN:
                 self._out.append(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
             return Ping(payload)  # type: ignore[arg-type]
         if opcode == OP_PONG:
             return Pong(payload)  # type: ignore[arg-type]
         code, reason = parse_close(payload)  # type: ignore[arg-type]
         self.close_rcvd = (code, reason)
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             # Echo the peer's code, as most peers and Autobahn expect.
             self._out.append(self._frame(OP_CLOSE, payload if code != CloseCode.NO_STATUS_RCVD else b""))  # type: ignore[arg-type]
             self.close_sent = (code, "")
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self._frames = []
         self._pos = 0
         return CloseReceived(code, reason)
@@ -263,10 +268,10 @@ class Connection:
     def _fail(self, exc: WebSocketError) -> ConnectionFailed:
         code = exc.close_code
         reason = exc.reason[:123]
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._out.append(self._frame(OP_CLOSE, encode_close(code, reason)))
             self.close_sent = (code, reason)
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self._frames = []
         self._pos = 0
         self._error = exc
@@ -288,24 +293,30 @@ class Connection:
 
     def send_text(self, text: str) -> None:
         """Queue a text message; ignored unless the connection is open."""
-        if self.state is State.OPEN:
-            self._out.append(self.encode_message(text.encode("utf-8"), OP_TEXT))
+        if self.state is _OPEN:
+            if self.is_server and self._deflate is None:
+                self._out.append(_encode_frame(OP_TEXT, text.encode("utf-8")))
+            else:
+                self._out.append(self.encode_message(text.encode("utf-8"), OP_TEXT))
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         """Queue a binary message; ignored unless the connection is open."""
-        if self.state is State.OPEN:
-            self._out.append(self.encode_message(data, OP_BINARY))
+        if self.state is _OPEN:
+            if self.is_server and self._deflate is None:
+                self._out.append(_encode_frame(OP_BINARY, data))
+            else:
+                self._out.append(self.encode_message(data, OP_BINARY))
 
     def send_raw(self, frame: bytes) -> None:
         """Queue bytes that are already a complete frame (broadcasts encode once)."""
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._out.append(frame)
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a ping (payload ≤ 125 bytes)."""
         if len(data) > 125:
             raise ValueError("ping payload is over 125 bytes")
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._out.append(self._frame(OP_PING, data))
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
@@ -315,10 +326,10 @@ class Connection:
             ValueError: the code may not be sent or the reason is too long.
         """
         payload = encode_close(code, reason)
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._out.append(self._frame(OP_CLOSE, payload))
             self.close_sent = (code, reason)
-            self.state = State.CLOSING
+            self.state = _CLOSING
 
     def data_to_send(self) -> bytes:
         """Everything queued for the network since the last call, as one buffer."""

@@ -18,12 +18,15 @@ from zzz import core
 from zzz.frames import Binary, CloseCode, Text
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
 
+_OPEN = State.OPEN
+
 if TYPE_CHECKING:
     from zzz.server import ServerState
 
 __all__ = ["WsConfig", "WebSocket", "WebSocketProtocol", "broadcast"]
 
 logger = logging.getLogger("zzz")
+_get_ident = threading.get_ident
 
 OnOpen = Callable[["WebSocket"], Any]
 OnMessage = Callable[["WebSocket", Any], Any]
@@ -60,6 +63,7 @@ class WebSocket:
 
     __slots__ = (
         "_proto",
+        "_conn",
         "_loop",
         "_thread_id",
         "params",
@@ -85,6 +89,7 @@ class WebSocket:
         subprotocol: str | None,
     ) -> None:
         self._proto = proto
+        self._conn = proto.conn
         self._loop = proto.loop
         self._thread_id = threading.get_ident()
         self.params = params
@@ -122,8 +127,11 @@ class WebSocket:
         """
         if type(text) is not str and not isinstance(text, str):
             raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
-        if threading.get_ident() == self._thread_id:
-            self._proto.send_text(text)
+        if _get_ident() == self._thread_id:
+            self._conn.send_text(text)
+            proto = self._proto
+            if not proto._in_read:
+                proto._flush()
         else:
             self._loop.call_soon_threadsafe(self._proto.send_text, text)
 
@@ -135,8 +143,11 @@ class WebSocket:
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
-        if threading.get_ident() == self._thread_id:
-            self._proto.send_binary(data)
+        if _get_ident() == self._thread_id:
+            self._conn.send_binary(data)
+            proto = self._proto
+            if not proto._in_read:
+                proto._flush()
         else:
             # Copy now: the caller may reuse its buffer before the loop gets to it.
             self._loop.call_soon_threadsafe(self._proto.send_binary, bytes(data))
@@ -374,7 +385,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     @property
     def closed(self) -> bool:
-        return self.transport is None or self.conn.state is not State.OPEN
+        return self.transport is None or self.conn.state is not _OPEN
 
     def send_text(self, text: str) -> None:
         self.conn.send_text(text)
