@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, auto_pickle=False
+# cython: initializedcheck=False, auto_pickle=False, binding=False
 """Compiled core of zzz: XOR masking, incremental UTF-8 validation, frame reading and encoding.
 
 ``zzz._purepy`` is its twin and the reference for behaviour (errors and messages included);
@@ -8,6 +8,7 @@
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_Append
@@ -171,6 +172,17 @@ def mask(data, key, phase=0):
     cdef unsigned char *dst
     cdef const unsigned char *src
     cdef const unsigned char *k
+    if (PyBytes_CheckExact(data) and PyBytes_CheckExact(key) and PyBytes_GET_SIZE(key) == 4
+            and PyBytes_GET_SIZE(data) < _NOGIL_MASK):
+        # The common case without the buffer protocol's acquire and release.
+        n = PyBytes_GET_SIZE(data)
+        if n == 0:
+            return b""
+        ph = _phase(phase)
+        out = PyBytes_FromStringAndSize(NULL, n)
+        zzz_mask(<unsigned char *>PyBytes_AS_STRING(out), <const unsigned char *>PyBytes_AS_STRING(data),
+                 <size_t>n, <const unsigned char *>PyBytes_AS_STRING(key), <size_t>ph)
+        return out
     _check_key(key)
     _get_read_buffer(data, &view)
     try:
@@ -211,6 +223,14 @@ def mask_inplace(buf, key, phase=0):
     cdef bytes kb
     cdef unsigned char *p
     cdef const unsigned char *k
+    if (PyByteArray_CheckExact(buf) and PyBytes_CheckExact(key) and PyBytes_GET_SIZE(key) == 4
+            and PyByteArray_GET_SIZE(buf) < _NOGIL_MASK):
+        # The common case without the buffer protocol's acquire and release.
+        n = PyByteArray_GET_SIZE(buf)
+        if n:
+            p = <unsigned char *>PyByteArray_AS_STRING(buf)
+            zzz_mask(p, p, <size_t>n, <const unsigned char *>PyBytes_AS_STRING(key), <size_t>_phase(phase))
+        return None
     if _try_get_buffer(buf, &view, PyBUF_WRITABLE) != 0:
         PyErr_Clear()
         mv = memoryview(buf)
