@@ -623,7 +623,6 @@ class RequestParser:
         self._body_len = 0
         self._in_trailers = False
         self._keep_alive = True
-        self._upgrade = False
         # Body framing.
         self._remaining = 0
         self._ck = _CK_SIZE
@@ -637,7 +636,8 @@ class RequestParser:
 
     @property
     def stopped(self) -> bool:
-        """True once the parser will not parse any more (after an upgrade or an error)."""
+        """True once the parser will not parse any more: after an upgrade, an error, or a
+        request without keep-alive."""
         return self._mode in (_UPGRADED, _FAILED, _CLOSED)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Request]:
@@ -885,7 +885,6 @@ class RequestParser:
         parser = self._parser
         self._keep_alive = parser.should_keep_alive()
         if parser.should_upgrade():
-            self._upgrade = True
             self._mode = _NO_BODY  # llhttp skips any body and pauses after message_complete
             return
         te: str | None = None
