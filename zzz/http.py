@@ -838,8 +838,12 @@ class RequestParser:
                 pos = nl + 1
                 self._ck = _CK_SIZE
             else:  # _CK_TRAILER
+                # httptools grows a field by concatenation, so a field dribbled byte by byte
+                # costs its length squared: the per-field limit keeps that small.
                 if nl < 0:
                     self._ck_line += n - pos
+                    if self._ck_line > self.max_header_size:
+                        raise HttpError(431, "trailer field too large")
                     if self._ck_trailer_len + self._ck_line > self.max_head_size:
                         raise HttpError(431, "request trailers too large")
                     return -1
@@ -847,6 +851,8 @@ class RequestParser:
                 pos = nl + 1
                 self._ck_line = 0
                 self._ck_trailer_len += line_len + 1
+                if line_len + 1 > self.max_header_size:
+                    raise HttpError(431, "trailer field too large")
                 if self._ck_trailer_len > self.max_head_size:
                     raise HttpError(431, "request trailers too large")
                 if line_len <= 1:  # the blank line ("\r\n") ends the message

@@ -321,6 +321,11 @@ def test_trailers_are_limited() -> None:
             + b"".join(b"T%d: v\r\n" % i for i in range(50)) + b"\r\n")
     assert status_of(data, max_header_count=20) == 431
     assert status_of(data, step=1, max_head_size=200) == 431
+    long_field = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: " + b"v" * 300 + b"\r\n\r\n")
+    assert status_of(long_field, max_header_size=256) == 431
+    assert status_of(long_field, step=1, max_header_size=256) == 431
+    (req,) = RequestParser(max_header_size=512).feed(long_field)
+    assert req.body == b""
 
 
 def test_limits_can_be_turned_off() -> None:
