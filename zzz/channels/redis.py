@@ -116,15 +116,9 @@ class RedisPubSub(PubSub):
         if self._client is None:
             return
         with self._lock:
-            mine = [
-                (topic, e)
-                for topic, entries in self._presence.items()
-                for e in entries.values()
-                if e[3] == self.node_id
-            ]
             self._tracked.clear()
         by_topic: dict[str, list[PresenceEntry]] = {}
-        for topic, entry in mine:
+        for topic, entry in self._own_entries():
             by_topic.setdefault(topic, []).append(entry)
         for topic, leaves in by_topic.items():
             self._presence_change(topic, [], leaves)
@@ -262,6 +256,16 @@ class RedisPubSub(PubSub):
         flags = await self._client.mget([self._node_key(n) for n in ordered])
         return {n for n, flag in zip(ordered, flags) if flag is not None}
 
+    def _own_entries(self) -> list[tuple[str, PresenceEntry]]:
+        """(topic, entry) for every presence this process tracks."""
+        with self._lock:
+            return [
+                (topic, e)
+                for topic, entries in self._presence.items()
+                for e in entries.values()
+                if e[3] == self.node_id
+            ]
+
     async def _resync(self) -> None:
         """Make Redis hold exactly our own entries, and the replica exactly the live stored ones.
 
@@ -271,13 +275,7 @@ class RedisPubSub(PubSub):
         stored = await self._stored_entries()
         alive = await self._alive({e[3] for entries in stored.values() for e in entries})
         alive.add(self.node_id)
-        with self._lock:
-            mine = {
-                e[0]: (topic, e)
-                for topic, entries in self._presence.items()
-                for e in entries.values()
-                if e[3] == self.node_id
-            }
+        mine = {entry[0]: (topic, entry) for topic, entry in self._own_entries()}
         pipe = self._client.pipeline(transaction=False)
         for topic, entries in stored.items():
             for entry in entries:
