@@ -17,6 +17,14 @@ _EXPORTS = {
     "App": "zzz.server",
     "Server": "zzz.server",
     "Settings": "zzz.server",
+    "ChannelConfig": "zzz.channels",
+    "ChannelDef": "zzz.channels",
+    "ChannelSocket": "zzz.channels",
+    "JoinResult": "zzz.channels",
+    "Presence": "zzz.channels",
+    "RedisPubSub": "zzz.channels",
+    "InMemoryPubSub": "zzz.channels",
+    "Reply": "zzz.channels",
     "connect": "zzz.client",
     "ClientWebSocket": "zzz.client",
     "WebSocket": "zzz.websocket",
@@ -58,6 +66,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from zzz.channels import (
+        ChannelConfig,
+        ChannelDef,
+        ChannelSocket,
+        InMemoryPubSub,
+        JoinResult,
+        Presence,
+        RedisPubSub,
+        Reply,
+    )
     from zzz.client import ClientWebSocket, connect
     from zzz.errors import (
         ConnectionClosed,

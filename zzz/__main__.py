@@ -1,4 +1,5 @@
-"""``python -m zzz``: the demo server on 127.0.0.1:8080 (echo, chat rooms, a page that uses them).
+"""``python -m zzz``: the demo server on 127.0.0.1:8080: a Channels chat with rooms and presence
+at ``/`` (zzz.js), plus raw WebSocket routes ``/ws/echo`` and ``/ws/chat/:room`` (page at ``/raw``).
 
 Options: ``--host``, ``--port``, ``--loop auto|uvloop|asyncio``, ``--workers N``.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 import zzz
 from zzz import core
+from zzz.channels import demo as channels_demo
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zzz demo</title>
@@ -61,7 +63,7 @@ async def identify(req: zzz.Request, call_next: Any) -> zzz.Response:
 
 
 def build_app(**settings: Any) -> zzz.App:
-    """The demo app: echo, chat rooms with broadcast, and the page at ``/``."""
+    """The demo app: the Channels chat, echo, raw chat rooms with broadcast, and their pages."""
     rooms: dict[str, set[zzz.WebSocket]] = defaultdict(set)
 
     def echo(ws: zzz.WebSocket, msg: zzz.WsMessage) -> None:
@@ -93,14 +95,12 @@ def build_app(**settings: Any) -> zzz.App:
         [zzz.Router.ws("/ws/chat/:room", zzz.WsConfig(on_open=join, on_message=say, on_close=leave))],
         middleware=[identify],
     )
-    return zzz.App(
-        [
-            zzz.Router.get("/", lambda req: zzz.Response(page, content_type="text/html; charset=utf-8")),
-            zzz.Router.ws("/ws/echo", zzz.WsConfig(on_message=echo)),
-            chat,
-        ],
-        **settings,
-    )
+    raw_routes = [
+        zzz.Router.get("/raw", lambda req: zzz.Response(page, content_type="text/html; charset=utf-8")),
+        zzz.Router.ws("/ws/echo", zzz.WsConfig(on_message=echo)),
+        chat,
+    ]
+    return channels_demo.build_app(extra_routes=raw_routes, **settings)
 
 
 def _name(ws: zzz.WebSocket) -> str:
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    print(f"zzz demo: core={core.IMPLEMENTATION}; open http://{args.host}:{args.port}/", flush=True)
+    print(f"zzz demo: core={core.IMPLEMENTATION}; open http://{args.host}:{args.port}/ "
+          f"(Channels chat) or /raw (raw WebSocket chat)", flush=True)
     build_app().run(host=args.host, port=args.port, loop=args.loop, workers=args.workers)
 
 

@@ -186,6 +186,14 @@ class Router:
             _check_callable(mw, "middleware")
         return Route("GET", pattern, None, config, tuple(middleware))
 
+    @staticmethod
+    def channel(path: str, config: Any, *, middleware: Sequence[Middleware] = ()) -> Controller:
+        """A Channels endpoint (``zzz.ChannelConfig``) at ``path`` and at ``path + "/websocket"``
+        (where phoenix.js connects), grouped as one controller with ``middleware``."""
+        from zzz.channels import channel_routes  # the feature layer sits above routing
+
+        return Controller.define(channel_routes(path, config), middleware=middleware)
+
 
 @dataclass(frozen=True, eq=False)
 class Controller:
