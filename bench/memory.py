@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ __all__ = ["TARGETS_KIB", "main", "server_rss_kib"]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run as bench_run  # noqa: E402 - shares the server start/stop helpers with the echo benchmark
+import run as bench_run
 
 ROOT = bench_run.ROOT
 REPORTS = bench_run.REPORTS
@@ -64,7 +65,7 @@ TARGETS: list[Target] = [
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # 1 KiB of text that deflates well, as chat-like traffic would.
-MESSAGE = (b"{\"user\": \"alice\", \"text\": \"hello from the memory benchmark\", \"seq\": 0} " * 15)[:1024]
+MESSAGE = (b'{"user": "alice", "text": "hello from the memory benchmark", "seq": 0} ' * 15)[:1024]
 
 
 def masked_frame(payload: bytes, rsv1: bool = False, opcode: int = 1) -> bytes:
@@ -111,7 +112,11 @@ class ClientConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         key = base64.b64encode(os.urandom(16))
         self.accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-        ext = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if self.offer_deflate else b""
+        ext = (
+            b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            if self.offer_deflate
+            else b""
+        )
         req = (
             b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
@@ -190,7 +195,9 @@ class ClientConn(asyncio.Protocol):
             frame = masked_frame(payload)
             self.expect_raw = len(frame)
         else:
-            frame = masked_frame(deflate_message(payload), rsv1=True) if self.deflate else masked_frame(payload)
+            frame = (
+                masked_frame(deflate_message(payload), rsv1=True) if self.deflate else masked_frame(payload)
+            )
         self.reply = self.loop.create_future()
         t = time.perf_counter()
         self.transport.write(frame)
@@ -201,6 +208,41 @@ class ClientConn(asyncio.Protocol):
         return dt
 
 
+async def open_many(
+    connect: Callable[[], Awaitable[ClientConn]], n: int, conns: list[ClientConn]
+) -> list[str]:
+    """Open ``n`` connections, 100 handshakes at a time, appending to ``conns``; return the failures."""
+    sem = asyncio.Semaphore(100)
+    failures: list[str] = []
+
+    async def one() -> None:
+        async with sem:
+            try:
+                conns.append(await connect())
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                failures.append(repr(exc))
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return failures
+
+
+async def echo_all(conns: list[ClientConn]) -> int:
+    """Echo one message on every connection, 200 at a time; return how many failed."""
+    sem = asyncio.Semaphore(200)
+    bad = 0
+
+    async def one(c: ClientConn) -> None:
+        nonlocal bad
+        async with sem:
+            try:
+                await c.echo(MESSAGE)
+            except Exception:  # noqa: BLE001 - counted and reported
+                bad += 1
+
+    await asyncio.gather(*(one(c) for c in conns))
+    return bad
+
+
 async def client_main(host: str, port: int, n: int, offer_deflate: bool, raw: bool) -> None:
     """Line protocol with the parent on stdin/stdout: warm, open, echo, rtt, quit."""
     loop = asyncio.get_running_loop()
@@ -208,7 +250,9 @@ async def client_main(host: str, port: int, n: int, offer_deflate: bool, raw: bo
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
     async def connect() -> ClientConn:
-        _, proto = await loop.create_connection(lambda: ClientConn(host, port, offer_deflate, raw), host, port)
+        _, proto = await loop.create_connection(
+            lambda: ClientConn(host, port, offer_deflate, raw), host, port
+        )
         await asyncio.wait_for(proto.opened, 30)
         return proto
 
@@ -228,34 +272,15 @@ async def client_main(host: str, port: int, n: int, offer_deflate: bool, raw: bo
     while True:
         line = (await reader.readline()).decode().strip()
         if line == "open":
-            sem = asyncio.Semaphore(100)
-            failures: list[str] = []
-
-            async def one() -> None:
-                async with sem:
-                    try:
-                        conns.append(await connect())
-                    except Exception as exc:  # noqa: BLE001 - counted and reported
-                        failures.append(repr(exc))
-
             t = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(n)))
+            failures = await open_many(connect, n, conns)
             negotiated = sum(1 for c in conns if c.deflate)
-            say(f"opened {len(conns)} {len(failures)} {negotiated} {time.perf_counter() - t:.2f} "
-                f"{failures[0] if failures else ''}")
+            say(
+                f"opened {len(conns)} {len(failures)} {negotiated} {time.perf_counter() - t:.2f} "
+                f"{failures[0] if failures else ''}"
+            )
         elif line == "echo":
-            sem = asyncio.Semaphore(200)
-            bad = 0
-
-            async def echo_one(c: ClientConn) -> None:
-                nonlocal bad
-                async with sem:
-                    try:
-                        await c.echo(MESSAGE)
-                    except Exception:  # noqa: BLE001 - counted and reported
-                        bad += 1
-
-            await asyncio.gather(*(echo_one(c) for c in conns))
+            bad = await echo_all(conns)
             say(f"echoed {len(conns) - bad} {bad}")
         elif line == "rtt":
             fresh = await connect()
@@ -336,8 +361,14 @@ def kib(v: float) -> str:
 
 def measure(target: Target, n: int, python: str, settle: float) -> dict[str, object]:
     """One server configuration: RSS before, after opening N, after one echo on each, fresh RTT."""
-    server = bench_run.Server(target.name, target.script, ("--compression",) if target.deflate else (), raw=target.raw)
-    log = REPORTS / "bench-logs" / f"memory-{target.name.replace(' ', '_')}-{'deflate' if target.deflate else 'plain'}.log"
+    server = bench_run.Server(
+        target.name, target.script, ("--compression",) if target.deflate else (), raw=target.raw
+    )
+    log = (
+        REPORTS
+        / "bench-logs"
+        / f"memory-{target.name.replace(' ', '_')}-{'deflate' if target.deflate else 'plain'}.log"
+    )
     running = bench_run.start_server(server, python, "none", log)
     if isinstance(running, str):
         return {"error": f"failed to start: {running}"}
@@ -386,12 +417,16 @@ def render(rows: list[tuple[Target, dict[str, object]]], n: int, started: dateti
         f"# Memory per connection — {started:%Y-%m-%d %H:%M}",
         "",
         f"- command: `{' '.join(shlex.quote(a) for a in sys.argv)}`",
-        f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}; Python {info['python']}; "
-        f"{info['libs']}; {bench_run.zzz_info(sys.executable)}",
+        (
+            f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}; Python {info['python']}; "
+            f"{info['libs']}; {bench_run.zzz_info(sys.executable)}"
+        ),
         f"- {n:,} connections; RSS = VmRSS of the server process (and any children)",
         "",
-        "| server | compression | opened | RSS before | + after opening | per conn, idle | "
-        "+ after one 1 KiB echo each | per conn, used | fresh-conn echo RTT (median / p99) | zzz target |",
+        (
+            "| server | compression | opened | RSS before | + after opening | per conn, idle | "
+            "+ after one 1 KiB echo each | per conn, used | fresh-conn echo RTT (median / p99) | zzz target |"
+        ),
         "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for t, r in rows:
@@ -421,9 +456,11 @@ def render(rows: list[tuple[Target, dict[str, object]]], n: int, started: dateti
         )
     out += [
         "",
-        "idle: connections opened and never used; used: after each echoed one 1 KiB text message "
-        "(compressed when deflate was negotiated), which makes the server allocate its read "
-        "buffers and touch its zlib state. The zzz target applies to the larger of the two.",
+        (
+            "idle: connections opened and never used; used: after each echoed one 1 KiB text message "
+            "(compressed when deflate was negotiated), which makes the server allocate its read "
+            "buffers and touch its zlib state. The zzz target applies to the larger of the two."
+        ),
     ]
     return "\n".join(out) + "\n"
 
@@ -481,8 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         for t, r in rows
         if t.name == "zzz"
         and (
-            "error" in r
-            or max(float(r["per_conn_idle"]), float(r["per_conn_used"])) > TARGETS_KIB[t.deflate]  # type: ignore[arg-type]
+            "error" in r or max(float(r["per_conn_idle"]), float(r["per_conn_used"])) > TARGETS_KIB[t.deflate]  # type: ignore[arg-type]
         )
     ]
     return 1 if missed else 0

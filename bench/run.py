@@ -129,7 +129,16 @@ SCENARIOS: list[Scenario] = [
     ),
 ]
 
-QUICK_SCENARIOS = ("rr-32", "rr-64k", "pipe-32", "conns-100", "pipe-64k", "bcast-1000", "mixed", "deflate-rr-1k")
+QUICK_SCENARIOS = (
+    "rr-32",
+    "rr-64k",
+    "pipe-32",
+    "conns-100",
+    "pipe-64k",
+    "bcast-1000",
+    "mixed",
+    "deflate-rr-1k",
+)
 
 
 def applies(server: Server, scenario: Scenario) -> bool:
@@ -152,10 +161,10 @@ def build_client(cc: str) -> tuple[Path, bool]:
     out = BUILD_DIR / "loadclient"
     src = ECHO_DIR / "loadclient.c"
     base = [cc, "-O2", "-Wall", "-o", str(out), str(src)]
-    done = subprocess.run([*base, "-lz"], capture_output=True, text=True)
+    done = subprocess.run([*base, "-lz"], check=False, capture_output=True, text=True)
     if done.returncode == 0:
         return out, True
-    fallback = subprocess.run([*base, "-DNO_ZLIB"], capture_output=True, text=True)
+    fallback = subprocess.run([*base, "-DNO_ZLIB"], check=False, capture_output=True, text=True)
     if fallback.returncode != 0:
         sys.exit(f"cannot build the load client:\n{done.stderr}\n{fallback.stderr}")
     print("warning: zlib headers missing, load client built without permessage-deflate", file=sys.stderr)
@@ -199,7 +208,14 @@ def start_server(server: Server, python: str, pin: str, log: Path) -> Running | 
     port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    cmd = [*pin_prefix(pin, "server"), python, str(ECHO_DIR / server.script), "--port", str(port), *server.args]
+    cmd = [
+        *pin_prefix(pin, "server"),
+        python,
+        str(ECHO_DIR / server.script),
+        "--port",
+        str(port),
+        *server.args,
+    ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -251,12 +267,16 @@ def run_client(
         cmd.append("--raw")
     timeout = args.duration + args.warmup + 60
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"ok": False, "fatal": True, "error": f"load client timed out after {timeout:.0f} s"}
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if not lines:
-        return {"ok": False, "fatal": True, "error": f"no report (status {done.returncode}) {done.stderr[-200:]}"}
+        return {
+            "ok": False,
+            "fatal": True,
+            "error": f"no report (status {done.returncode}) {done.stderr[-200:]}",
+        }
     report: dict[str, Any] = json.loads(lines[-1])
     return report
 
@@ -369,7 +389,9 @@ def zzz_info(python: str) -> str:
     code = "import zzz, zzz.core as c; print(getattr(zzz, '__version__', '?'), c.IMPLEMENTATION)"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+        done = subprocess.run(
+            [python, "-c", code], check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=30
+        )
     except subprocess.TimeoutExpired:
         return "import timed out"
     if done.returncode != 0:
@@ -397,8 +419,11 @@ def render(
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in sys.argv)}`")
     out.append(f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}")
     out.append(f"- Python {info['python']}; {info['libs']}; {zzz_info(args.python)}")
-    pin = {"same": "server and client both on CPU 0 (`taskset -c 0`)", "split": "server CPU 0, client CPU 1",
-           "none": "not pinned"}[args.pin]
+    pin = {
+        "same": "server and client both on CPU 0 (`taskset -c 0`)",
+        "split": "server CPU 0, client CPU 1",
+        "none": "not pinned",
+    }[args.pin]
     out.append(
         f"- repetitions: {args.reps} of the request/response rows, {args.reps_other} of the others; "
         f"{args.duration:g} s measured after {args.warmup:g} s warm-up; server order rotated "
@@ -415,8 +440,10 @@ def render(
             if not applies(srv, sc):
                 continue
             if srv.name in start_failures:
-                out.append(f"| {sc.title} | {srv.name} | — | — | — | — | — | — | — | "
-                           f"**{srv.name}: failed to start** |")
+                out.append(
+                    f"| {sc.title} | {srv.name} | — | — | — | — | — | — | — | "
+                    f"**{srv.name}: failed to start** |"
+                )
                 continue
             cell = results.get((srv.name, sc.key))
             if cell is None or not cell.runs:
@@ -425,7 +452,9 @@ def render(
             med = cell.median("msgs_per_s")
             pic = results.get(("picows", sc.key))
             raw = results.get(("raw uvloop", sc.key))
-            vs_p = fmt_ratio(med, pic.median("msgs_per_s") if pic else None) if srv.name != "picows" else "1.00×"
+            vs_p = (
+                fmt_ratio(med, pic.median("msgs_per_s") if pic else None) if srv.name != "picows" else "1.00×"
+            )
             vs_r = fmt_ratio(med, raw.median("msgs_per_s") if raw else None)
             rng = f"{fmt_rate(min(rates))}–{fmt_rate(max(rates))}" if rates else "—"
             if sc.kind == "bcast":
@@ -473,8 +502,15 @@ def render(
 # ---------------------------------------------------------------------------- self-test
 
 # fault -> whether the client must flag it (the legal ones must pass without a complaint)
-FAULTS = {"none": False, "fragment": False, "ping": False, "flip": True, "opcode": True,
-          "truncate": True, "nonminimal": True}
+FAULTS = {
+    "none": False,
+    "fragment": False,
+    "ping": False,
+    "flip": True,
+    "opcode": True,
+    "truncate": True,
+    "nonminimal": True,
+}
 
 
 def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
@@ -492,18 +528,32 @@ def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
             failed += 1
             continue
         try:
-            cmd = [str(client), "--port", str(running.port), "--mode", "mixed", "--count", "240",
-                   "--inflight", "8", "--warmup", "0"]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            cmd = [
+                str(client),
+                "--port",
+                str(running.port),
+                "--mode",
+                "mixed",
+                "--count",
+                "240",
+                "--inflight",
+                "8",
+                "--warmup",
+                "0",
+            ]
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
             report = json.loads(done.stdout.strip().splitlines()[-1])
         finally:
             stop_server(running)
         flagged = not report.get("ok", False)
         good = flagged == must_flag and report.get("checked_messages") == 240
         failed += not good
-        print(f"{fault:12} {'flagged' if flagged else 'accepted'}: {report.get('corrupt_messages')} corrupt msgs, "
-              f"{report.get('corrupt_bytes')} bytes, {report.get('header_errors')} header errors "
-              f"-> {'ok' if good else 'WRONG'}", file=out)
+        print(
+            f"{fault:12} {'flagged' if flagged else 'accepted'}: {report.get('corrupt_messages')} corrupt msgs, "
+            f"{report.get('corrupt_bytes')} bytes, {report.get('header_errors')} header errors "
+            f"-> {'ok' if good else 'WRONG'}",
+            file=out,
+        )
     return 1 if failed else 0
 
 
@@ -513,9 +563,14 @@ def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; see ``--help``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 1 s, a subset of scenarios")
-    p.add_argument("--self-test", action="store_true",
-                   help="check the load client against a deliberately faulty server, then exit")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 repetition, 1 s, a subset of scenarios"
+    )
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check the load client against a deliberately faulty server, then exit",
+    )
     p.add_argument("--no-self-test", action="store_true", help="skip the self-test a full run starts with")
     p.add_argument("--reps", type=int, default=5, help="repetitions of the request/response rows (default 5)")
     p.add_argument("--reps-other", type=int, default=3, help="repetitions of the other rows (default 3)")
@@ -582,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         order = servers[k:] + servers[:k]  # each server sees the machine's drift from every position
         for srv in order:
             todo = [
-                sc for sc in scenarios
+                sc
+                for sc in scenarios
                 if applies(srv, sc) and rep < (args.reps if sc.main else args.reps_other)
             ]
             if not todo or srv.name in start_failures:
@@ -599,14 +655,18 @@ def main(argv: list[str] | None = None) -> int:
                 for sc in todo:
                     cell = results.setdefault((srv.name, sc.key), Cell())
                     if running.proc.poll() is not None:
-                        cell.runs.append({"ok": False, "fatal": True,
-                                          "error": f"server died: {last_line(running.log)}"})
+                        cell.runs.append(
+                            {"ok": False, "fatal": True, "error": f"server died: {last_line(running.log)}"}
+                        )
                         continue
                     report = run_client(client, srv, sc, running.port, args)
                     cell.runs.append(report)
                     bad = not report.get("ok", False)
-                    print(f"  {sc.key:16} {fmt_rate(report.get('msgs_per_s')):>8} msgs/s"
-                          f"{'  ' + (report.get('error') or 'CORRUPT') if bad else ''}", file=sys.stderr)
+                    print(
+                        f"  {sc.key:16} {fmt_rate(report.get('msgs_per_s')):>8} msgs/s"
+                        f"{'  ' + (report.get('error') or 'CORRUPT') if bad else ''}",
+                        file=sys.stderr,
+                    )
             finally:
                 stop_server(running)
     elapsed = time.monotonic() - t0

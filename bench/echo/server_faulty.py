@@ -57,7 +57,9 @@ class FaultyEcho(asyncio.Protocol):
             head = bytes(self.buf[:end]).decode("latin-1")
             del self.buf[: end + 4]
             key = next(
-                ln.split(":", 1)[1].strip() for ln in head.split("\r\n") if ln.lower().startswith("sec-websocket-key")
+                ln.split(":", 1)[1].strip()
+                for ln in head.split("\r\n")
+                if ln.lower().startswith("sec-websocket-key")
             )
             accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
             self.transport.write(
@@ -130,7 +132,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
-        "--fault", choices=("none", "flip", "opcode", "truncate", "nonminimal", "fragment", "ping"), default="none"
+        "--fault",
+        choices=("none", "flip", "opcode", "truncate", "nonminimal", "fragment", "ping"),
+        default="none",
     )
     args = parser.parse_args()
     raise_nofile_limit()

@@ -5,7 +5,7 @@ Each frame is echoed as it comes (same opcode, same FIN bit); picows has no perm
 
 from __future__ import annotations
 
-import asyncio
+from typing import ClassVar
 
 import uvloop
 from common import BROADCAST_PATH, ECHO_PATH, parse_args
@@ -32,7 +32,7 @@ class EchoListener(WSListener):  # type: ignore[misc]
 class BroadcastListener(WSListener):  # type: ignore[misc]
     """Register on connect; a text message goes to every registered connection."""
 
-    members: set[WSTransport] = set()
+    members: ClassVar[set[WSTransport]] = set()  # shared by every connection on the path
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         """Join the broadcast set."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import zzz
 from common import BROADCAST_PATH, ECHO_PATH, parse_args
+
+import zzz
 
 __all__ = ["build_app", "main"]
 
@@ -49,9 +50,7 @@ def build_app() -> Any:
     return zzz.App(
         [
             zzz.Router.ws(ECHO_PATH, zzz.WsConfig(on_message=on_message)),
-            zzz.Router.ws(
-                BROADCAST_PATH, zzz.WsConfig(on_open=join, on_message=fan_out, on_close=leave)
-            ),
+            zzz.Router.ws(BROADCAST_PATH, zzz.WsConfig(on_open=join, on_message=fan_out, on_close=leave)),
         ],
         max_message_size=2**24,
     )
