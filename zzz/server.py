@@ -101,6 +101,7 @@ class ServerState:
         self.connections: set[Any] = set()
         self.websockets: set[WebSocketProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.refused: set[Any] = set()  # answered 503 and lingering; not counted as connections
         self.closing = False
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
@@ -130,6 +131,11 @@ class UpgradeResponse(Response):
         self.ext_header = ext_header
 
 
+# How long a connection refused with an error response keeps reading (and discarding) after it,
+# so that unread request bytes don't make the kernel reset the connection and lose the response.
+_LINGER_SECONDS = 2.0
+
+
 def _error_bytes(status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()) -> bytes:
     return HttpError(status, message, list(headers)).to_response().encode(keep_alive=False)
 
@@ -157,6 +163,7 @@ class HttpProtocol(asyncio.Protocol):
         self.early: list[bytes] = []
         self.peer: Any = None
         self.closing = False
+        self.lingering = False  # an error response was sent: read and discard until the peer closes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -165,7 +172,8 @@ class HttpProtocol(asyncio.Protocol):
         limit = self.settings.max_connections
         if state.closing or (limit is not None and len(state.connections) >= limit):
             transport.write(_error_bytes(503, "Service Unavailable", [("Retry-After", "1")]))  # type: ignore[attr-defined]
-            transport.close()
+            state.refused.add(self)
+            self._linger()
             return
         state.connections.add(self)
         state.idle.clear()
@@ -177,9 +185,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if not self.switched:
+            self.state.refused.discard(self)
             self.state.connection_gone(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         if self.upgrading:
             self.early.append(data)
             return
@@ -207,7 +218,27 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         transport.write(exc.to_response().encode(keep_alive=False))
-        transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an error response without losing it.
+
+        Closing a socket with unread input makes the kernel send a reset, and the peer then
+        discards our response before reading it (a request refused at a limit always leaves
+        input unread). So shut down our side, keep reading and discarding, and close when the
+        peer does or after ``_LINGER_SECONDS``.
+        """
+        transport = self.transport
+        if transport is None or self.lingering:
+            return
+        self.lingering = True
+        self.closing = True
+        self._cancel_timer()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.timer = self.state.loop.call_later(_LINGER_SECONDS, self._on_timeout)
 
     def _arm_timer(self) -> None:
         timeout = self.settings.open_timeout
@@ -232,7 +263,7 @@ class HttpProtocol(asyncio.Protocol):
                     return
         finally:
             self.task = None
-        if self.transport is not None and not self.upgrading:
+        if self.transport is not None and not self.upgrading and not self.lingering:
             if self.closing or self.state.closing:
                 self.transport.close()
             else:
@@ -266,8 +297,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.transport.write(response.encode(keep_alive=keep_alive, head=request.method == "HEAD"))
         if not keep_alive:
-            self.closing = True
-            self.transport.close()
+            self._linger()
 
     async def _handle_upgrade(self, request: Request, config: WsConfig, middleware: Sequence[Any]) -> bool:
         settings = self.settings
@@ -427,7 +457,7 @@ class Server:
                     await asyncio.wait_for(state.idle.wait(), timeout)
                 except asyncio.TimeoutError:
                     pass
-            for proto in list(state.connections):
+            for proto in [*state.connections, *state.refused]:
                 proto.abort()
             # Let connection_lost callbacks run (on_close), then finish or cancel callbacks.
             await asyncio.sleep(0)
@@ -467,7 +497,8 @@ class App:
             raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
         self.settings = Settings(**settings)
         routes = list(routes)
-        routes.append(Router.get("/__zzz/zzz.js", _serve_static("zzz.js", self.settings.static_max_age)))
+        for name in ("zzz.js", "zzz.mjs"):  # the browser client, as a classic script and as an ES module
+            routes.append(Router.get(f"/__zzz/{name}", _serve_static(name, self.settings.static_max_age)))
         self.route_table = RouteTable(routes, app_middleware=middleware)
 
     async def start(

@@ -450,3 +450,12 @@ async def test_unmasked_and_bad_utf8_frames_get_their_close_codes() -> None:
         raw.send_frame(1, b"\xff")
         assert (await raw.read_close())[0] == 1007
         raw.close()
+
+
+async def test_encoded_slash_stays_inside_a_parameter() -> None:
+    got: list[str | None] = []
+    config = zzz.WsConfig(on_open=lambda ws: (got.append(ws.param("name")), ws.send("ok")))
+    async with serve(zzz.App([zzz.Router.ws("/f/:name", config)])) as server:
+        async with ws_connect(url(server, "/f/a%2Fb%2541")) as client:
+            assert await client.recv() == "ok"
+    assert got == ["a/b%41"]
