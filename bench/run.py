@@ -127,6 +127,14 @@ SCENARIOS: list[Scenario] = [
         main=False,
         deflate=True,
     ),
+    Scenario(
+        "deflate-mixed",
+        "deflate: mixed 0 B-1 MiB, 8 in flight, 240 msgs",
+        ("--deflate", "--mode", "mixed", "--inflight", "8", "--count", "240", "--warmup", "0"),
+        kind="check",
+        main=False,
+        deflate=True,
+    ),
 ]
 
 QUICK_SCENARIOS = (
