@@ -40,6 +40,10 @@ class FrameReader:
     ) -> None: ...
     def feed(self, data: _Buffer) -> list[_Frame]: ...
 
+def _select_kernels(name: str = "best") -> tuple[str, str]:
+    """Pick the SIMD kernels ("best", "avx512", "avx2", "sse2", "word") for tests and benchmarks;
+    return (mask kernel, ASCII kernel). Not in the twin: it has no kernels."""
+
 def encode_frame(
     opcode: int,
     payload: _Buffer,

@@ -46,6 +46,7 @@ cdef extern from "_utf8.h":
     const char *zzz_utf8_select(const char *name)
     const char *zzz_ascii_kernel_name
     size_t zzz_ascii_prefix(const unsigned char *p, size_t n) nogil
+    bint zzz_is_ascii(const unsigned char *p, size_t n) nogil
     Py_ssize_t zzz_utf8_feed(uint32_t *state, const unsigned char *p, size_t n) nogil
 
 __all__ = [
@@ -605,7 +606,7 @@ cdef class FrameReader:
             payload = PyUnicode_New(n, 127)
             dst = <unsigned char *>PyUnicode_DATA(payload)
             zzz_mask(dst, src, <size_t>n, self._key, 0)
-            if zzz_ascii_prefix(dst, <size_t>n) == <size_t>n:
+            if zzz_is_ascii(dst, <size_t>n):
                 return payload
             return _decode(dst, n)
         if n == 0:

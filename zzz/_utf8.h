@@ -174,6 +174,23 @@ static const char *zzz_utf8_select(const char *name)
     return NULL;
 }
 
+/* Whether p[0..n) is all ASCII; small inputs are checked inline, without the indirect call. */
+static inline int zzz_is_ascii(const unsigned char *p, size_t n)
+{
+    if (n < 64) {
+        uint64_t acc = 0, w;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, p + i, 8);
+            acc |= w;
+        }
+        for (; i < n; i++)
+            acc |= p[i];
+        return !(acc & 0x8080808080808080ULL);
+    }
+    return zzz_ascii_prefix(p, n) == n;
+}
+
 /* Advance *state over p[0..n). Return the index of the first byte at which the input stops being
  * a prefix of valid UTF-8 (and leave *state at REJECT), or -1. The state is ACCEPT afterwards
  * iff no sequence is left open. */
