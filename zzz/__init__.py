@@ -24,6 +24,7 @@ _EXPORTS = {
     "Presence": "zzz.channels",
     "RedisPubSub": "zzz.channels",
     "InMemoryPubSub": "zzz.channels",
+    "PubSub": "zzz.channels",
     "Reply": "zzz.channels",
     "connect": "zzz.client",
     "ClientWebSocket": "zzz.client",
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
         InMemoryPubSub,
         JoinResult,
         Presence,
+        PubSub,
         RedisPubSub,
         Reply,
     )
