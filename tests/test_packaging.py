@@ -40,8 +40,20 @@ def source_copy(tmp: Path) -> Path:
         ROOT,
         dest,
         ignore=shutil.ignore_patterns(
-            ".git", "build", "dist", "*.egg-info", "*.so", "*.c", "__pycache__", ".hypothesis",
-            ".pytest_cache", ".benchmarks", "reports", "wheelhouse", ".venv", "node_modules",
+            ".git",
+            "build",
+            "dist",
+            "*.egg-info",
+            "*.so",
+            "*.c",
+            "__pycache__",
+            ".hypothesis",
+            ".pytest_cache",
+            ".benchmarks",
+            "reports",
+            "wheelhouse",
+            ".venv",
+            "node_modules",
         ),
     )
     return dest
@@ -79,8 +91,19 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def install(python: Path, wheel: Path) -> None:
-    run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--force-reinstall",
-         "--no-deps", str(wheel)])
+    run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--force-reinstall",
+            "--no-deps",
+            str(wheel),
+        ]
+    )
 
 
 def patchelf_path(tmp: Path) -> str:
@@ -90,13 +113,24 @@ def patchelf_path(tmp: Path) -> str:
     """
     found = shutil.which("patchelf")
     if found:
-        version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+        version = subprocess.run([found, "--version"], capture_output=True, text=True, check=False).stdout
         m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
         if m and tuple(int(x or 0) for x in m.groups()) >= (0, 14, 5):
             return os.environ["PATH"]
     tools = tmp / "tools"
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-         str(tools), "patchelf"])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(tools),
+            "patchelf",
+        ]
+    )
     return f"{tools / 'bin'}{os.pathsep}{os.environ['PATH']}"
 
 
@@ -106,8 +140,18 @@ def test_manylinux_wheel_runs_the_compiled_core(tmp_path: Path, venv_python: Pat
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("zzz/_speedups") and n.endswith(".so") for n in names), names
     assert not any(n.endswith((".c", ".h")) for n in names), names
-    run([sys.executable, "-m", "auditwheel", "repair", "--wheel-dir", str(tmp_path / "wheelhouse"), str(wheel)],
-        env={**os.environ, "PATH": patchelf_path(tmp_path)})
+    run(
+        [
+            sys.executable,
+            "-m",
+            "auditwheel",
+            "repair",
+            "--wheel-dir",
+            str(tmp_path / "wheelhouse"),
+            str(wheel),
+        ],
+        env={**os.environ, "PATH": patchelf_path(tmp_path)},
+    )
     repaired = list((tmp_path / "wheelhouse").glob("zzz-*manylinux*.whl"))
     assert len(repaired) == 1, list((tmp_path / "wheelhouse").iterdir())
     install(venv_python, repaired[0])

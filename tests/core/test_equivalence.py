@@ -7,6 +7,7 @@ returned or on the exception (type, message, close code, ``frames`` before it).
 
 from __future__ import annotations
 
+import itertools
 import os
 from types import ModuleType
 from typing import Any
@@ -150,7 +151,7 @@ def cut(stream: bytes, points: list[int], bytewise: bool) -> list[bytes]:
     if bytewise:
         return [stream[i : i + 1] for i in range(len(stream))]
     bounds = sorted({0, len(stream), *(p for p in points if p < len(stream))})
-    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @SETTINGS

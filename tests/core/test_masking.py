@@ -5,14 +5,39 @@ The reference here is written independently of both cores (one big-integer XOR p
 
 from __future__ import annotations
 
+import itertools
 import os
 from types import ModuleType
 
 import pytest
 
 KEY = b"\x37\xfa\x21\x3d"
-LENGTHS = [0, 1, 3, 4, 7, 8, 15, 16, 31, 32, 63, 64, 65, 125, 126, 127, 255, 256, 1023, 1024, 1025,
-           4099, 65535, 65536]
+LENGTHS = [
+    0,
+    1,
+    3,
+    4,
+    7,
+    8,
+    15,
+    16,
+    31,
+    32,
+    63,
+    64,
+    65,
+    125,
+    126,
+    127,
+    255,
+    256,
+    1023,
+    1024,
+    1025,
+    4099,
+    65535,
+    65536,
+]
 
 
 def reference(data: bytes, key: bytes, phase: int = 0) -> bytes:
@@ -52,10 +77,10 @@ def test_chunked_masking_with_phase_equals_whole(impl: ModuleType) -> None:
     data = os.urandom(5000)
     whole = impl.mask(data, KEY)
     cuts = [0, 1, 4, 7, 70, 133, 1000, 1001, 4093, 5000]
-    pieces = b"".join(impl.mask(data[a:b], KEY, a) for a, b in zip(cuts, cuts[1:]))
+    pieces = b"".join(impl.mask(data[a:b], KEY, a) for a, b in itertools.pairwise(cuts))
     assert pieces == whole
     buf = bytearray(data)
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         impl.mask_inplace(memoryview(buf)[a:b], KEY, a)
     assert buf == whole
 
@@ -150,18 +175,49 @@ def test_every_kernel(speedups: ModuleType) -> None:
     try:
         for name in names:
             speedups._select_kernels(name)
-            for n in [0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512,
-                      513, 1023, 1024, 1025, 1100, 65536]:
+            for n in [
+                0,
+                1,
+                15,
+                16,
+                17,
+                31,
+                32,
+                33,
+                63,
+                64,
+                65,
+                127,
+                128,
+                129,
+                255,
+                256,
+                257,
+                511,
+                512,
+                513,
+                1023,
+                1024,
+                1025,
+                1100,
+                65536,
+            ]:
                 for offset in (0, 1, 5, 31, 33, 63):
                     for phase in (0, 1, 2, 3):
                         src = base[offset : offset + n]
                         want = reference(src, KEY, phase)
                         assert speedups.mask(memoryview(base)[offset : offset + n], KEY, phase) == want, (
-                            name, n, offset, phase)
+                            name,
+                            n,
+                            offset,
+                            phase,
+                        )
                         buf = bytearray(base[: n + 80])
                         speedups.mask_inplace(memoryview(buf)[offset : offset + n], KEY, phase)
                         assert buf[offset : offset + n] == want, (name, n, offset, phase)
-                        assert buf[:offset] == base[:offset] and buf[offset + n :] == base[offset + n : n + 80]
+                        assert (
+                            buf[:offset] == base[:offset] and buf[offset + n :] == base[offset + n : n + 80]
+                        )
     finally:
         speedups._select_kernels("best")
 

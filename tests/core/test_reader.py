@@ -29,19 +29,38 @@ def feed_bytewise(reader: object, data: bytes) -> list[tuple[int, bool, bool, by
 HEADER_ERRORS = [
     pytest.param(bytes((0x80 | 0x20 | 1, 0x80)), {}, ProtocolError, "reserved bits set", id="rsv2"),
     pytest.param(bytes((0x80 | 0x10 | 1, 0x80)), {}, ProtocolError, "reserved bits set", id="rsv3"),
-    pytest.param(bytes((0x80 | 0x40 | 1, 0x80)), {}, ProtocolError, "reserved bits set", id="rsv1-not-negotiated"),
-    pytest.param(bytes((0x80 | 0x40 | 9, 0x80)), {"allow_rsv1": True}, ProtocolError, "reserved bits set",
-                 id="rsv1-on-control"),
+    pytest.param(
+        bytes((0x80 | 0x40 | 1, 0x80)), {}, ProtocolError, "reserved bits set", id="rsv1-not-negotiated"
+    ),
+    pytest.param(
+        bytes((0x80 | 0x40 | 9, 0x80)),
+        {"allow_rsv1": True},
+        ProtocolError,
+        "reserved bits set",
+        id="rsv1-on-control",
+    ),
     pytest.param(bytes((0x09, 0x80)), {}, ProtocolError, "fragmented control frame", id="fragmented-ping"),
     pytest.param(bytes((0x88, 0x80 | 126)), {}, ProtocolError, "control frame too long", id="close-126"),
     pytest.param(bytes((0x8A, 0x80 | 127)), {}, ProtocolError, "control frame too long", id="pong-127"),
     pytest.param(bytes((0x80, 0x80)), {}, ProtocolError, "unexpected continuation frame", id="lone-cont"),
     pytest.param(bytes((0x81, 0x00)), {}, ProtocolError, "frame not masked", id="unmasked-from-client"),
-    pytest.param(bytes((0x81, 0x80)), {"require_mask": False}, ProtocolError, "frame masked by server",
-                 id="masked-from-server"),
-    pytest.param(header(2, 1 << 63, width=8)[:10], {}, ProtocolError, "invalid frame length", id="length-msb"),
-    pytest.param(header(2, (1 << 64) - 1, width=8)[:10], {}, ProtocolError, "invalid frame length",
-                 id="length-all-ones"),
+    pytest.param(
+        bytes((0x81, 0x80)),
+        {"require_mask": False},
+        ProtocolError,
+        "frame masked by server",
+        id="masked-from-server",
+    ),
+    pytest.param(
+        header(2, 1 << 63, width=8)[:10], {}, ProtocolError, "invalid frame length", id="length-msb"
+    ),
+    pytest.param(
+        header(2, (1 << 64) - 1, width=8)[:10],
+        {},
+        ProtocolError,
+        "invalid frame length",
+        id="length-all-ones",
+    ),
 ]
 
 
@@ -357,7 +376,9 @@ def test_text_cut_at_the_end_of_a_message(impl: ModuleType) -> None:
 def test_characters_split_across_fragments(impl: ModuleType) -> None:
     text = "🎉€é".encode()
     reader = impl.FrameReader()
-    stream = b"".join(frame(1 if i == 0 else 0, text[i : i + 1], fin=i == len(text) - 1) for i in range(len(text)))
+    stream = b"".join(
+        frame(1 if i == 0 else 0, text[i : i + 1], fin=i == len(text) - 1) for i in range(len(text))
+    )
     frames = reader.feed(stream)
     assert b"".join(f[3] for f in frames) == text
 
@@ -387,13 +408,19 @@ def test_fail_fast_in_network_chunked_text(impl: ModuleType) -> None:
 def test_control_frames_inside_text_are_not_text(impl: ModuleType) -> None:
     reader = impl.FrameReader()
     stream = frame(1, b"\xe2\x82", fin=False) + frame(9, b"\xff") + frame(0, b"\xac")
-    assert reader.feed(stream) == [(1, False, False, b"\xe2\x82"), (9, True, False, b"\xff"), (0, True, False, b"\xe2\x82\xac"[2:])]
+    assert reader.feed(stream) == [
+        (1, False, False, b"\xe2\x82"),
+        (9, True, False, b"\xff"),
+        (0, True, False, b"\xe2\x82\xac"[2:]),
+    ]
 
 
 def test_binary_is_not_validated(impl: ModuleType) -> None:
     reader = impl.FrameReader()
     assert reader.feed(frame(2, b"\xff", fin=False) + frame(0, b"\xfe")) == [
-        (2, False, False, b"\xff"), (0, True, False, b"\xfe")]
+        (2, False, False, b"\xff"),
+        (0, True, False, b"\xfe"),
+    ]
 
 
 # --- failure is sticky ----------------------------------------------------------------------------
@@ -416,7 +443,9 @@ def test_client_reader_unmasked(impl: ModuleType) -> None:
     reader = impl.FrameReader(require_mask=False)
     text = "日本語".encode()
     assert feed_bytewise(reader, frame(1, text, key=None) + frame(2, b"\x00", key=None)) == [
-        (1, True, False, "日本語"), (2, True, False, b"\x00")]
+        (1, True, False, "日本語"),
+        (2, True, False, b"\x00"),
+    ]
 
 
 def test_masked_payload_is_unmasked(impl: ModuleType) -> None:

@@ -135,12 +135,37 @@ def test_ascii_runs_of_every_size_find_the_bad_byte(impl: ModuleType, size: int)
         data[where] = 0xFF
         assert impl.validate_utf8(bytes(data)) == where
         data[where] = 0xC3  # valid lead byte followed by 'a' (or the end)
-        assert impl.validate_utf8(bytes(data)) == (where + 1 if where + 1 < size else size)
+        assert impl.validate_utf8(bytes(data)) == min(size, where + 1)
     assert impl.validate_utf8(b"a" * size) == -1
 
 
-BYTES = [0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC,
-         0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF]
+BYTES = [
+    0x00,
+    0x41,
+    0x7F,
+    0x80,
+    0x8F,
+    0x90,
+    0x9F,
+    0xA0,
+    0xBF,
+    0xC0,
+    0xC1,
+    0xC2,
+    0xDF,
+    0xE0,
+    0xE1,
+    0xEC,
+    0xED,
+    0xEE,
+    0xEF,
+    0xF0,
+    0xF1,
+    0xF3,
+    0xF4,
+    0xF5,
+    0xFF,
+]
 
 
 def test_every_boundary_sequence_up_to_four_bytes(impl: ModuleType) -> None:
@@ -203,7 +228,11 @@ chunks_of_text = st.lists(
 ).map(b"".join)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=chunks_of_text, cuts=st.lists(st.integers(0, 400), max_size=6))
 def test_incremental_matches_cpython(impl: ModuleType, data: bytes, cuts: list[int]) -> None:
     where = oracle(data)
@@ -211,7 +240,7 @@ def test_incremental_matches_cpython(impl: ModuleType, data: bytes, cuts: list[i
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
     v = impl.Utf8Validator()
     failed_at = -1
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         r = v.feed(data[a:b])
         if r >= 0:
             assert 0 <= r < b - a
