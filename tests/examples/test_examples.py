@@ -215,3 +215,30 @@ async def test_echo_script_serves_then_shuts_down_gracefully_on_sigterm() -> Non
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# The set as a whole
+
+
+def test_every_example_is_listed_documented_and_runnable_as_a_script() -> None:
+    import ast
+
+    readme = (EXAMPLES / "README.md").read_text()
+    scripts = sorted(EXAMPLES.glob("*.py"))
+    assert {p.name for p in scripts} >= {"echo.py", "broadcast.py", "backpressure.py", "auth_middleware.py"}
+    for path in scripts:
+        tree = ast.parse(path.read_text())
+        assert f"[`{path.name}`]({path.name})" in readme, f"{path.name} is not listed in examples/README.md"
+        assert ast.get_docstring(tree), f"{path.name} has no module docstring"
+        functions = {
+            node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+        assert "build_app" in functions or "main" in functions, path.name
+        main_blocks = [
+            node
+            for node in tree.body
+            if isinstance(node, ast.If)
+            and "__main__" in ast.unparse(node.test)
+            and "--port" in ast.unparse(node)
+        ]
+        assert main_blocks, f"{path.name} has no `if __name__ == '__main__':` block taking --port"
