@@ -157,9 +157,7 @@ class ClientWebSocket:
                 params = deflate_module.accept_response(", ".join(answers), config)
             except ValueError as exc:
                 raise handshake.InvalidHandshake(f"invalid extension answer: {exc}") from None
-            deflate = deflate_module.PerMessageDeflate(
-                params, is_server=False, compress_level=config.compress_level, mem_level=config.mem_level
-            )
+            deflate = deflate_module.PerMessageDeflate.from_config(params, config, is_server=False)
         self._conn = Connection(
             is_server=False,
             deflate=deflate,

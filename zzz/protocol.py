@@ -91,7 +91,6 @@ class Connection:
         max_message_size: limit on a message after reassembly and decompression (None: none).
         max_frame_size: limit on one frame's payload (None: ``max_message_size``).
         max_fragments: limit on frames in one message (None: none).
-        compress_min_size: messages shorter than this are sent uncompressed.
     """
 
     __slots__ = (
@@ -106,7 +105,6 @@ class Connection:
         "_error",
         "_out",
         "_max_message_size",
-        "_compress_min_size",
         "_parts",
         "_msg_opcode",
         "_msg_compressed",
@@ -122,7 +120,6 @@ class Connection:
         max_message_size: int | None = None,
         max_frame_size: int | None = None,
         max_fragments: int | None = None,
-        compress_min_size: int = 0,
     ) -> None:
         self.is_server = is_server
         self.state = State.OPEN
@@ -141,7 +138,6 @@ class Connection:
         self._error: WebSocketError | None = None
         self._out: list[bytes] = []
         self._max_message_size = max_message_size
-        self._compress_min_size = compress_min_size
         self._parts: list[bytes] = []
         self._msg_opcode = 0
         self._msg_compressed = False
@@ -287,7 +283,7 @@ class Connection:
     def encode_message(self, data: bytes | bytearray | memoryview, opcode: int) -> bytes:
         """Return the wire bytes of one data message (compressed when negotiated and worth it)."""
         deflate = self._deflate
-        if deflate is not None and len(data) >= self._compress_min_size:
+        if deflate is not None and deflate.should_compress(len(data)):
             return self._frame(opcode, deflate.compress(data), True)
         return self._frame(opcode, data)
 

@@ -57,7 +57,6 @@ class Settings:
     Compression:
         compression: negotiate permessage-deflate when a client offers it (True).
         deflate: a ``zzz.deflate.DeflateConfig`` (window bits, memory level, context takeover).
-        compress_min_size: messages shorter than this are sent uncompressed (0).
     Security:
         allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
     """
@@ -83,7 +82,6 @@ class Settings:
     # Compression
     compression: bool = True
     deflate: Any = None
-    compress_min_size: int = 0
     # Security
     allowed_origins: Sequence[str] | None = None
     # Static files
@@ -273,7 +271,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer one request; False when the connection must not serve another."""
         state = self.state
         try:
-            match = state.routes.match(request.method, request.path)
+            match = state.routes.match(request.method, request.raw_path)
         except HttpError as exc:
             self._write(exc.to_response(), request, keep_alive=not request.upgrade and request.keep_alive)
             return not request.upgrade and request.keep_alive
@@ -281,6 +279,7 @@ class HttpProtocol(asyncio.Protocol):
         route = match.route
         if route.ws_config is not None:
             return await self._handle_upgrade(request, route.ws_config, match.middleware)
+        assert route.handler is not None
         try:
             response = await run_chain(match.middleware, request, route.handler)
         except HttpError as exc:
@@ -347,16 +346,13 @@ class HttpProtocol(asyncio.Protocol):
         deflate = None
         if up.deflate is not None:
             cfg = settings.deflate or deflate_module.DeflateConfig()
-            deflate = deflate_module.PerMessageDeflate(
-                up.deflate, is_server=True, compress_level=cfg.compress_level, mem_level=cfg.mem_level
-            )
+            deflate = deflate_module.PerMessageDeflate.from_config(up.deflate, cfg, is_server=True)
         conn = Connection(
             is_server=True,
             deflate=deflate,
             max_message_size=settings.max_message_size,
             max_frame_size=settings.max_frame_size,
             max_fragments=settings.max_fragments,
-            compress_min_size=settings.compress_min_size,
         )
         transport.write(handshake.build_response(up.key, subprotocol=up.subprotocol, extensions=up.ext_header))
         proto = WebSocketProtocol(
@@ -403,12 +399,7 @@ def _negotiate_deflate(request: Request, settings: Settings) -> tuple[str, Any] 
     values = request.headers.get_all("sec-websocket-extensions")
     if not values:
         return None
-    try:
-        offers = handshake.parse_extensions(values)
-    except ValueError:
-        return None  # a malformed header declines compression; the connection goes on without it
-    config = settings.deflate or deflate_module.DeflateConfig()
-    return deflate_module.negotiate(offers, config)
+    return deflate_module.negotiate_request(values, settings.deflate or deflate_module.DeflateConfig())
 
 
 class Server:
