@@ -27,6 +27,11 @@ class Ticker:
         self.tick = 0  # keeps counting across idle periods, so ticks only ever increase
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """True while the ticker task runs (there are clients)."""
+        return self._task is not None
+
     def on_open(self, ws: zzz.WebSocket) -> None:
         self.clients.add(ws)
         if self._task is None:  # callbacks run on the loop's thread, so a task can start here
