@@ -26,6 +26,7 @@ _EXPORTS = {
     "InMemoryPubSub": "zzz.channels",
     "PubSub": "zzz.channels",
     "Reply": "zzz.channels",
+    "InvalidHandshake": "zzz.handshake",
     "connect": "zzz.client",
     "ClientWebSocket": "zzz.client",
     "WebSocket": "zzz.websocket",
@@ -50,7 +51,43 @@ _EXPORTS = {
     "WebSocketError": "zzz.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "App",
+    "Binary",
+    "ChannelConfig",
+    "ChannelDef",
+    "ChannelSocket",
+    "ClientWebSocket",
+    "CloseCode",
+    "ConnectionClosed",
+    "Controller",
+    "Headers",
+    "HttpError",
+    "InMemoryPubSub",
+    "InvalidHandshake",
+    "InvalidUtf8",
+    "JoinResult",
+    "MessageTooBig",
+    "Opcode",
+    "PolicyViolation",
+    "Presence",
+    "ProtocolError",
+    "PubSub",
+    "RedisPubSub",
+    "Reply",
+    "Request",
+    "Response",
+    "Router",
+    "Server",
+    "Settings",
+    "Text",
+    "WebSocket",
+    "WebSocketError",
+    "WsConfig",
+    "WsMessage",
+    "broadcast",
+    "connect",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -68,27 +105,55 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from zzz.channels import (
-        ChannelConfig,
-        ChannelDef,
-        ChannelSocket,
-        InMemoryPubSub,
-        JoinResult,
-        Presence,
-        PubSub,
-        RedisPubSub,
-        Reply,
+        ChannelConfig as ChannelConfig,
+        ChannelDef as ChannelDef,
+        ChannelSocket as ChannelSocket,
+        InMemoryPubSub as InMemoryPubSub,
+        JoinResult as JoinResult,
+        Presence as Presence,
+        PubSub as PubSub,
+        RedisPubSub as RedisPubSub,
+        Reply as Reply,
     )
-    from zzz.client import ClientWebSocket, connect
+    from zzz.client import (
+        ClientWebSocket as ClientWebSocket,
+        connect as connect,
+    )
     from zzz.errors import (
-        ConnectionClosed,
-        InvalidUtf8,
-        MessageTooBig,
-        PolicyViolation,
-        ProtocolError,
-        WebSocketError,
+        ConnectionClosed as ConnectionClosed,
+        InvalidUtf8 as InvalidUtf8,
+        MessageTooBig as MessageTooBig,
+        PolicyViolation as PolicyViolation,
+        ProtocolError as ProtocolError,
+        WebSocketError as WebSocketError,
     )
-    from zzz.frames import Binary, CloseCode, Opcode, Text, WsMessage
-    from zzz.http import Headers, HttpError, Request, Response
-    from zzz.routing import Controller, Router
-    from zzz.server import App, Server, Settings
-    from zzz.websocket import WebSocket, WsConfig, broadcast
+    from zzz.frames import (
+        Binary as Binary,
+        CloseCode as CloseCode,
+        Opcode as Opcode,
+        Text as Text,
+        WsMessage as WsMessage,
+    )
+    from zzz.handshake import (
+        InvalidHandshake as InvalidHandshake,
+    )
+    from zzz.http import (
+        Headers as Headers,
+        HttpError as HttpError,
+        Request as Request,
+        Response as Response,
+    )
+    from zzz.routing import (
+        Controller as Controller,
+        Router as Router,
+    )
+    from zzz.server import (
+        App as App,
+        Server as Server,
+        Settings as Settings,
+    )
+    from zzz.websocket import (
+        WebSocket as WebSocket,
+        WsConfig as WsConfig,
+        broadcast as broadcast,
+    )

@@ -199,7 +199,8 @@ class ClientWebSocket:
         self._flush()
         if self._messages:
             self._wake()
-            if len(self._messages) >= self._settings["max_queue"] and not self._paused:
+            if (len(self._messages) >= self._settings["max_queue"] and not self._paused
+                    and conn.state is State.OPEN):
                 self._paused = True
                 if self._proto is not None and self._proto.transport is not None:
                     self._proto.transport.pause_reading()
@@ -236,9 +237,7 @@ class ClientWebSocket:
                 self._waiter = None
         message = self._messages.popleft()
         if self._paused and len(self._messages) < self._settings["max_queue"] // 4 + 1:
-            self._paused = False
-            if self._proto is not None and self._proto.transport is not None:
-                self._proto.transport.resume_reading()
+            self._resume_reading()
         return message
 
     def __aiter__(self) -> AsyncIterator[WsMessage]:
@@ -297,11 +296,14 @@ class ClientWebSocket:
             self._flush()
 
     async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark."""
+        """Wait until the write buffer is below its low-water mark; always yields to the loop once,
+        so a ``send``/``drain`` loop lets other work (the peer's close frame, say) run."""
         if self._writing_paused and not self._closed.is_set():
             waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
+        else:
+            await asyncio.sleep(0)
 
     @property
     def closed(self) -> bool:
@@ -331,6 +333,15 @@ class ClientWebSocket:
         conn.send_close(code, reason)
         self._flush()
         self._arm_close_timer()
+        # The peer's close frame may sit behind messages nobody will read: read on (the connection
+        # now discards data frames) so the handshake can finish.
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._proto is not None and self._proto.transport is not None:
+                self._proto.transport.resume_reading()
 
     def _flush(self) -> None:
         conn = self._conn

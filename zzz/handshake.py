@@ -101,11 +101,15 @@ class InvalidHandshake(Exception):
 
     Attributes:
         message: what was wrong with the response.
+        status: the HTTP status the server answered with.
+        headers: the response's headers (lower-case names).
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int | None = None, headers: Headers = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.status = status
+        self.headers = list(headers)
 
 
 def accept_key(key: str) -> str:
@@ -539,7 +543,7 @@ def check_response(
     """
     headers = list(headers)
     if status != 101:
-        raise InvalidHandshake(f"server answered {status} instead of 101")
+        raise InvalidHandshake(f"server answered {status} instead of 101", status, headers)
     if not _has_token(_values(headers, "upgrade"), "websocket"):
         raise InvalidHandshake("missing or invalid Upgrade header in response")
     if not _has_token(_values(headers, "connection"), "upgrade"):

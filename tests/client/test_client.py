@@ -86,3 +86,22 @@ async def test_thread_safe_send_from_client() -> None:
                 t.join()
     for n in range(4):
         assert [m for m in got if m.startswith(f"{n}-")] == [f"{n}-{i}" for i in range(100)]
+
+
+async def test_close_finishes_while_the_receive_queue_is_full() -> None:
+    async def flood(ws: zzz.WebSocket) -> None:
+        for _ in range(5000):
+            if ws.closed:
+                return
+            ws.send("z" * 1024)
+            await ws.drain()
+
+    config = zzz.WsConfig(on_open=lambda ws: asyncio.get_running_loop().create_task(flood(ws)))
+    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server:
+        loop = asyncio.get_running_loop()
+        async with zzz.connect(url(server, "/ws"), max_queue=4, close_timeout=5) as ws:
+            await ws.recv()
+            await asyncio.sleep(0.2)  # the queue fills and reading pauses
+            start = loop.time()
+        assert loop.time() - start < 3  # the handshake finished; no wait for close_timeout
+        assert ws.close_code == 1000
