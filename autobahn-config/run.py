@@ -145,12 +145,14 @@ class Summary:
         results: Every case, sorted.
         failing: The cases that fail the gate.
         problem: Why there are no results at all (wstest crashed, server did not start, ...).
+        text: The printed summary table.
     """
 
     label: str
     results: list[CaseResult]
     failing: list[CaseResult]
     problem: str | None = None
+    text: str = ""
 
     @property
     def passed(self) -> bool:
@@ -166,16 +168,22 @@ def summarise(label: str, results: list[CaseResult]) -> Summary:
         results: The cases of one agent.
 
     Returns:
-        The summary, with the failing cases.
+        The summary, with the failing cases and the printed text.
     """
+    lines: list[str] = []
+
+    def out(text: str = "") -> None:
+        print(text)
+        lines.extend(text.split("\n"))
+
     by_section: dict[int, list[CaseResult]] = collections.defaultdict(list)
     for result in results:
         by_section[result.section].append(result)
 
     header = f"{'section':>7} {'cases':>6} " + " ".join(f"{b:>13}" for b in BEHAVIOURS)
     header += f" {'close≠OK':>9} {'time ms':>9}"
-    print(f"\n== Autobahn {label}: {len(results)} cases ==")
-    print(header)
+    out(f"\n== Autobahn {label}: {len(results)} cases ==")
+    out(header)
     totals: collections.Counter[str] = collections.Counter()
     for section in sorted(by_section):
         cases = by_section[section]
@@ -187,38 +195,38 @@ def summarise(label: str, results: list[CaseResult]) -> Summary:
         row = f"{str(section) + '.x':>7} {len(cases):>6} " + " ".join(
             f"{counts.get(b, 0):>13}" for b in BEHAVIOURS
         )
-        print(row + f" {bad_close:>9} {sum(r.duration_ms for r in cases):>9}")
+        out(row + f" {bad_close:>9} {sum(r.duration_ms for r in cases):>9}")
     row = f"{'all':>7} {len(results):>6} " + " ".join(f"{totals.get(b, 0):>13}" for b in BEHAVIOURS)
-    print(row + f" {totals['close']:>9} {totals['time']:>9}")
+    out(row + f" {totals['close']:>9} {totals['time']:>9}")
     other = sorted({r.behavior for r in results} - set(BEHAVIOURS))
     if other:
-        print(f"other behaviours: {', '.join(other)}")
+        out(f"other behaviours: {', '.join(other)}")
 
     perf = [r for r in results if r.section == 9]
     if perf:
         total = sum(r.duration_ms for r in perf)
-        print(f"\n9.x (performance) total {total} ms over {len(perf)} cases; per case (ms):")
+        out(f"\n9.x (performance) total {total} ms over {len(perf)} cases; per case (ms):")
         line = ""
         for r in perf:
             cell = f"{r.case_id}={r.duration_ms}"
             if len(line) + len(cell) > 96:
-                print("  " + line)
+                out("  " + line)
                 line = ""
             line += (" " if line else "") + cell
         if line:
-            print("  " + line)
+            out("  " + line)
 
     failing = [r for r in results if not case_passes(r)]
     if failing:
-        print(f"\nFAILING {len(failing)} case(s) ({label}):")
+        out(f"\nFAILING {len(failing)} case(s) ({label}):")
         for r in failing:
-            print(
+            out(
                 f"  {r.case_id:<10} behavior={r.behavior:<13} close={r.behavior_close:<13}"
                 f" remoteCloseCode={r.remote_close_code}"
             )
     else:
-        print(f"\nall {len(results)} cases pass ({label})")
-    return Summary(label, results, failing)
+        out(f"\nall {len(results)} cases pass ({label})")
+    return Summary(label, results, failing, text="\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +464,9 @@ def results_for(outdir: Path, agent: str, label: str) -> Summary:
     if agent not in agents:
         return Summary(label, [], [], f"agent {agent!r} not in {index} (found {sorted(agents)})")
     print(f"report: {outdir / 'index.html'}")
-    return summarise(label, agents[agent])
+    summary = summarise(label, agents[agent])
+    (outdir / "summary.txt").write_text(summary.text)
+    return summary
 
 
 def run_client_mode(impl: str, args: argparse.Namespace, tmp: Path) -> Summary:
