@@ -189,13 +189,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pin_prefix(pin: str, role: str) -> list[str]:
-    """The ``taskset`` prefix for ``role`` ("server" or "client") under the pinning policy."""
+def pin_prefix(pin: str, role: str, cpu: int = 0) -> list[str]:
+    """The ``taskset`` prefix for ``role`` ("server" or "client") under the pinning policy.
+
+    ``same`` puts both on ``cpu``; ``split`` puts the server on ``cpu`` and the client on the next.
+    """
     if pin == "none" or shutil.which("taskset") is None:
         return []
-    if pin == "same":
-        return ["taskset", "-c", "0"]
-    return ["taskset", "-c", "0" if role == "server" else "1"]
+    if pin == "same" or role == "server":
+        return ["taskset", "-c", str(cpu)]
+    return ["taskset", "-c", str((cpu + 1) % (os.cpu_count() or 1))]
 
 
 @dataclass
@@ -207,7 +210,7 @@ class Running:
     log: Path
 
 
-def start_server(server: Server, python: str, pin: str, log: Path) -> Running | str:
+def start_server(server: Server, python: str, pin: str, log: Path, cpu: int = 0) -> Running | str:
     """Start ``server`` and wait until it accepts connections.
 
     Returns:
@@ -268,7 +271,7 @@ def run_client(
     client: Path, server: Server, scenario: Scenario, port: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Run the load client once and return its JSON report (or a synthetic failure report)."""
-    cmd = [*pin_prefix(args.pin, "client"), str(client), "--port", str(port)]
+    cmd = [*pin_prefix(args.pin, "client", args.cpu), str(client), "--port", str(port)]
     cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
     cmd += list(scenario.client)  # a scenario may override the warm-up (later flags win)
     if server.raw:
@@ -427,9 +430,10 @@ def render(
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in sys.argv)}`")
     out.append(f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}")
     out.append(f"- Python {info['python']}; {info['libs']}; {zzz_info(args.python)}")
+    other = (args.cpu + 1) % (os.cpu_count() or 1)
     pin = {
-        "same": "server and client both on CPU 0 (`taskset -c 0`)",
-        "split": "server CPU 0, client CPU 1",
+        "same": f"server and client both on CPU {args.cpu} (`taskset -c {args.cpu}`)",
+        "split": f"server CPU {args.cpu}, client CPU {other}",
         "none": "not pinned",
     }[args.pin]
     out.append(
@@ -592,6 +596,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="same",
         help="same: server and client on CPU 0 (default, steadiest on 2 cores); split: CPU 0 / CPU 1",
     )
+    p.add_argument(
+        "--cpu", type=int, default=0, help="the CPU to pin to (default 0; split: this and the next)"
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for the servers")
     p.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler for the load client")
     p.add_argument("--output", type=Path, default=REPORTS / "bench-latest.md")
@@ -653,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"[rep {rep + 1}/{reps}] {srv.name}: {', '.join(sc.key for sc in todo)}", file=sys.stderr)
             log = logs / f"{srv.name.replace(' ', '_').replace('+', '_')}-{rep + 1}.log"
-            running = start_server(srv, args.python, args.pin, log)
+            running = start_server(srv, args.python, args.pin, log, args.cpu)
             if isinstance(running, str):
                 # Reported as "<name>: failed to start"; not retried (it would fail the same way).
                 print(f"  {srv.name}: failed to start: {running}", file=sys.stderr)
