@@ -80,6 +80,8 @@ cdef enum:
     _KNOWN_OPCODES = 0x0707
     # From this size on, masking lets other threads run while it works.
     _NOGIL_MASK = 1 << 20
+    # Text frames up to this size are unmasked into a stack buffer before decoding.
+    _SMALL_TEXT = 512
 _UNLIMITED = 1 << 64
 _KEY_ERROR = "mask key must be exactly 4 bytes"
 
@@ -596,12 +598,21 @@ cdef class FrameReader:
         """The payload of a frame that arrived whole: unmasked, validated, decoded if text."""
         cdef object payload
         cdef unsigned char *dst
+        cdef unsigned char small[_SMALL_TEXT]
         cdef bint text = self._validates_text()
         if text and self._fin and self._opcode == 1:
             if n == 0:
                 return ""
             if not self._masked:
                 return _decode(src, n)
+            if n <= _SMALL_TEXT:
+                # Unmask on the stack: non-ASCII text then decodes without a scratch object.
+                zzz_mask(small, src, <size_t>n, self._key, 0)
+                if not zzz_is_ascii(small, <size_t>n):
+                    return _decode(small, n)
+                payload = PyUnicode_New(n, 127)
+                memcpy(PyUnicode_DATA(payload), small, n)
+                return payload
             # Unmask straight into an ASCII str; most text is ASCII and then that is the result.
             payload = PyUnicode_New(n, 127)
             dst = <unsigned char *>PyUnicode_DATA(payload)
