@@ -309,8 +309,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._final_code = (event.code, event.reason)  # type: ignore[union-attr]
                 logger.info("websocket failed %s: %s %s", ws.remote_address, event.code, event.reason)  # type: ignore[union-attr]
                 self._flush()
-                if self.transport is not None:
-                    self.transport.close()
+                self._linger()
             elif cls is Pong and self._pong_deadline is not None:
                 self._pong_deadline.cancel()
                 self._pong_deadline = None
@@ -426,6 +425,25 @@ class WebSocketProtocol(asyncio.Protocol):
         limit = self.settings.max_backpressure
         if limit is not None and transport.get_write_buffer_size() > limit:
             self._fail_slow_reader()
+
+    def _linger(self) -> None:
+        """Close after failing the connection without losing our close frame.
+
+        A peer that broke the protocol is usually still sending; closing with its bytes unread
+        makes the kernel reset the connection, and the peer then drops our close frame unread
+        (it sees 1006, not the code that says what it did wrong). So shut down our side and
+        discard what still comes (the failed Connection ignores it) until the peer closes, or
+        abort after ``close_timeout`` (2 s when that is None). ``on_close`` gets our code.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self._close_timer is None:
+            self._close_timer = self.loop.call_later(self.settings.close_timeout or 2.0, self.abort)
 
     def _fail_slow_reader(self) -> None:
         logger.warning("closing %s: write buffer over max_backpressure", self.ws.remote_address)
