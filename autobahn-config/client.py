@@ -18,10 +18,13 @@ from urllib.parse import quote
 import zzz
 import zzz.core
 
-__all__ = ["MAX_SIZE", "echo_case", "main", "run_all"]
+__all__ = ["MAX_FRAGMENTS", "MAX_SIZE", "echo_case", "main", "run_all"]
 
-# The suite's 9.x cases send messages of up to 16 MiB.
+# The suite's 9.x cases send messages of up to 16 MiB,
 MAX_SIZE = 16 * 2**20
+# and 4 MiB messages in 64-byte fragments (9.3.1, 9.4.1): 65,536 frames, plus the empty final frame
+# wstest adds when the size divides evenly.
+MAX_FRAGMENTS = 4 * 2**20 // 64 + 1
 # The slowest cases (9.x with 16 MiB messages, 6.4.x waiting on purpose) take seconds; a case that
 # hangs for this long is stuck, and the suite records whatever it saw.
 CASE_TIMEOUT = 120.0
@@ -39,7 +42,9 @@ async def echo_case(url: str) -> None:
     Args:
         url: The ``runCase`` URL of one case.
     """
-    async with zzz.connect(url, compression=True, max_message_size=MAX_SIZE) as ws:
+    async with zzz.connect(
+        url, compression=True, max_message_size=MAX_SIZE, max_frame_size=MAX_SIZE, max_fragments=MAX_FRAGMENTS
+    ) as ws:
         async for msg in ws:
             if isinstance(msg, zzz.Text):
                 await _send(ws.send(msg.data))

@@ -15,10 +15,15 @@ import sys
 import zzz
 import zzz.core
 
-__all__ = ["MAX_SIZE", "build_app", "main", "on_message"]
+__all__ = ["MAX_BACKPRESSURE", "MAX_FRAGMENTS", "MAX_SIZE", "build_app", "main", "on_message"]
 
-# The suite's 9.x cases send messages and frames of up to 16 MiB.
+# The suite's 9.x cases send messages and frames of up to 16 MiB,
 MAX_SIZE = 16 * 2**20
+# and 4 MiB messages in 64-byte fragments (9.3.1, 9.4.1): 65,536 frames, plus the empty final frame
+# wstest adds when the size divides evenly.
+MAX_FRAGMENTS = 4 * 2**20 // 64 + 1
+# Echoing a 16 MiB message puts it in the write buffer whole, possibly behind the previous one.
+MAX_BACKPRESSURE = 2 * MAX_SIZE + 2**20
 
 
 def on_message(ws: zzz.WebSocket, msg: zzz.Text | zzz.Binary) -> None:
@@ -36,7 +41,7 @@ def on_message(ws: zzz.WebSocket, msg: zzz.Text | zzz.Binary) -> None:
 
 
 def build_app() -> zzz.App:
-    """Return the echo app: one WebSocket route at ``/`` with 16 MiB limits.
+    """Return the echo app: one WebSocket route at ``/`` with limits the suite's cases fit in.
 
     Returns:
         The app, permessage-deflate left at zzz's default (enabled), as the suite's
@@ -46,6 +51,8 @@ def build_app() -> zzz.App:
         [zzz.Router.ws("/", zzz.WsConfig(on_message=on_message))],
         max_message_size=MAX_SIZE,
         max_frame_size=MAX_SIZE,
+        max_fragments=MAX_FRAGMENTS,
+        max_backpressure=MAX_BACKPRESSURE,
     )
 
 
