@@ -440,7 +440,7 @@ class PerMessageDeflate:
         data: bytes | bytearray | memoryview,
         fin: bool,
         max_size: int | None,
-    ) -> bytes:
+    ) -> bytes | bytearray:
         """Inflate one frame of a compressed message within a size budget.
 
         Call it for every frame of a message whose first frame had RSV1 set, in order.
@@ -501,15 +501,17 @@ class PerMessageDeflate:
     @staticmethod
     def _inflate(
         decoder: zlib._Decompress, data: bytes | bytearray | memoryview, budget: int | None
-    ) -> bytes:
+    ) -> bytes | bytearray:
         if budget is None:
             return decoder.decompress(data)
         # Bounded: zlib is asked for at most one byte past the budget, which tells "exactly the
         # limit" from "over it", and never for more than _OUTPUT_STEP at once, because CPython
         # assembles one call's output from blocks and copies it, doubling a large result. Input
         # goes in _INPUT_CHUNK slices because zlib copies whatever it did not consume into
-        # ``unconsumed_tail``. So a bomb costs the budget plus about three steps, whatever its size.
-        pieces: list[bytes] = []
+        # ``unconsumed_tail``. Output is appended to one bytearray as it comes: joining a list of
+        # pieces at the end would hold the frame's output twice. So a bomb costs the budget plus
+        # about three steps, whatever its size and however it is fragmented.
+        out = bytearray()
         produced = 0
         view = memoryview(data)
         for start in range(0, len(view), _INPUT_CHUNK):
@@ -517,16 +519,15 @@ class PerMessageDeflate:
             while True:
                 want = min(_OUTPUT_STEP, budget - produced + 1)
                 piece = decoder.decompress(pending, want)
-                produced += len(piece)
+                got = len(piece)
+                produced += got
                 if produced > budget:
                     raise MessageTooBig("message too big")
-                if piece:
-                    pieces.append(piece)
+                out += piece
+                del piece
                 pending = decoder.unconsumed_tail
                 # Less than asked for means zlib ran out of input; exactly as much may leave
                 # output pending inside zlib (e.g. the rest of a long match), so ask again.
-                if len(piece) < want and not pending:
+                if got < want and not pending:
                     break
-        if len(pieces) == 1:
-            return pieces[0]
-        return b"".join(pieces)
+        return out

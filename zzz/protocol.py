@@ -257,7 +257,7 @@ class Connection:
         if self._msg_compressed and not self._utf8.complete:
             raise InvalidUtf8("invalid UTF-8")
         try:
-            return Text(bytes(data).decode("utf-8"))
+            return Text(data.decode("utf-8"))  # bytes or bytearray: decode without a copy
         except UnicodeDecodeError:
             raise InvalidUtf8("invalid UTF-8") from None
 
