@@ -88,6 +88,7 @@ cleanup_bullseye() {
     fi
 }
 trap cleanup_bullseye EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap runs on these too
 
 # The Debian mirror this machine already uses (first active deb line or deb822 URIs that is not the
 # security archive); deb.debian.org when none is found.
@@ -165,6 +166,11 @@ build_venv() {
     quiet_pip "$VENV/bin/pip" check --disable-pip-version-check >/dev/null
     echo "${PINS[*]}" >"$VENV/.zzz-pins"
 }
+
+# Two installs at once (parallel jobs on one machine) would build the same venv over each other.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.install_autobahn.lock"
+flock 9
 
 if py27_ok; then
     log "python2.7 already installed: $("$PY27" --version 2>&1)"
