@@ -453,3 +453,17 @@ def test_masked_payload_is_unmasked(impl: ModuleType) -> None:
     payload = os.urandom(1000)
     raw = header(2, 1000, key=key) + xor(payload, key)
     assert impl.FrameReader().feed(raw) == [(2, True, False, payload)]
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 511, 512, 513, 4096])
+@pytest.mark.parametrize("unit", ["a", "é", "日", "🎉"])
+def test_text_sizes_around_internal_thresholds(impl: ModuleType, n: int, unit: str) -> None:
+    whole = unit.encode()
+    text = whole * (n // len(whole)) + b"a" * (n % len(whole))  # exactly n bytes, valid
+    expected = text.decode()
+    for key in (KEY, None):
+        reader = impl.FrameReader(require_mask=key is not None)
+        assert reader.feed(frame(1, text, key=key)) == [(1, True, False, expected)]
+        bad = text[:-1] + b"\xff"
+        with pytest.raises(InvalidUtf8):
+            impl.FrameReader(require_mask=key is not None).feed(frame(1, bad, key=key))
