@@ -7,6 +7,7 @@ Same names, same results and the same errors (messages included) as the compiled
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from zzz.errors import InvalidUtf8, MessageTooBig, PolicyViolation, ProtocolError, WebSocketError
 
@@ -23,6 +24,8 @@ __all__ = [
     "Utf8Validator",
     "FrameReader",
     "encode_frame",
+    "Text",
+    "Binary",
 ]
 
 OP_CONT = 0x0
@@ -368,3 +371,17 @@ def encode_frame(
         return header + bytes(payload)
     _check_key(mask_key)
     return header + mask_key + mask(payload, mask_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text message; ``data`` is the decoded ``str``."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """A binary message; ``data`` is ``bytes``."""
+
+    data: bytes

@@ -62,6 +62,8 @@ __all__ = [
     "Utf8Validator",
     "FrameReader",
     "encode_frame",
+    "Text",
+    "Binary",
 ]
 
 OP_CONT = 0x0
@@ -789,3 +791,54 @@ cdef inline void _write_header(unsigned char *dst, int b0, int mask_bit, Py_ssiz
         for i in range(8):
             dst[9 - i] = <unsigned char>(v & 0xFF)
             v >>= 8
+
+
+# Messages. ``zzz.Text`` and ``zzz.Binary`` are these classes: created once per received message
+# and matched by user code, so they are extension types (a dataclass costs three times as much).
+
+cdef class Text:
+    """A text message; ``data`` is the decoded ``str``."""
+
+    cdef readonly object data
+    __match_args__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def __eq__(self, other):
+        if type(other) is not Text:
+            return NotImplemented
+        return self.data == (<Text>other).data
+
+    def __hash__(self):
+        return hash((Text, self.data))
+
+    def __repr__(self):
+        return f"Text(data={self.data!r})"
+
+    def __reduce__(self):
+        return (Text, (self.data,))
+
+
+cdef class Binary:
+    """A binary message; ``data`` is ``bytes``."""
+
+    cdef readonly object data
+    __match_args__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def __eq__(self, other):
+        if type(other) is not Binary:
+            return NotImplemented
+        return self.data == (<Binary>other).data
+
+    def __hash__(self):
+        return hash((Binary, self.data))
+
+    def __repr__(self):
+        return f"Binary(data={self.data!r})"
+
+    def __reduce__(self):
+        return (Binary, (self.data,))

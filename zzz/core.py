@@ -21,6 +21,8 @@ __all__ = [
     "Utf8Validator",
     "FrameReader",
     "encode_frame",
+    "Text",
+    "Binary",
 ]
 
 
@@ -54,3 +56,5 @@ validate_utf8 = _impl.validate_utf8
 Utf8Validator = _impl.Utf8Validator
 FrameReader = _impl.FrameReader
 encode_frame = _impl.encode_frame
+Text = _impl.Text
+Binary = _impl.Binary

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 from typing import Union
 
+from zzz import core
 from zzz.errors import InvalidUtf8, ProtocolError
 
 __all__ = [
@@ -55,19 +55,10 @@ class CloseCode(enum.IntEnum):
     BAD_GATEWAY = 1014
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
-    """A text message; ``data`` is the decoded ``str``."""
-
-    data: str
-
-
-@dataclass(frozen=True, slots=True)
-class Binary:
-    """A binary message; ``data`` is ``bytes``."""
-
-    data: bytes
-
+# The message classes come from the core: extension types when it is compiled (they are made once
+# per received message and matched by user code), frozen dataclasses in the pure-Python twin.
+Text = core.Text
+Binary = core.Binary
 
 WsMessage = Union[Text, Binary]
 
