@@ -19,10 +19,10 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from server.helpers import read_head, upgrade_request
+
 import zzz
 from zzz import core
-
-from server.helpers import read_head, upgrade_request
 
 __all__ = [
     "DEFLATE_OFFER",

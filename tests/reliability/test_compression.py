@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import zlib
 from typing import Any
 
 import pytest
+from server.helpers import RawClient, recorder, serve
 
 import zzz
 from zzz import core
 
-from server.helpers import RawClient, recorder, serve
-
-from .hostile import DEFLATE_OFFER, TAIL, blocking_upgrade, bomb, compress_message, frame, read_frame_sync, traced, ws_app
+from .hostile import (
+    DEFLATE_OFFER,
+    TAIL,
+    blocking_upgrade,
+    bomb,
+    compress_message,
+    read_frame_sync,
+    traced,
+    ws_app,
+)
 
 LIMIT = 1 << 20
 STEP = 64 * 1024  # zzz.deflate's output step: the most zlib is asked for at once
@@ -207,7 +214,7 @@ async def test_many_small_compressed_messages_while_on_message_is_slow_pause_rea
             try:
                 while sent < len(data):
                     sent += sock.send(view[sent : sent + 65536])
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 pass
             return sent
 

@@ -8,12 +8,11 @@ import socket
 from typing import Any
 
 import pytest
+from server.helpers import RawClient, recorder, serve
 
 import zzz
 from zzz import core
 from zzz.protocol import Connection
-
-from server.helpers import RawClient, recorder, serve
 
 from .hostile import cpu_seconds, frame, header, traced, ws_app
 

@@ -9,12 +9,11 @@ import socket
 from typing import Any
 
 import pytest
+from server.helpers import KEY, RawClient, recorder, serve, upgrade_request
 
 import zzz
 from zzz import deflate, handshake
 from zzz.http import HttpError, RequestParser
-
-from server.helpers import KEY, RawClient, recorder, serve, upgrade_request
 
 from .hostile import ask, cpu_seconds, traced, ws_app
 

@@ -13,13 +13,21 @@ import weakref
 from typing import Any
 
 import pytest
+from server.helpers import RawClient, recorder, serve
 
 import zzz
 from zzz import core
 
-from server.helpers import RawClient, recorder, serve
-
-from .hostile import DEFLATE_OFFER, blocking_upgrade, compress_message, frame, rss_kib, sock_upgrade, traced, ws_app
+from .hostile import (
+    DEFLATE_OFFER,
+    blocking_upgrade,
+    compress_message,
+    frame,
+    rss_kib,
+    sock_upgrade,
+    traced,
+    ws_app,
+)
 
 
 async def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
@@ -45,7 +53,7 @@ async def test_ping_flood_from_a_client_that_never_reads_holds_bounded_memory() 
             try:
                 while sent < len(data):
                     sent += sock.send(view[sent : sent + 65536])
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 pass
             return sent
 
@@ -91,7 +99,7 @@ async def test_slow_reader_during_a_broadcast_is_closed_1008_and_the_others_keep
         for n in range(count):
             zzz.broadcast(sockets, struct.pack("!I", n) + filler)
             # Lockstep with the fast readers: only the slow one falls behind.
-            await _wait_for(lambda: all(len(r) > n or t.done() for r, t in zip(received, readers)), 10)
+            await _wait_for(lambda n=n: all(len(r) > n or t.done() for r, t in zip(received, readers)), 10)
         await asyncio.wait_for(asyncio.gather(*readers), 10)
         await _wait_for(lambda: "slow" in closes)
         print(f"\nbroadcast: slow reader closed with {closes['slow']} after "

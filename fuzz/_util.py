@@ -1,0 +1,39 @@
+"""Shared pieces of the atheris targets: import both cores, pick limits and chunkings from the
+fuzzer's bytes, and describe an outcome (frames or the error) so two cores can be compared.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+__all__ = ["ROOT", "chunks", "limit", "outcome"]
+
+
+def limit(fdp: Any, choices: tuple[int | None, ...]) -> int | None:
+    """One of ``choices`` (None = no limit), chosen by the fuzzer."""
+    return choices[fdp.ConsumeIntInRange(0, len(choices) - 1)]
+
+
+def chunks(fdp: Any, data: bytes, max_cuts: int = 12) -> list[bytes]:
+    """Split ``data`` at fuzzer-chosen offsets (possibly into empty pieces)."""
+    cuts = sorted(fdp.ConsumeIntInRange(0, len(data)) for _ in range(fdp.ConsumeIntInRange(0, max_cuts)))
+    out = []
+    start = 0
+    for cut in cuts + [len(data)]:
+        out.append(data[start:cut])
+        start = cut
+    return out
+
+
+def outcome(fn: Any, *args: Any) -> tuple[Any, ...]:
+    """("ok", result) or ("error", exception type name, args, frames completed before it)."""
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # compared, not swallowed: the caller asserts on it
+        return ("error", type(exc).__name__, exc.args, getattr(exc, "frames", None))
