@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -75,6 +76,18 @@ class ConnectionFailed:
 
 
 Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
+
+# Binary payloads from this size on are queued as their own buffer rather than copied behind
+# the frame header.
+_SPLIT_FRAME_SIZE = 64 * 1024
+_pack_u16 = struct.Struct("!BH").pack
+_pack_u64 = struct.Struct("!BQ").pack
+
+
+def _length_bytes(n: int) -> bytes:
+    """The second header byte and extended length of an unmasked frame with an ``n``-byte payload."""
+    return _pack_u16(126, n) if n < 0x10000 else _pack_u64(127, n)
+
 
 # Module-level aliases: looking up an Enum member through its class is slow on the hot path.
 _OPEN = State.OPEN
@@ -299,7 +312,13 @@ class Connection:
         """Queue a binary message; ignored unless the connection is open."""
         if self.state is _OPEN:
             if self.is_server and self._deflate is None:
-                self._out.append(_encode_frame(OP_BINARY, data))
+                if len(data) >= _SPLIT_FRAME_SIZE:
+                    # Header and payload go out as two buffers: no copy of a big payload. A
+                    # mutable buffer is copied once, since the caller may reuse it.
+                    self._out.append(_encode_frame(OP_BINARY, b"")[:1] + _length_bytes(len(data)))
+                    self._out.append(data if type(data) is bytes else bytes(data))
+                else:
+                    self._out.append(_encode_frame(OP_BINARY, data))
             else:
                 self._out.append(self.encode_message(data, OP_BINARY))
 
@@ -334,6 +353,13 @@ class Connection:
             return b""
         self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def buffers_to_send(self) -> list[bytes]:
+        """Everything queued since the last call, as a list of immutable buffers for a vectored
+        write (``transport.writelines``): big payloads are not copied into one buffer."""
+        out = self._out
+        self._out = []
+        return out
 
     @property
     def pending_output(self) -> bool:

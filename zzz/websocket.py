@@ -183,7 +183,9 @@ class WebSocket:
         return self._proto.buffered_amount
 
     async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark (or the connection is gone)."""
+        """Wait until the write buffer is below its low-water mark (or the connection is gone).
+
+        Always yields to the loop at least once, so a ``send``/``drain`` loop can't starve it."""
         await self._proto.drain()
 
 
@@ -417,11 +419,14 @@ class WebSocketProtocol(asyncio.Protocol):
         conn = self.conn
         if not conn.pending_output:
             return
-        data = conn.data_to_send()
+        buffers = conn.buffers_to_send()
         transport = self.transport
         if transport is None:
             return
-        transport.write(data)
+        if len(buffers) == 1:
+            transport.write(buffers[0])
+        else:
+            transport.writelines(buffers)
         limit = self.settings.max_backpressure
         if limit is not None and transport.get_write_buffer_size() > limit:
             self._fail_slow_reader()
@@ -466,6 +471,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self.transport is None or not self._writing_paused:
+            await asyncio.sleep(0)  # always a turn for the loop: a send/drain loop must not starve it
             return
         waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
