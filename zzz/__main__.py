@@ -59,7 +59,8 @@ _ids = itertools.count(1)
 async def identify(req: zzz.Request, call_next: Any) -> zzz.Response:
     """Middleware: give every chat connection a user id (a real app would check a token here)."""
     req.assign("user_id", f"u{next(_ids)}")
-    return await call_next(req)
+    response: zzz.Response = await call_next(req)
+    return response
 
 
 def build_app(**settings: Any) -> zzz.App:
@@ -100,7 +101,8 @@ def build_app(**settings: Any) -> zzz.App:
         zzz.Router.ws("/ws/echo", zzz.WsConfig(on_message=echo)),
         chat,
     ]
-    return channels_demo.build_app(extra_routes=raw_routes, **settings)
+    app: zzz.App = channels_demo.build_app(extra_routes=raw_routes, **settings)
+    return app
 
 
 def _name(ws: zzz.WebSocket) -> str:

@@ -40,7 +40,7 @@ else:
 
         IMPLEMENTATION = "cython"
     except ImportError:
-        from zzz import _purepy as _impl  # type: ignore[no-redef]
+        from zzz import _purepy as _impl
 
         IMPLEMENTATION = "python"
 

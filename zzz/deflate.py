@@ -467,6 +467,7 @@ class PerMessageDeflate:
         decoder = self._decoder
         if decoder is None:
             decoder = self._decoder = zlib.decompressobj(self._remote_wbits)
+        out: bytes | bytearray
         try:
             if decoder.eof:
                 # A BFINAL block already ended this message's stream in an earlier frame.

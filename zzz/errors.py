@@ -29,7 +29,7 @@ class WebSocketError(Exception):
         self.frames: list[tuple[int, bool, bool, bytes | str]] = []
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.args == other.args  # type: ignore[union-attr]
+        return type(self) is type(other) and self.args == other.args
 
     def __hash__(self) -> int:
         return hash((type(self), self.args))

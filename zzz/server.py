@@ -412,7 +412,7 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+        return [s for srv in self._servers for s in getattr(srv, "sockets", ())]
 
     @property
     def port(self) -> int:

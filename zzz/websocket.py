@@ -89,8 +89,8 @@ class WebSocket:
         subprotocol: str | None,
     ) -> None:
         self._proto = proto
-        self._conn = proto.conn
-        self._loop = proto.loop
+        self._conn: Connection = proto.conn
+        self._loop: asyncio.AbstractEventLoop = proto.loop
         self._thread_id = threading.get_ident()
         self.params = params
         self.query = query
@@ -204,12 +204,12 @@ class WebSocketProtocol(asyncio.Protocol):
         conn: Connection,
         handle_kwargs: dict[str, Any],
     ) -> None:
-        self.loop = state.loop
+        self.loop: asyncio.AbstractEventLoop = state.loop
         self.state = state
         self.settings = state.settings
         self.config = config
         self.transport: asyncio.Transport | None = transport
-        self.conn = conn
+        self.conn: Connection = conn
         self.ws = WebSocket(self, **handle_kwargs)
         self._on_message = config.on_message
         self._in_read = False
