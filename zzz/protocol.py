@@ -207,6 +207,30 @@ class Connection:
             return self._fail(self._error)
         return None
 
+    def receive_events(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """``receive_data`` and every event it completes, in one call: for a consumer that handles
+        each event at once. Whole single-frame messages take a tight loop; anything else (control
+        frames, fragments, compressed messages, failures) goes through ``next_event``."""
+        self.receive_data(data)
+        events: list[Event] = []
+        append = events.append
+        while True:
+            if self.state is _OPEN and not self._msg_opcode:
+                frames = self._frames
+                pos = self._pos
+                n = len(frames)
+                while pos < n:
+                    opcode, fin, rsv1, payload = frames[pos]
+                    if not fin or rsv1 or not 0 < opcode < OP_CLOSE:
+                        break
+                    append(Text(payload) if opcode == OP_TEXT else Binary(payload))  # type: ignore[arg-type]
+                    pos += 1
+                self._pos = pos
+            event = self.next_event()
+            if event is None:
+                return events
+            append(event)
+
     def events_received(self) -> list[Event]:
         """Every event the received bytes complete (convenience for clients and tests)."""
         events: list[Event] = []
@@ -304,9 +328,9 @@ class Connection:
         """Queue a text message; ignored unless the connection is open."""
         if self.state is _OPEN:
             if self.is_server and self._deflate is None:
-                self._out.append(_encode_frame(OP_TEXT, text.encode("utf-8")))
+                self._out.append(_encode_frame(OP_TEXT, text.encode()))
             else:
-                self._out.append(self.encode_message(text.encode("utf-8"), OP_TEXT))
+                self._out.append(self.encode_message(text.encode(), OP_TEXT))
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         """Queue a binary message; ignored unless the connection is open."""

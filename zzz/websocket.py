@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import logging
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.conn: Connection = conn
         self.ws = WebSocket(self, **handle_kwargs)
         self._on_message = config.on_message
+        # Async message callbacks pull events one at a time (decompression waits for them too);
+        # sync ones get each read's events in one batch.
+        self._pull = _is_async(config.on_message)
+        self._backlog: deque[Any] = deque()
         self._in_read = False
         self._paused = 0
         self._busy = False  # an async callback is running; events wait for it
@@ -267,13 +272,17 @@ class WebSocketProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._received = True
         conn = self.conn
-        conn.receive_data(data)
         if self._busy:
+            conn.receive_data(data)
             self._pause(_PAUSED_BY_CALLBACK)
             return
         self._in_read = True
         try:
-            self._process()
+            if self._pull:
+                conn.receive_data(data)
+                self._process()
+            else:
+                self._run_events(conn.receive_events(data))
         finally:
             self._in_read = False
         self._flush()
@@ -283,18 +292,46 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # Events to callbacks
 
+    def _run_events(self, events: list[Any]) -> None:
+        """Run the callbacks for a batch of events (sync ``on_message``: the fast path). If one
+        returns an awaitable after all, the rest of the batch waits in the backlog."""
+        conn = self.conn
+        ws = self.ws
+        on_message = self._on_message
+        for index, event in enumerate(events):
+            cls = type(event)
+            if cls is Text or cls is Binary:
+                if on_message is None or conn.state is not _OPEN:
+                    continue  # after our close frame, messages are discarded
+                try:
+                    result = on_message(ws, event)
+                except Exception:
+                    self._callback_failed()
+                    continue
+                if result is not None and inspect.isawaitable(result):
+                    self._backlog.extend(events[index + 1 :])
+                    self._await_callback(result)
+                    return
+            else:
+                self._control_event(event)
+
+    def _next_event(self) -> Any:
+        if self._backlog:
+            return self._backlog.popleft()
+        return self.conn.next_event()
+
     def _process(self) -> None:
         """Pull events and run callbacks until none is left or an async callback must be awaited."""
         conn = self.conn
         ws = self.ws
         on_message = self._on_message
         while not self._busy:
-            event = conn.next_event()
+            event = self._next_event()
             if event is None:
                 return
             cls = type(event)
             if cls is Text or cls is Binary:
-                if on_message is not None:
+                if on_message is not None and conn.state is _OPEN:
                     try:
                         result = on_message(ws, event)
                     except Exception:
@@ -302,19 +339,24 @@ class WebSocketProtocol(asyncio.Protocol):
                         continue
                     if result is not None and inspect.isawaitable(result):
                         self._await_callback(result)
-            elif cls is CloseReceived:
-                self._final_code = (event.code, event.reason)  # type: ignore[union-attr]
-                self._flush()
-                if self.transport is not None:
-                    self.transport.close()
-            elif cls is ConnectionFailed:
-                self._final_code = (event.code, event.reason)  # type: ignore[union-attr]
-                logger.info("websocket failed %s: %s %s", ws.remote_address, event.code, event.reason)  # type: ignore[union-attr]
-                self._flush()
-                self._linger()
-            elif cls is Pong and self._pong_deadline is not None:
-                self._pong_deadline.cancel()
-                self._pong_deadline = None
+            else:
+                self._control_event(event)
+
+    def _control_event(self, event: Any) -> None:
+        cls = type(event)
+        if cls is CloseReceived:
+            self._final_code = (event.code, event.reason)
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+        elif cls is ConnectionFailed:
+            self._final_code = (event.code, event.reason)
+            logger.info("websocket failed %s: %s %s", self.ws.remote_address, event.code, event.reason)
+            self._flush()
+            self._linger()
+        elif cls is Pong and self._pong_deadline is not None:
+            self._pong_deadline.cancel()
+            self._pong_deadline = None
 
     def _run_callback(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
