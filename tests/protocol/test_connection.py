@@ -142,3 +142,23 @@ def test_send_close_validates_code_and_reason() -> None:
         conn.send_close(1006)
     with pytest.raises(ValueError):
         conn.send_close(1000, "x" * 124)
+
+
+def test_receive_events_batches_like_next_event() -> None:
+    data = (
+        frame(1, b"a") + frame(2, b"b") + frame(9, b"p") + frame(1, b"c", fin=False) + frame(0, b"d")
+        + frame(1, b"e") + frame(8, close_payload(1000)) + frame(1, b"after close")
+    )
+    one_by_one = Connection()
+    one_by_one.receive_data(data)
+    batched = Connection()
+    events = batched.receive_events(data)
+    assert events == one_by_one.events_received()
+    assert events == [Text("a"), Binary(b"b"), Ping(b"p"), Text("cd"), Text("e"), CloseReceived(1000, "")]
+    assert batched.data_to_send() == one_by_one.data_to_send()
+
+
+def test_receive_events_stops_at_a_failure() -> None:
+    conn = Connection()
+    events = conn.receive_events(frame(1, b"ok") + frame(1, b"\xff") + frame(1, b"never"))
+    assert events == [Text("ok"), ConnectionFailed(1007, "invalid UTF-8")]

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import zzz
+import zzz.core
 
 from .helpers import KEY, RawClient, raw_request, read_head, recorder, serve, upgrade_request, url
 
@@ -459,3 +460,31 @@ async def test_encoded_slash_stays_inside_a_parameter() -> None:
         async with ws_connect(url(server, "/f/a%2Fb%2541")) as client:
             assert await client.recv() == "ok"
     assert got == ["a/b%41"]
+
+
+async def test_sync_callback_returning_an_awaitable_keeps_the_order() -> None:
+    got: list[str] = []
+
+    async def later(ws: zzz.WebSocket, text: str) -> None:
+        await asyncio.sleep(0.01)
+        got.append(text)
+        ws.send(text)
+
+    def on_message(ws: zzz.WebSocket, msg: Any) -> Any:
+        if msg.data.startswith("slow"):
+            return later(ws, msg.data)  # a plain function that hands back a coroutine
+        got.append(msg.data)
+        ws.send(msg.data)
+        return None
+
+    async with serve(zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_message=on_message))])) as server:
+        raw = await RawClient.connect(server.port)
+        names = ["a", "slow1", "b", "c", "slow2", "d"]
+        raw.writer.write(b"".join(_frame(n) for n in names))  # one read, one batch
+        echoed = [(await raw.read_frame())[1].decode() for _ in names]
+        raw.close()
+    assert got == names and echoed == names
+
+
+def _frame(text: str) -> bytes:
+    return zzz.core.encode_frame(1, text.encode(), True, False, b"\x01\x02\x03\x04")
