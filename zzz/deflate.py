@@ -284,8 +284,10 @@ def negotiate_request(
 def client_offer(config: DeflateConfig) -> str:
     """Client side: the ``Sec-WebSocket-Extensions`` offer for ``config``.
 
-    ``client_max_window_bits`` is always offered (with our limit as value when below 15) so that
-    the server may shrink our window; ``server_max_window_bits`` is asked for when below 15.
+    ``client_max_window_bits`` is always offered, without a value: it only tells the server that
+    we can compress with a smaller window if it asks. Our own limit is applied on our side
+    (compressing with a smaller window than allowed is always valid), so a server that answers a
+    value above it (some do) is still accepted. ``server_max_window_bits`` is asked for when below 15.
 
     Args:
         config: this client's settings.
@@ -300,10 +302,7 @@ def client_offer(config: DeflateConfig) -> str:
         parts.append("client_no_context_takeover")
     if config.server_max_window_bits < 15:
         parts.append(f"server_max_window_bits={config.server_max_window_bits}")
-    if config.client_max_window_bits < 15:
-        parts.append(f"client_max_window_bits={config.client_max_window_bits}")
-    else:
-        parts.append("client_max_window_bits")
+    parts.append("client_max_window_bits")
     return "; ".join(parts)
 
 
@@ -319,7 +318,7 @@ def accept_response(value: str, config: DeflateConfig) -> DeflateParams:
 
     Raises:
         ValueError: malformed header, more than one extension, another extension, an unknown or
-            duplicate parameter, a bad value, a window larger than offered, or a request we made
+            duplicate parameter, a bad value, a server window larger than requested, or a request we made
             (``server_no_context_takeover``, ``server_max_window_bits``) that was not accepted.
             The client must then fail the connection (RFC 6455 §4.1).
     """
@@ -340,13 +339,13 @@ def accept_response(value: str, config: DeflateConfig) -> DeflateParams:
         if server_bits > config.server_max_window_bits:
             raise ValueError("server_max_window_bits larger than requested")
     client_bits = answer.client_max_window_bits
-    if client_bits is not None and client_bits > config.client_max_window_bits:
-        raise ValueError("client_max_window_bits larger than offered")
+    if client_bits is None or client_bits > config.client_max_window_bits:
+        client_bits = config.client_max_window_bits  # a smaller window than allowed is always valid
     return DeflateParams(
         server_no_context_takeover=answer.server_no_context_takeover,
         client_no_context_takeover=answer.client_no_context_takeover or config.client_no_context_takeover,
         server_max_window_bits=15 if server_bits is None else server_bits,
-        client_max_window_bits=config.client_max_window_bits if client_bits is None else client_bits,
+        client_max_window_bits=client_bits,
     )
 
 

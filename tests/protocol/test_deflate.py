@@ -711,14 +711,14 @@ def test_autobahn_13_style_offers_all_work(offer_list: list[tuple[bool, int]], s
 
 def test_client_offer() -> None:
     assert client_offer(DeflateConfig()) == (
-        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits"
     )
     assert client_offer(DeflateConfig(server_max_window_bits=15, client_max_window_bits=15)) == (
         "permessage-deflate; client_max_window_bits"
     )
     assert client_offer(DeflateConfig(server_no_context_takeover=True, client_no_context_takeover=True)) == (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
-        "server_max_window_bits=12; client_max_window_bits=12"
+        "server_max_window_bits=12; client_max_window_bits"
     )
 
 
@@ -751,8 +751,12 @@ def test_offer_negotiate_accept_round_trip(
     assert client_params.server_max_window_bits >= server_params.server_max_window_bits
     if client_config.server_max_window_bits < 15:
         assert client_params.server_max_window_bits == server_params.server_max_window_bits
-    assert replace(client_params, server_max_window_bits=15) == replace(
-        server_params, server_max_window_bits=15
+    # Likewise we may compress with a smaller window than the server allows (our own limit).
+    assert client_params.client_max_window_bits == min(
+        server_params.client_max_window_bits, client_config.client_max_window_bits
+    )
+    assert replace(client_params, server_max_window_bits=15, client_max_window_bits=15) == replace(
+        server_params, server_max_window_bits=15, client_max_window_bits=15
     )
     srv = PerMessageDeflate(server_params, is_server=True)
     cli = PerMessageDeflate(client_params, is_server=False)
@@ -789,7 +793,6 @@ def test_accept_response_valid_variants() -> None:
         ("permessage-deflate; server_max_window_bits=12; server_max_window_bits=12", DeflateConfig()),
         ("permessage-deflate; server_max_window_bits=13", DeflateConfig()),
         ("permessage-deflate", DeflateConfig()),  # our server_max_window_bits was ignored
-        ("permessage-deflate; server_max_window_bits=12; client_max_window_bits=13", DeflateConfig()),
         ("permessage-deflate; server_max_window_bits=12; client_max_window_bits", DeflateConfig()),
         ("permessage-deflate; server_max_window_bits=7", DeflateConfig()),
         ("permessage-deflate; server_max_window_bits=12, permessage-deflate", DeflateConfig()),
@@ -941,3 +944,14 @@ def test_from_config() -> None:
     assert pmd.should_compress(64)
     data = sample(5000, 1)
     assert server().decompress_frame(pmd.compress(data), True, None) == data
+
+
+def test_client_accepts_a_larger_client_window_and_keeps_its_own_limit() -> None:
+    # Some servers (Autobahn's fuzzingserver among them) answer client_max_window_bits=15 to an
+    # offer without a value; compressing with our smaller window is always valid.
+    params = accept_response("permessage-deflate; server_max_window_bits=12; client_max_window_bits=15",
+                             DeflateConfig())
+    assert params.client_max_window_bits == 12
+    params = accept_response("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9",
+                             DeflateConfig())
+    assert params.client_max_window_bits == 9
