@@ -178,7 +178,19 @@ class ClientWebSocket:
         assert conn is not None
         self._received = True
         conn.receive_data(data)
-        while True:
+        self._pump()
+
+    def _pump(self, drain: bool = False) -> None:
+        """Turn received frames into events, one message ahead of the application at most.
+
+        While a message waits to be read, later frames stay parsed but unprocessed: if one of
+        them breaks the protocol, the connection fails only after the application has read (and
+        perhaps answered) the messages that came before it, as a server's callbacks would.
+        """
+        conn = self._conn
+        if conn is None:
+            return
+        while drain or not (self._messages and conn.state is State.OPEN):
             event = conn.next_event()
             if event is None:
                 break
@@ -199,13 +211,16 @@ class ClientWebSocket:
         self._flush()
         if self._messages:
             self._wake()
-            if (len(self._messages) >= self._settings["max_queue"] and not self._paused
-                    and conn.state is State.OPEN):
-                self._paused = True
-                if self._proto is not None and self._proto.transport is not None:
-                    self._proto.transport.pause_reading()
+        backlog = conn.pending_frame_count
+        if backlog >= self._settings["max_queue"] and not self._paused and conn.state is State.OPEN:
+            self._paused = True
+            if self._proto is not None and self._proto.transport is not None:
+                self._proto.transport.pause_reading()
+        elif self._paused and backlog <= self._settings["max_queue"] // 4:
+            self._resume_reading()
 
     def _connection_lost(self) -> None:
+        self._pump(drain=True)  # messages that arrived before the connection dropped are still read
         self._cancel_timers()
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL_CLOSURE
@@ -227,6 +242,9 @@ class ClientWebSocket:
             ConnectionClosed: the connection is closed and every received message was read.
         """
         while not self._messages:
+            self._pump()
+            if self._messages:
+                break
             if self._closed.is_set() or (self._conn is not None and self._conn.state is State.CLOSED
                                          and self.close_code is not None):
                 raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
@@ -235,10 +253,7 @@ class ClientWebSocket:
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._messages.popleft()
-        if self._paused and len(self._messages) < self._settings["max_queue"] // 4 + 1:
-            self._resume_reading()
-        return message
+        return self._messages.popleft()
 
     def __aiter__(self) -> AsyncIterator[WsMessage]:
         return self._iterate()
@@ -335,6 +350,7 @@ class ClientWebSocket:
         self._arm_close_timer()
         # The peer's close frame may sit behind messages nobody will read: read on (the connection
         # now discards data frames) so the handshake can finish.
+        self._pump()
         self._resume_reading()
 
     def _resume_reading(self) -> None:

@@ -175,6 +175,11 @@ class Connection:
             self._frames.extend(frames)
 
     @property
+    def pending_frame_count(self) -> int:
+        """Frames received and not yet turned into events."""
+        return len(self._frames) - self._pos
+
+    @property
     def has_pending_frames(self) -> bool:
         """True when received frames (or a failure) wait for ``next_event``."""
         return self._pos < len(self._frames) or (self._error is not None and self.state is not _CLOSED)

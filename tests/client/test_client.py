@@ -10,6 +10,7 @@ import pytest
 from websockets.asyncio.server import serve as ws_serve
 
 import zzz
+import zzz.core
 from zzz.handshake import InvalidHandshake
 
 from server.helpers import recorder, serve, url
@@ -105,3 +106,36 @@ async def test_close_finishes_while_the_receive_queue_is_full() -> None:
             start = loop.time()
         assert loop.time() - start < 3  # the handshake finished; no wait for close_timeout
         assert ws.close_code == 1000
+
+
+async def test_messages_before_a_protocol_error_are_read_and_answered_first() -> None:
+    """A valid message and a broken frame in one read: the app reads and echoes the message
+    before the client fails the connection (Autobahn 3.x/4.x strict)."""
+    import base64
+    import hashlib
+
+    echoed: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")][0]
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        writer.write(zzz.core.encode_frame(1, b"hello") + bytes([0x80 | 5, 0]))  # then opcode 5: reserved
+        data = await reader.read(65536)
+        echoed.set_result(data)
+        await reader.read(65536)
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with zzz.connect(f"ws://127.0.0.1:{port}/", compression=False) as ws:
+        msg = await ws.recv()
+        ws.send(msg.data)
+        with pytest.raises(zzz.ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1002
+    first = zzz.core.FrameReader(require_mask=True).feed(await asyncio.wait_for(echoed, 5))
+    assert first[0][0] == 1 and first[0][3] == "hello"  # the echo went out before the close frame
+    srv.close()
