@@ -27,7 +27,9 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread
+# until it stops, and every asyncio test after the browser tests needs that thread free.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (the browser tests need it)")
