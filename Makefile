@@ -62,6 +62,11 @@ bench: ext $(VENV)/.bench-stamp
 bench-micro: ext $(VENV)/.bench-stamp
 	$(PY) -m pytest bench/micro.py --benchmark-only -q
 
+# Differential fuzzing of both cores and the parsers (atheris); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 30
+fuzz: ext
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
+
 wheel: ext
 	$(PY) -m build --wheel --outdir dist/
 
