@@ -139,10 +139,17 @@ class Connection:
         self.close_sent: tuple[int, str] | None = None
         self.close_rcvd: tuple[int, str] | None = None
         self._deflate = deflate
+        if max_frame_size is None and max_message_size is not None:
+            max_frame_size = max_message_size
+            if deflate is not None:
+                # A compressed frame of incompressible data is a little longer than the message
+                # it carries (5 bytes per stored block of 64 KiB); the message limit still applies
+                # to what it inflates to, and to uncompressed frames as they are.
+                max_frame_size += max_message_size // 1024 + 1024
         self._reader = core.FrameReader(
             require_mask=is_server,
             allow_rsv1=deflate is not None,
-            max_frame_size=max_frame_size if max_frame_size is not None else max_message_size,
+            max_frame_size=max_frame_size,
             max_message_size=max_message_size,
             max_fragments=max_fragments,
         )

@@ -162,3 +162,22 @@ def test_receive_events_stops_at_a_failure() -> None:
     conn = Connection()
     events = conn.receive_events(frame(1, b"ok") + frame(1, b"\xff") + frame(1, b"never"))
     assert events == [Text("ok"), ConnectionFailed(1007, "invalid UTF-8")]
+
+
+def test_compressed_message_of_exactly_the_limit_is_accepted_even_if_incompressible() -> None:
+    import os
+    import zlib
+
+    from zzz.deflate import DeflateParams, PerMessageDeflate
+
+    limit = 200_000
+    data = os.urandom(limit)  # deflate makes it a little longer
+    compressor = zlib.compressobj(wbits=-15)
+    payload = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert len(payload) > limit
+    conn = Connection(deflate=PerMessageDeflate(DeflateParams(), is_server=True), max_message_size=limit)
+    conn.receive_data(frame(2, payload[:-4], rsv1=True))
+    assert conn.events_received() == [Binary(data)]
+    conn = Connection(deflate=PerMessageDeflate(DeflateParams(), is_server=True), max_message_size=limit - 1)
+    conn.receive_data(frame(2, payload[:-4], rsv1=True))
+    assert conn.events_received() == [ConnectionFailed(1009, "message too big")]
