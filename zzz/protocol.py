@@ -220,28 +220,28 @@ class Connection:
         return None
 
     def receive_events(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """``receive_data`` and every event it completes, in one call: for a consumer that handles
-        each event at once. Whole single-frame messages take a tight loop; anything else (control
-        frames, fragments, compressed messages, failures) goes through ``next_event``."""
+        """``receive_data``, then the whole single-frame messages at the front of what is pending,
+        in one call (the fast path for a consumer that handles each message at once).
+
+        It stops at the first frame that needs more (a control frame, a fragment, a compressed
+        message) or at a failure: call ``next_event`` for those *after* handling the batch, so
+        that whatever the batch's handlers send goes out before a pong or a close frame.
+        """
         self.receive_data(data)
         events: list[Event] = []
-        append = events.append
-        while True:
-            if self.state is _OPEN and not self._msg_opcode:
-                frames = self._frames
-                pos = self._pos
-                n = len(frames)
-                while pos < n:
-                    opcode, fin, rsv1, payload = frames[pos]
-                    if not fin or rsv1 or not 0 < opcode < OP_CLOSE:
-                        break
-                    append(Text(payload) if opcode == OP_TEXT else Binary(payload))  # type: ignore[arg-type]
-                    pos += 1
-                self._pos = pos
-            event = self.next_event()
-            if event is None:
-                return events
-            append(event)
+        if self.state is _OPEN and not self._msg_opcode:
+            append = events.append
+            frames = self._frames
+            pos = self._pos
+            n = len(frames)
+            while pos < n:
+                opcode, fin, rsv1, payload = frames[pos]
+                if not fin or rsv1 or not 0 < opcode < OP_CLOSE:
+                    break
+                append(Text(payload) if opcode == OP_TEXT else Binary(payload))  # type: ignore[arg-type]
+                pos += 1
+            self._pos = pos
+        return events
 
     def events_received(self) -> list[Event]:
         """Every event the received bytes complete (convenience for clients and tests)."""

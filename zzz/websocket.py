@@ -283,6 +283,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._process()
             else:
                 self._run_events(conn.receive_events(data))
+                self._process()  # control frames, fragments, failures: after the batch's replies
         finally:
             self._in_read = False
         self._flush()
@@ -293,7 +294,7 @@ class WebSocketProtocol(asyncio.Protocol):
     # Events to callbacks
 
     def _run_events(self, events: list[Any]) -> None:
-        """Run the callbacks for a batch of events (sync ``on_message``: the fast path). If one
+        """Run ``on_message`` for a batch of messages (sync callback: the fast path). If one
         returns an awaitable after all, the rest of the batch waits in the backlog."""
         conn = self.conn
         ws = self.ws

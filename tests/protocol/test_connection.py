@@ -152,7 +152,10 @@ def test_receive_events_batches_like_next_event() -> None:
     one_by_one = Connection()
     one_by_one.receive_data(data)
     batched = Connection()
-    events = batched.receive_events(data)
+    batch = batched.receive_events(data)
+    assert batch == [Text("a"), Binary(b"b")]  # up to the first frame that needs more
+    assert batched.data_to_send() == b""  # nothing answered yet: the batch's replies go first
+    events = batch + batched.events_received()
     assert events == one_by_one.events_received()
     assert events == [Text("a"), Binary(b"b"), Ping(b"p"), Text("cd"), Text("e"), CloseReceived(1000, "")]
     assert batched.data_to_send() == one_by_one.data_to_send()
@@ -161,7 +164,9 @@ def test_receive_events_batches_like_next_event() -> None:
 def test_receive_events_stops_at_a_failure() -> None:
     conn = Connection()
     events = conn.receive_events(frame(1, b"ok") + frame(1, b"\xff") + frame(1, b"never"))
-    assert events == [Text("ok"), ConnectionFailed(1007, "invalid UTF-8")]
+    assert events == [Text("ok")]
+    assert conn.data_to_send() == b""  # the close frame waits until the message was handled
+    assert conn.events_received() == [ConnectionFailed(1007, "invalid UTF-8")]
 
 
 def test_compressed_message_of_exactly_the_limit_is_accepted_even_if_incompressible() -> None:

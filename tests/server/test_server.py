@@ -488,3 +488,15 @@ async def test_sync_callback_returning_an_awaitable_keeps_the_order() -> None:
 
 def _frame(text: str) -> bytes:
     return zzz.core.encode_frame(1, text.encode(), True, False, b"\x01\x02\x03\x04")
+
+
+@pytest.mark.parametrize("bad", [b"\xc1\x00", b"\x83\x80" + b"\x00" * 4], ids=["rsv-bits", "opcode-3"])
+async def test_message_before_a_violation_in_one_read_is_echoed_before_the_close(bad: bytes) -> None:
+    """Autobahn 3.2 / 4.1.3 strict: the echo of the valid message goes out before 1002."""
+    _seen, config = recorder()
+    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server:
+        raw = await RawClient.connect(server.port)
+        raw.writer.write(_frame("hello") + bad)
+        assert await raw.read_frame() == (1, b"hello")
+        assert (await raw.read_close())[0] == 1002
+        raw.close()
