@@ -19,6 +19,7 @@ from zzz import deflate as deflate_module
 from zzz import handshake
 from zzz.errors import ConnectionClosed
 from zzz.frames import Binary, CloseCode, Text, WsMessage, encode_close
+from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
 
 __all__ = ["connect", "ClientWebSocket", "InvalidURI"]
@@ -102,9 +103,9 @@ class ClientWebSocket:
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
-        self._heartbeat: asyncio.TimerHandle | None = None
-        self._pong_deadline: asyncio.TimerHandle | None = None
-        self._received = False
+        self._keepalive = Keepalive(
+            self._loop, settings["ping_interval"], settings["ping_timeout"], self._send_ping, self._on_ping_timeout
+        )
         self.close_code: int | None = None
         self.close_reason: str = ""
         self.subprotocol: str | None = None
@@ -166,8 +167,7 @@ class ClientWebSocket:
             max_fragments=s["max_fragments"],
         )
         proto.transport.set_write_buffer_limits(high=s["write_limit"], low=s["write_limit"] // 4)
-        if s["ping_interval"]:
-            self._heartbeat = self._loop.call_later(s["ping_interval"], self._on_heartbeat)
+        self._keepalive.start()
         if rest:
             self._data_received(rest)
 
@@ -176,7 +176,7 @@ class ClientWebSocket:
     def _data_received(self, data: bytes) -> None:
         conn = self._conn
         assert conn is not None
-        self._received = True
+        self._keepalive.received = True
         conn.receive_data(data)
         self._pump()
 
@@ -205,9 +205,8 @@ class ClientWebSocket:
                 else:
                     # The server should close TCP first; don't wait for it forever.
                     self._arm_close_timer()
-            elif cls is Pong and self._pong_deadline is not None:
-                self._pong_deadline.cancel()
-                self._pong_deadline = None
+            elif cls is Pong:
+                self._keepalive.pong()
         self._flush()
         if self._messages:
             self._wake()
@@ -384,35 +383,24 @@ class ClientWebSocket:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
 
-    def _on_heartbeat(self) -> None:
-        s = self._settings
-        self._heartbeat = self._loop.call_later(s["ping_interval"], self._on_heartbeat)
-        if self._received:
-            self._received = False
-            return
-        if self._pong_deadline is not None or self.closed or self._conn is None:
-            return
+    def _send_ping(self) -> bool:
+        if self.closed or self._conn is None:
+            return False
         self._conn.send_ping(b"zzz")
         self._flush()
-        if s["ping_timeout"]:
-            self._pong_deadline = self._loop.call_later(s["ping_timeout"], self._on_ping_timeout)
+        return True
 
     def _on_ping_timeout(self) -> None:
-        self._pong_deadline = None
-        if self._received or self._conn is None:
-            return
-        if self._conn.state is State.OPEN:
+        if self._conn is not None and self._conn.state is State.OPEN:
             self._conn.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.abort()
+        self._abort()
 
     def _cancel_timers(self) -> None:
-        for name in ("_heartbeat", "_pong_deadline", "_close_timer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
+        self._keepalive.cancel()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
 
     def _abort(self) -> None:
         if self._proto is not None and self._proto.transport is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz import core
 from zzz.frames import Binary, CloseCode, Text
+from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
 
 _OPEN = State.OPEN
@@ -226,10 +227,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self._final_code: tuple[int, str] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._writing_paused = False
-        self._heartbeat: asyncio.TimerHandle | None = None
-        self._pong_deadline: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._received = False
+        self._keepalive = Keepalive(
+            self.loop, state.settings.ping_interval, state.settings.ping_timeout, self._send_ping, self._on_ping_timeout
+        )
 
     # Life cycle
 
@@ -240,8 +241,7 @@ class WebSocketProtocol(asyncio.Protocol):
         assert transport is not None
         transport.set_write_buffer_limits(high=settings.write_high_water, low=settings.write_low_water)
         self.state.register(self)
-        if settings.ping_interval:
-            self._heartbeat = self.loop.call_later(settings.ping_interval, self._on_heartbeat)
+        self._keepalive.start()
         logger.info("websocket open %s %s", self.ws.path, self.ws.remote_address)
         on_open = self.config.on_open
         self._in_read = True
@@ -270,7 +270,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._report_close()
 
     def data_received(self, data: bytes) -> None:
-        self._received = True
+        self._keepalive.received = True
         conn = self.conn
         if self._busy:
             conn.receive_data(data)
@@ -355,9 +355,8 @@ class WebSocketProtocol(asyncio.Protocol):
             logger.info("websocket failed %s: %s %s", self.ws.remote_address, event.code, event.reason)
             self._flush()
             self._linger()
-        elif cls is Pong and self._pong_deadline is not None:
-            self._pong_deadline.cancel()
-            self._pong_deadline = None
+        elif cls is Pong:
+            self._keepalive.pong()
 
     def _run_callback(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
@@ -549,25 +548,14 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # Heartbeats and timers
 
-    def _on_heartbeat(self) -> None:
-        settings = self.settings
-        interval = settings.ping_interval
-        assert interval is not None
-        self._heartbeat = self.loop.call_later(interval, self._on_heartbeat)
-        if self._received:
-            self._received = False  # the peer showed it is alive since the last tick
-            return
-        if self._pong_deadline is not None or self.closed:
-            return
+    def _send_ping(self) -> bool:
+        if self.closed:
+            return False
         self.conn.send_ping(b"zzz")
         self._flush()
-        if settings.ping_timeout:
-            self._pong_deadline = self.loop.call_later(settings.ping_timeout, self._on_ping_timeout)
+        return True
 
     def _on_ping_timeout(self) -> None:
-        self._pong_deadline = None
-        if self._received:
-            return
         logger.info("websocket %s: no pong within ping_timeout; closing", self.ws.remote_address)
         if self.conn.state is State.OPEN:
             self.conn.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
@@ -577,11 +565,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _cancel_timers(self) -> None:
-        for name in ("_heartbeat", "_pong_deadline", "_close_timer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
+        self._keepalive.cancel()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
 
     # Shutdown
 

@@ -139,3 +139,31 @@ async def test_messages_before_a_protocol_error_are_read_and_answered_first() ->
     first = zzz.core.FrameReader(require_mask=True).feed(await asyncio.wait_for(echoed, 5))
     assert first[0][0] == 1 and first[0][3] == "hello"  # the echo went out before the close frame
     srv.close()
+
+
+async def test_client_heartbeat_pings_a_silent_server_and_gives_up() -> None:
+    """A server that accepts and then never answers: the client pings after ping_interval and
+    aborts after ping_timeout (close code 1006, like the server side)."""
+    import base64
+    import hashlib
+
+    pings: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")][0]
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        while data := await reader.read(65536):
+            pings.append(data)
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    ws = await zzz.connect(f"ws://127.0.0.1:{port}/", compression=False, ping_interval=0.1, ping_timeout=0.2)
+    with pytest.raises(zzz.ConnectionClosed) as info:
+        await asyncio.wait_for(ws.recv(), 5)
+    assert info.value.code == 1006
+    frames = zzz.core.FrameReader(require_mask=True).feed(b"".join(pings))
+    assert frames[0][0] == 9  # a ping went out first
+    srv.close()
