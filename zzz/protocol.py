@@ -80,6 +80,7 @@ Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
 # Binary payloads from this size on are queued as their own buffer rather than copied behind
 # the frame header.
 _SPLIT_FRAME_SIZE = 64 * 1024
+_BINARY_FIN = bytes((0x80 | OP_BINARY,))
 _pack_u16 = struct.Struct("!BH").pack
 _pack_u64 = struct.Struct("!BQ").pack
 
@@ -351,7 +352,7 @@ class Connection:
                 if len(data) >= _SPLIT_FRAME_SIZE:
                     # Header and payload go out as two buffers: no copy of a big payload. A
                     # mutable buffer is copied once, since the caller may reuse it.
-                    self._out.append(_encode_frame(OP_BINARY, b"")[:1] + _length_bytes(len(data)))
+                    self._out.append(_BINARY_FIN + _length_bytes(len(data)))
                     self._out.append(data if type(data) is bytes else bytes(data))
                 else:
                     self._out.append(_encode_frame(OP_BINARY, data))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zzz import core
-from zzz.frames import Binary, CloseCode, Text
+from zzz.frames import Binary, CloseCode, Text, encode_close
 from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
 
@@ -166,8 +166,6 @@ class WebSocket:
             raise TypeError(f"close() code must be an int, not {type(code).__name__}")
         if not isinstance(reason, str):
             raise TypeError(f"close() reason must be a str, not {type(reason).__name__}")
-        from zzz.frames import encode_close
-
         encode_close(code, reason)  # validate in the caller's thread, where the error is useful
         if threading.get_ident() == self._thread_id:
             self._proto.close(code, reason)
@@ -455,7 +453,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._flush()
         timeout = self.settings.close_timeout
         if timeout is not None and self._close_timer is None:
-            self._close_timer = self.loop.call_later(timeout, self._abort)
+            self._close_timer = self.loop.call_later(timeout, self._on_close_timeout)
 
     def _flush(self) -> None:
         conn = self.conn
@@ -496,14 +494,13 @@ class WebSocketProtocol(asyncio.Protocol):
         logger.warning("closing %s: write buffer over max_backpressure", self.ws.remote_address)
         self._final_code = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
-        self._abort()
+        self.abort()  # the close frame sits behind unread data: on_close keeps 1008
 
-    def _abort(self) -> None:
+    def _on_close_timeout(self) -> None:
         self._close_timer = None
         if self.transport is not None:
-            if self._final_code is not None and self.conn.close_rcvd is None:
-                # We sent a close and never heard back: the peer is gone, report 1006.
-                self._final_code = self._final_code if self._final_code[0] == CloseCode.POLICY_VIOLATION else None
+            if self.conn.close_rcvd is None:
+                self._final_code = None  # we sent a close and never heard back: report 1006
             self.transport.abort()
 
     @property

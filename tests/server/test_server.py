@@ -500,3 +500,20 @@ async def test_message_before_a_violation_in_one_read_is_echoed_before_the_close
         assert await raw.read_frame() == (1, b"hello")
         assert (await raw.read_close())[0] == 1002
         raw.close()
+
+
+async def test_unanswered_close_with_1008_still_reports_1006() -> None:
+    seen: list[tuple[int, str]] = []
+    done = asyncio.Event()
+
+    def on_close(ws: zzz.WebSocket, code: int, reason: str) -> None:
+        seen.append((code, reason))
+        done.set()
+
+    config = zzz.WsConfig(on_open=lambda ws: ws.close(1008, "policy"), on_close=on_close)
+    async with serve(zzz.App([zzz.Router.ws("/ws", config)], close_timeout=0.2)) as server:
+        raw = await RawClient.connect(server.port)
+        assert await raw.read_close() == (1008, "policy")  # and never answered
+        await asyncio.wait_for(done.wait(), 5)
+        raw.close()
+    assert seen == [(1006, "")]
