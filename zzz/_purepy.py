@@ -7,7 +7,10 @@ Same names, same results and the same errors (messages included) as the compiled
 from __future__ import annotations
 
 import struct
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from zzz.errors import InvalidUtf8, MessageTooBig, PolicyViolation, ProtocolError, WebSocketError
 
@@ -26,6 +29,8 @@ __all__ = [
     "encode_frame",
     "Text",
     "Binary",
+    "Outbox",
+    "Sender",
 ]
 
 OP_CONT = 0x0
@@ -156,6 +161,10 @@ class FrameReader:
     RFC 6455 §5 that can be checked on the header is checked before any payload is buffered,
     and the text of uncompressed text messages is validated as its bytes arrive.
 
+    With ``messages=True`` a frame that is a whole uncompressed data message on its own is
+    delivered as ``Text(str)`` or ``Binary(bytes)`` instead of a tuple: the form the callbacks
+    get, made once.
+
     On a violation ``feed`` raises a ``WebSocketError`` subclass whose ``frames`` attribute holds
     the frames completed before it; the reader stays failed afterwards.
     """
@@ -168,9 +177,11 @@ class FrameReader:
         max_frame_size: int | None = None,
         max_message_size: int | None = None,
         max_fragments: int | None = None,
+        messages: bool = False,
     ) -> None:
         self.require_mask = require_mask
         self.allow_rsv1 = allow_rsv1
+        self.messages = messages
         self.max_frame_size = _UNLIMITED if max_frame_size is None else max_frame_size
         self.max_message_size = _UNLIMITED if max_message_size is None else max_message_size
         self.max_fragments = _UNLIMITED if max_fragments is None else max_fragments
@@ -190,12 +201,12 @@ class FrameReader:
         self._msg_frames = 0
         self._utf8 = Utf8Validator()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bool, bool, bytes | str]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Parse ``data``; return the frames it completes."""
         if self._error is not None:
             self._error.frames = []
             raise self._error
-        frames: list[tuple[int, bool, bool, bytes | str]] = []
+        frames: list[Any] = []
         try:
             self._parse(data, frames)
         except WebSocketError as exc:
@@ -342,7 +353,10 @@ class FrameReader:
             self._msg_frames = 0
             self._utf8.reset()
         self._length = -1
-        frames.append((opcode, fin, self._rsv1, payload))
+        if self.messages and fin and not self._rsv1 and (opcode == OP_TEXT or opcode == OP_BINARY):
+            frames.append(Text(payload) if opcode == OP_TEXT else Binary(payload))  # type: ignore[arg-type]
+        else:
+            frames.append((opcode, fin, self._rsv1, payload))
 
 
 def encode_frame(
@@ -385,3 +399,175 @@ class Binary:
     """A binary message; ``data`` is ``bytes``."""
 
     data: bytes
+
+
+# Sending
+
+# Payloads from this size on are queued as their own buffer, not copied behind their header.
+_SPLIT_FRAME_SIZE = 64 * 1024
+# While a read is handled, replies are held for one write; past this many bytes they go out early.
+EARLY_FLUSH_SIZE = 256 * 1024
+
+
+class Outbox:
+    """The frames one connection has queued for the network, in order.
+
+    ``text`` and ``binary`` queue data messages and do nothing unless ``open``; ``raw`` queues a
+    frame that is already encoded (control frames, broadcasts) whatever the state. Without an
+    ``encoder`` the frames are a server's: unmasked and uncompressed, built here; with one,
+    ``encoder(payload: bytes, opcode)`` returns each data frame (masking, compression).
+    ``take`` hands everything over as a list of immutable buffers for one vectored write.
+    """
+
+    __slots__ = ("open", "in_read", "encoder", "_buffers", "_size")
+
+    def __init__(self, encoder: Callable[[bytes, int], bytes] | None = None) -> None:
+        self.open = True
+        self.in_read = False  # set while a read is handled: the owner flushes once at its end
+        self.encoder = encoder
+        self._buffers: list[bytes] = []
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes queued."""
+        return self._size
+
+    @property
+    def pending(self) -> bool:
+        """True when something is queued."""
+        return self._size > 0
+
+    def text(self, text: str) -> None:
+        """Queue a text message."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if self.open:
+            payload = text.encode()
+            if self.encoder is None and len(payload) < _SPLIT_FRAME_SIZE:  # the common case, inline
+                frame = encode_frame(OP_TEXT, payload)
+                self._buffers.append(frame)
+                self._size += len(frame)
+            else:
+                self._data(OP_TEXT, payload)
+
+    def binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue a binary message; a mutable buffer is copied, since its owner may reuse it."""
+        if self.open:
+            if self.encoder is None and type(data) is bytes and len(data) < _SPLIT_FRAME_SIZE:
+                frame = encode_frame(OP_BINARY, data)
+                self._buffers.append(frame)
+                self._size += len(frame)
+            else:
+                self._data(OP_BINARY, data)
+
+    def _data(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
+        if self.encoder is not None:
+            self.raw(self.encoder(payload, opcode))  # type: ignore[arg-type]
+            return
+        if not isinstance(payload, (bytes, bytearray)):
+            payload = memoryview(payload).cast("B")
+        n = len(payload)
+        if n < _SPLIT_FRAME_SIZE:
+            self.raw(encode_frame(opcode, payload))
+            return
+        self.raw(_pack_long(0x80 | opcode, 127, n))
+        self.raw(payload if type(payload) is bytes else bytes(payload))
+
+    def raw(self, frame: bytes) -> None:
+        """Queue bytes that are already one or more whole frames."""
+        if frame:
+            self._buffers.append(frame)
+            self._size += len(frame)
+
+    def take(self) -> list[bytes]:
+        """Everything queued, in order; the outbox is empty afterwards."""
+        buffers = self._buffers
+        self._buffers = []
+        self._size = 0
+        return buffers
+
+    def dispatch(self, frames: list[Any], pos: int, on_message: Callable[[Any, Any], Any], ws: Any) -> tuple[int, bool, Any]:
+        """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` (``Text`` and
+        ``Binary`` items from a ``FrameReader(messages=True)``), up to the first frame tuple.
+
+        Messages after the outbox stopped being ``open`` are skipped (they arrived after our
+        close frame). Returns ``(next position, raised, value)`` as soon as a call raises an
+        ``Exception`` (``raised`` True, ``value`` the exception) or returns something other than
+        None (``value`` is what it returned); ``(position reached, False, None)`` otherwise.
+        """
+        n = len(frames)
+        while pos < n:
+            msg = frames[pos]
+            if type(msg) is tuple:
+                break
+            pos += 1
+            if not self.open:
+                continue
+            try:
+                result = on_message(ws, msg)
+            except Exception as exc:
+                return pos, True, exc
+            if result is not None:
+                return pos, False, result
+        return pos, False, None
+
+
+class Sender:
+    """The sending half of a connection handle: ``send`` and ``send_binary``, safe from any thread.
+
+    On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
+    unless a read is being handled (then the owner writes everything once at the end), or the
+    queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
+    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes).
+    """
+
+    __slots__ = ("_out", "_flush_fn", "_owner_loop", "_owner_thread", "_text_later", "_binary_later")
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        flush: Callable[[], Any],
+        loop: Any,
+        text_later: Callable[[str], Any],
+        binary_later: Callable[[bytes], Any],
+    ) -> None:
+        self._out = outbox
+        self._flush_fn = flush
+        self._owner_loop = loop
+        self._owner_thread = threading.get_ident()
+        self._text_later = text_later
+        self._binary_later = binary_later
+
+    def send(self, text: str) -> None:
+        """Send a text message.
+
+        Raises:
+            TypeError: ``text`` is not a ``str``.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
+        if threading.get_ident() == self._owner_thread:
+            out = self._out
+            out.text(text)
+            if not out.in_read or out._size >= EARLY_FLUSH_SIZE:
+                self._flush_fn()
+        else:
+            self._owner_loop.call_soon_threadsafe(self._text_later, text)
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message.
+
+        Raises:
+            TypeError: ``data`` is not bytes, bytearray or memoryview.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+        if threading.get_ident() == self._owner_thread:
+            out = self._out
+            out.binary(data)
+            if not out.in_read or out._size >= EARLY_FLUSH_SIZE:
+                self._flush_fn()
+        else:
+            # Copy now: the caller may reuse its buffer before the loop gets to it.
+            self._owner_loop.call_soon_threadsafe(self._binary_later, bytes(data))

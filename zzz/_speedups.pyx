@@ -14,6 +14,7 @@ from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_Append
 from cpython.long cimport PyLong_Check
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, UINT64_MAX
@@ -31,6 +32,9 @@ cdef extern from "Python.h":
     long PyLong_AsLong(object obj)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PyUnicode_AsUTF8String(object o)
 
 cdef extern from "_mask.h":
     void zzz_mask(unsigned char *dst, const unsigned char *src, size_t n,
@@ -64,6 +68,8 @@ __all__ = [
     "encode_frame",
     "Text",
     "Binary",
+    "Outbox",
+    "Sender",
 ]
 
 OP_CONT = 0x0
@@ -319,6 +325,58 @@ cdef class Utf8Validator:
 
 
 # ---------------------------------------------------------------------------------------------
+# Messages. ``zzz.Text`` and ``zzz.Binary`` are these classes: created once per received message
+# and matched by user code, so they are extension types (a dataclass costs three times as much).
+
+cdef class Text:
+    """A text message; ``data`` is the decoded ``str``."""
+
+    cdef readonly object data
+    __match_args__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def __eq__(self, other):
+        if type(other) is not Text:
+            return NotImplemented
+        return self.data == (<Text>other).data
+
+    def __hash__(self):
+        return hash((Text, self.data))
+
+    def __repr__(self):
+        return f"Text(data={self.data!r})"
+
+    def __reduce__(self):
+        return (Text, (self.data,))
+
+
+cdef class Binary:
+    """A binary message; ``data`` is ``bytes``."""
+
+    cdef readonly object data
+    __match_args__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def __eq__(self, other):
+        if type(other) is not Binary:
+            return NotImplemented
+        return self.data == (<Binary>other).data
+
+    def __hash__(self):
+        return hash((Binary, self.data))
+
+    def __repr__(self):
+        return f"Binary(data={self.data!r})"
+
+    def __reduce__(self):
+        return (Binary, (self.data,))
+
+
+# ---------------------------------------------------------------------------------------------
 # Frame reader
 
 cdef struct _Limit:
@@ -347,12 +405,17 @@ cdef class FrameReader:
     RFC 6455 §5 that can be checked on the header is checked before any payload is buffered,
     and the text of uncompressed text messages is validated as its bytes arrive.
 
+    With ``messages=True`` a frame that is a whole uncompressed data message on its own is
+    delivered as ``Text(str)`` or ``Binary(bytes)`` instead of a tuple: the form the callbacks
+    get, made once.
+
     On a violation ``feed`` raises a ``WebSocketError`` subclass whose ``frames`` attribute holds
     the frames completed before it; the reader stays failed afterwards.
     """
 
     cdef public bint require_mask
     cdef public bint allow_rsv1
+    cdef public bint messages
     cdef object _max_frame_size_obj
     cdef object _max_message_size_obj
     cdef object _max_fragments_obj
@@ -399,9 +462,11 @@ cdef class FrameReader:
         max_frame_size=None,
         max_message_size=None,
         max_fragments=None,
+        messages=False,
     ):
         self.require_mask = require_mask
         self.allow_rsv1 = allow_rsv1
+        self.messages = messages
         self.max_frame_size = _UNLIMITED if max_frame_size is None else max_frame_size
         self.max_message_size = _UNLIMITED if max_message_size is None else max_message_size
         self.max_fragments = _UNLIMITED if max_fragments is None else max_fragments
@@ -696,8 +761,24 @@ cdef class FrameReader:
             self._msg_frames = 0
             self._utf8 = ZZZ_UTF8_ACCEPT
         self._in_payload = False
-        PyList_Append(frames, (opcode, fin, self._rsv1, payload))
+        if self.messages and fin and not self._rsv1 and (opcode == 1 or opcode == 2):
+            PyList_Append(frames, _message(opcode, payload))
+        else:
+            PyList_Append(frames, (opcode, fin, self._rsv1, payload))
         return 0
+
+
+cdef inline object _message(int opcode, object payload):
+    """``Text(payload)`` or ``Binary(payload)`` without the cost of calling the class."""
+    cdef Text text
+    cdef Binary binary
+    if opcode == 1:
+        text = Text.__new__(Text)
+        text.data = payload
+        return text
+    binary = Binary.__new__(Binary)
+    binary.data = payload
+    return binary
 
 
 cdef object _decode(const unsigned char *p, Py_ssize_t n):
@@ -793,52 +874,277 @@ cdef inline void _write_header(unsigned char *dst, int b0, int mask_bit, Py_ssiz
             v >>= 8
 
 
-# Messages. ``zzz.Text`` and ``zzz.Binary`` are these classes: created once per received message
-# and matched by user code, so they are extension types (a dataclass costs three times as much).
+# ---------------------------------------------------------------------------------------------
+# Sending
 
-cdef class Text:
-    """A text message; ``data`` is the decoded ``str``."""
+cdef enum:
+    # Payloads from this size on are queued as their own buffer, not copied behind their header.
+    _SPLIT_FRAME_SIZE = 64 * 1024
+    # While a read is handled, replies are held for one write; past this many bytes they go out early.
+    _EARLY_FLUSH_SIZE = 256 * 1024
+    _OUTBOX_FIRST_SIZE = 1024
 
-    cdef readonly object data
-    __match_args__ = ("data",)
-
-    def __init__(self, data):
-        self.data = data
-
-    def __eq__(self, other):
-        if type(other) is not Text:
-            return NotImplemented
-        return self.data == (<Text>other).data
-
-    def __hash__(self):
-        return hash((Text, self.data))
-
-    def __repr__(self):
-        return f"Text(data={self.data!r})"
-
-    def __reduce__(self):
-        return (Text, (self.data,))
+EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
 
 
-cdef class Binary:
-    """A binary message; ``data`` is ``bytes``."""
+@cython.final
+cdef class Outbox:
+    """The frames one connection has queued for the network, in order.
 
-    cdef readonly object data
-    __match_args__ = ("data",)
+    ``text`` and ``binary`` queue data messages and do nothing unless ``open``; ``raw`` queues a
+    frame that is already encoded (control frames, broadcasts) whatever the state. Without an
+    ``encoder`` the frames are a server's: unmasked and uncompressed, built here; with one,
+    ``encoder(payload: bytes, opcode)`` returns each data frame (masking, compression).
+    ``take`` hands everything over as a list of immutable buffers for one vectored write.
 
-    def __init__(self, data):
-        self.data = data
+    Small frames are written one after another into a bytes object that grows as needed and is
+    handed over as it is (shrunk to fit, never copied again); big payloads are their own buffer.
+    """
 
-    def __eq__(self, other):
-        if type(other) is not Binary:
-            return NotImplemented
-        return self.data == (<Binary>other).data
+    cdef public bint open
+    cdef public bint in_read
+    cdef public object encoder
+    cdef list _buffers
+    cdef Py_ssize_t _queued  # bytes in _buffers
+    cdef PyObject *_buf  # the bytes being filled (only reference), or NULL
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _cap
 
-    def __hash__(self):
-        return hash((Binary, self.data))
+    def __cinit__(self):
+        self._buf = NULL
 
-    def __repr__(self):
-        return f"Binary(data={self.data!r})"
+    def __dealloc__(self):
+        Py_XDECREF(self._buf)
+        self._buf = NULL
 
-    def __reduce__(self):
-        return (Binary, (self.data,))
+    def __init__(self, encoder=None):
+        self.open = True
+        self.in_read = False
+        self.encoder = encoder
+        self._buffers = []
+        self._queued = 0
+
+    @property
+    def size(self):
+        """Bytes queued."""
+        return self._queued + self._len
+
+    @property
+    def pending(self):
+        """True when something is queued."""
+        return self._queued + self._len > 0
+
+    def text(self, text):
+        """Queue a text message."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        self._text(text)
+
+    def binary(self, data):
+        """Queue a binary message; a mutable buffer is copied, since its owner may reuse it."""
+        self._binary(data)
+
+    def raw(self, frame):
+        """Queue bytes that are already one or more whole frames."""
+        self._raw(frame)
+
+    def take(self):
+        """Everything queued, in order; the outbox is empty afterwards."""
+        cdef list buffers
+        self._seal()
+        buffers = self._buffers
+        self._buffers = []
+        self._queued = 0
+        return buffers
+
+    def dispatch(self, list frames, Py_ssize_t pos, on_message, ws):
+        """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` (``Text`` and
+        ``Binary`` items from a ``FrameReader(messages=True)``), up to the first frame tuple.
+
+        Messages after the outbox stopped being ``open`` are skipped (they arrived after our
+        close frame). Returns ``(next position, raised, value)`` as soon as a call raises an
+        ``Exception`` (``raised`` True, ``value`` the exception) or returns something other than
+        None (``value`` is what it returned); ``(position reached, False, None)`` otherwise.
+        """
+        cdef Py_ssize_t n = len(frames)
+        cdef object msg, result
+        while pos < n:
+            msg = frames[pos]
+            if type(msg) is tuple:
+                break
+            pos += 1
+            if not self.open:
+                continue
+            try:
+                result = on_message(ws, msg)
+            except Exception as exc:
+                return pos, True, exc
+            if result is not None:
+                return pos, False, result
+        return pos, False, None
+
+    # The work, callable from C without argument parsing.
+
+    cdef int _text(self, object text) except -1:
+        cdef object data
+        if not self.open:
+            return 0
+        if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
+            data = PyUnicode_AsUTF8String(text)
+            self._data(0x81, data)
+            return 0
+        # ASCII: the str's own bytes are the UTF-8 payload.
+        self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        return 0
+
+    cdef int _binary(self, object data) except -1:
+        if self.open:
+            self._data(0x82, data)
+        return 0
+
+    cdef int _data(self, int b0, object payload) except -1:
+        cdef Py_buffer view
+        cdef Py_ssize_t n
+        if self.encoder is not None:
+            self._raw(self.encoder(payload, b0 & 0x0F))
+            return 0
+        if PyBytes_CheckExact(payload):
+            n = PyBytes_GET_SIZE(payload)
+            if n >= _SPLIT_FRAME_SIZE:
+                self._big(b0, payload, n)
+            else:
+                self._frame(b0, <const unsigned char *>PyBytes_AS_STRING(payload), n)
+            return 0
+        _get_read_buffer(payload, &view)
+        try:
+            if view.len >= _SPLIT_FRAME_SIZE:
+                self._big(b0, PyBytes_FromStringAndSize(<const char *>view.buf, view.len), view.len)
+            else:
+                self._frame(b0, <const unsigned char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef int _raw(self, object frame) except -1:
+        cdef Py_ssize_t n
+        if not PyBytes_CheckExact(frame):
+            frame = bytes(frame)
+        n = PyBytes_GET_SIZE(frame)
+        if n >= _SPLIT_FRAME_SIZE:
+            self._seal()
+            self._buffers.append(frame)
+            self._queued += n
+        elif n:
+            memcpy(self._reserve(n), PyBytes_AS_STRING(frame), n)
+            self._len += n
+        return 0
+
+    cdef int _frame(self, int b0, const unsigned char *payload, Py_ssize_t n) except -1:
+        cdef Py_ssize_t header = 2 if n < 126 else (4 if n < 0x10000 else 10)
+        cdef unsigned char *dst = self._reserve(header + n)
+        _write_header(dst, b0, 0, n)
+        memcpy(dst + header, payload, n)
+        self._len += header + n
+        return 0
+
+    cdef int _big(self, int b0, bytes payload, Py_ssize_t n) except -1:
+        """The header goes into the buffer; the payload is queued as it is, after it."""
+        _write_header(self._reserve(10), b0, 0, n)
+        self._len += 10
+        self._seal()
+        self._buffers.append(payload)
+        self._queued += n
+        return 0
+
+    cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL:
+        """Room for ``n`` more bytes in the buffer being filled."""
+        cdef Py_ssize_t needed = self._len + n
+        cdef Py_ssize_t cap
+        if needed > self._cap:
+            cap = 2 * self._cap
+            if cap < _OUTBOX_FIRST_SIZE:
+                cap = _OUTBOX_FIRST_SIZE
+            if cap < needed:
+                cap = needed
+            if self._buf == NULL:
+                fresh = PyBytes_FromStringAndSize(NULL, cap)
+                Py_INCREF(fresh)  # this reference now belongs to self._buf
+                self._buf = <PyObject *>fresh
+            else:
+                _PyBytes_Resize(&self._buf, cap)
+            self._cap = cap
+        return <unsigned char *>PyBytes_AS_STRING(<object>self._buf) + self._len
+
+    cdef int _seal(self) except -1:
+        """Move the buffer being filled, shrunk to its length, to the queue."""
+        cdef object filled
+        if self._buf == NULL:
+            return 0
+        if self._len != self._cap:
+            _PyBytes_Resize(&self._buf, self._len)
+        filled = <object>self._buf
+        Py_DECREF(filled)  # drop self._buf's reference, ``filled`` keeps one
+        self._buf = NULL
+        self._buffers.append(filled)
+        self._queued += self._len
+        self._len = 0
+        self._cap = 0
+        return 0
+
+
+cdef class Sender:
+    """The sending half of a connection handle: ``send`` and ``send_binary``, safe from any thread.
+
+    On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
+    unless a read is being handled (then the owner writes everything once at the end), or the
+    queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
+    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes).
+    """
+
+    cdef Outbox _out
+    cdef object _flush_fn
+    cdef object _owner_loop
+    cdef unsigned long _owner_thread
+    cdef object _text_later
+    cdef object _binary_later
+
+    def __init__(self, Outbox outbox not None, flush, loop, text_later, binary_later):
+        self._out = outbox
+        self._flush_fn = flush
+        self._owner_loop = loop
+        self._owner_thread = PyThread_get_thread_ident()
+        self._text_later = text_later
+        self._binary_later = binary_later
+
+    def send(self, text):
+        """Send a text message.
+
+        Raises:
+            TypeError: ``text`` is not a ``str``.
+        """
+        cdef Outbox out = self._out
+        if not isinstance(text, str):
+            raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
+        if PyThread_get_thread_ident() == self._owner_thread:
+            out._text(text)
+            if not out.in_read or out._queued + out._len >= _EARLY_FLUSH_SIZE:
+                self._flush_fn()
+        else:
+            self._owner_loop.call_soon_threadsafe(self._text_later, text)
+
+    def send_binary(self, data):
+        """Send a binary message.
+
+        Raises:
+            TypeError: ``data`` is not bytes, bytearray or memoryview.
+        """
+        cdef Outbox out = self._out
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+        if PyThread_get_thread_ident() == self._owner_thread:
+            out._binary(data)
+            if not out.in_read or out._queued + out._len >= _EARLY_FLUSH_SIZE:
+                self._flush_fn()
+        else:
+            # Copy now: the caller may reuse its buffer before the loop gets to it.
+            self._owner_loop.call_soon_threadsafe(self._binary_later, bytes(data))

@@ -23,6 +23,8 @@ __all__ = [
     "encode_frame",
     "Text",
     "Binary",
+    "Outbox",
+    "Sender",
 ]
 
 
@@ -58,3 +60,5 @@ FrameReader = _impl.FrameReader
 encode_frame = _impl.encode_frame
 Text = _impl.Text
 Binary = _impl.Binary
+Outbox = _impl.Outbox
+Sender = _impl.Sender
