@@ -91,6 +91,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("rr-64k", "1 conn, 1 in flight, 64 KiB binary", ("--size", "65536")),
     Scenario("rr-1m", "1 conn, 1 in flight, 1 MiB binary", ("--size", "1048576")),
     Scenario("pipe-32", "1 conn, 100 in flight, 32 B text", ("--size", "32", "--inflight", "100")),
+    Scenario("pipe-1k", "1 conn, 100 in flight, 1 KiB text", ("--size", "1024", "--inflight", "100")),
     Scenario("conns-100", "100 conns, 1 in flight each, 32 B text", ("--size", "32", "--conns", "100")),
     Scenario(
         "pipe-64k",

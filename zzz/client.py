@@ -224,7 +224,7 @@ class ClientWebSocket:
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL_CLOSURE
         if self._conn is not None:
-            self._conn.state = State.CLOSED
+            self._conn.abandon()
         self._closed.set()
         self._wake()
         self._wake_drain()

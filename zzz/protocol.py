@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -77,19 +76,6 @@ class ConnectionFailed:
 
 Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
 
-# Binary payloads from this size on are queued as their own buffer rather than copied behind
-# the frame header.
-_SPLIT_FRAME_SIZE = 64 * 1024
-_BINARY_FIN = bytes((0x80 | OP_BINARY,))
-_pack_u16 = struct.Struct("!BH").pack
-_pack_u64 = struct.Struct("!BQ").pack
-
-
-def _length_bytes(n: int) -> bytes:
-    """The second header byte and extended length of an unmasked frame with an ``n``-byte payload."""
-    return _pack_u16(126, n) if n < 0x10000 else _pack_u64(127, n)
-
-
 # Module-level aliases: looking up an Enum member through its class is slow on the hot path.
 _OPEN = State.OPEN
 _CLOSING = State.CLOSING
@@ -153,11 +139,14 @@ class Connection:
             max_frame_size=max_frame_size,
             max_message_size=max_message_size,
             max_fragments=max_fragments,
+            messages=True,
         )
-        self._frames: list[tuple[int, bool, bool, bytes | str]] = []
+        # What the reader delivered: whole messages as Text/Binary, other frames as tuples.
+        self._frames: list[Any] = []
         self._pos = 0
         self._error: WebSocketError | None = None
-        self._out: list[bytes] = []
+        # A server without compression has its frames built by the outbox itself.
+        self._out = core.Outbox(None if is_server and deflate is None else self.encode_message)
         self._max_message_size = max_message_size
         self._parts: list[bytes] = []
         self._msg_opcode = 0
@@ -200,13 +189,15 @@ class Connection:
         """
         frames = self._frames
         while self._pos < len(frames):
-            opcode, fin, rsv1, payload = frames[self._pos]
+            item = frames[self._pos]
             self._pos += 1
-            if fin and 0 < opcode < OP_CLOSE and not rsv1 and not self._msg_opcode and self.state is _OPEN:
-                # The common case: a whole uncompressed message in one frame.
-                return Text(payload) if opcode == OP_TEXT else Binary(payload)  # type: ignore[arg-type]
+            if type(item) is not tuple:  # a whole uncompressed message, the common case
+                if self.state is _OPEN:
+                    return item  # type: ignore[no-any-return]
+                continue  # after our close frame, data is discarded (RFC 6455 §1.4)
             if self.state is _CLOSED:
                 break
+            opcode, fin, rsv1, payload = item
             try:
                 event = self._handle_frame(opcode, fin, rsv1, payload)
             except WebSocketError as exc:
@@ -229,20 +220,29 @@ class Connection:
         that whatever the batch's handlers send goes out before a pong or a close frame.
         """
         self.receive_data(data)
-        events: list[Event] = []
-        if self.state is _OPEN and not self._msg_opcode:
-            append = events.append
-            frames = self._frames
-            pos = self._pos
-            n = len(frames)
-            while pos < n:
-                opcode, fin, rsv1, payload = frames[pos]
-                if not fin or rsv1 or not 0 < opcode < OP_CLOSE:
-                    break
-                append(Text(payload) if opcode == OP_TEXT else Binary(payload))  # type: ignore[arg-type]
-                pos += 1
-            self._pos = pos
-        return events
+        if self.state is not _OPEN:
+            return []
+        frames = self._frames
+        start = pos = self._pos
+        n = len(frames)
+        while pos < n and type(frames[pos]) is not tuple:
+            pos += 1
+        self._pos = pos
+        return frames[start:pos]
+
+    def dispatch(self, on_message: Any, ws: Any) -> tuple[bool, Any]:
+        """Call ``on_message(ws, msg)`` for each whole single-frame message at the front of what
+        is pending (the fast path, one call into the core per read); stop where ``next_event`` is
+        needed, as ``receive_events`` does.
+
+        Returns ``(raised, value)``: ``(True, exc)`` when a call raised ``exc``, ``(False, value)``
+        when one returned something other than None, ``(False, None)`` when the run is over.
+        Call again after handling the first two.
+        """
+        if self.state is not _OPEN:
+            return False, None
+        self._pos, raised, value = self._out.dispatch(self._frames, self._pos, on_message, ws)
+        return raised, value
 
     def events_received(self) -> list[Event]:
         """Every event the received bytes complete (convenience for clients and tests)."""
@@ -260,7 +260,7 @@ class Connection:
             return self._handle_fragment(opcode, fin, rsv1, payload)  # type: ignore[arg-type]
         if opcode == OP_PING:
             if self.state is _OPEN:
-                self._out.append(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
+                self._out.raw(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
             return Ping(payload)  # type: ignore[arg-type]
         if opcode == OP_PONG:
             return Pong(payload)  # type: ignore[arg-type]
@@ -268,9 +268,9 @@ class Connection:
         self.close_rcvd = (code, reason)
         if self.state is _OPEN:
             # Echo the peer's code, as most peers and Autobahn expect.
-            self._out.append(self._frame(OP_CLOSE, payload if code != CloseCode.NO_STATUS_RCVD else b""))  # type: ignore[arg-type]
+            self._out.raw(self._frame(OP_CLOSE, payload if code != CloseCode.NO_STATUS_RCVD else b""))  # type: ignore[arg-type]
             self.close_sent = (code, "")
-        self.state = _CLOSED
+        self._set_state(_CLOSED)
         self._frames = []
         self._pos = 0
         return CloseReceived(code, reason)
@@ -315,9 +315,9 @@ class Connection:
         code = exc.close_code
         reason = exc.reason[:123]
         if self.state is _OPEN:
-            self._out.append(self._frame(OP_CLOSE, encode_close(code, reason)))
+            self._out.raw(self._frame(OP_CLOSE, encode_close(code, reason)))
             self.close_sent = (code, reason)
-        self.state = _CLOSED
+        self._set_state(_CLOSED)
         self._frames = []
         self._pos = 0
         self._error = exc
@@ -339,37 +339,24 @@ class Connection:
 
     def send_text(self, text: str) -> None:
         """Queue a text message; ignored unless the connection is open."""
-        if self.state is _OPEN:
-            if self.is_server and self._deflate is None:
-                self._out.append(_encode_frame(OP_TEXT, text.encode()))
-            else:
-                self._out.append(self.encode_message(text.encode(), OP_TEXT))
+        self._out.text(text)
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue a binary message; ignored unless the connection is open."""
-        if self.state is _OPEN:
-            if self.is_server and self._deflate is None:
-                if len(data) >= _SPLIT_FRAME_SIZE:
-                    # Header and payload go out as two buffers: no copy of a big payload. A
-                    # mutable buffer is copied once, since the caller may reuse it.
-                    self._out.append(_BINARY_FIN + _length_bytes(len(data)))
-                    self._out.append(data if type(data) is bytes else bytes(data))
-                else:
-                    self._out.append(_encode_frame(OP_BINARY, data))
-            else:
-                self._out.append(self.encode_message(data, OP_BINARY))
+        """Queue a binary message; ignored unless the connection is open. A mutable buffer is
+        copied (the caller may reuse it); a big ``bytes`` payload is queued without a copy."""
+        self._out.binary(data)
 
     def send_raw(self, frame: bytes) -> None:
         """Queue bytes that are already a complete frame (broadcasts encode once)."""
         if self.state is _OPEN:
-            self._out.append(frame)
+            self._out.raw(frame)
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a ping (payload ≤ 125 bytes)."""
         if len(data) > 125:
             raise ValueError("ping payload is over 125 bytes")
         if self.state is _OPEN:
-            self._out.append(self._frame(OP_PING, data))
+            self._out.raw(self._frame(OP_PING, data))
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake; ignored unless open.
@@ -379,26 +366,37 @@ class Connection:
         """
         payload = encode_close(code, reason)
         if self.state is _OPEN:
-            self._out.append(self._frame(OP_CLOSE, payload))
+            self._out.raw(self._frame(OP_CLOSE, payload))
             self.close_sent = (code, reason)
-            self.state = _CLOSING
+            self._set_state(_CLOSING)
+
+    def abandon(self) -> None:
+        """The transport is gone: the connection is closed, whatever the handshake reached."""
+        self._set_state(_CLOSED)
+
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        self._out.open = state is _OPEN
+
+    @property
+    def outbox(self) -> Any:
+        """The ``core.Outbox`` that queues this connection's frames (a handle's ``Sender`` writes
+        into it directly)."""
+        return self._out
 
     def data_to_send(self) -> bytes:
         """Everything queued for the network since the last call, as one buffer."""
-        out = self._out
+        out = self._out.take()
         if not out:
             return b""
-        self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
 
     def buffers_to_send(self) -> list[bytes]:
         """Everything queued since the last call, as a list of immutable buffers for a vectored
         write (``transport.writelines``): big payloads are not copied into one buffer."""
-        out = self._out
-        self._out = []
-        return out
+        return self._out.take()  # type: ignore[no-any-return]
 
     @property
     def pending_output(self) -> bool:
         """True when ``data_to_send`` has something."""
-        return bool(self._out)
+        return self._out.pending  # type: ignore[no-any-return]

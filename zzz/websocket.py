@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["WsConfig", "WebSocket", "WebSocketProtocol", "broadcast"]
 
 logger = logging.getLogger("zzz")
-_get_ident = threading.get_ident
 
 OnOpen = Callable[["WebSocket"], Any]
 OnMessage = Callable[["WebSocket", Any], Any]
@@ -59,14 +57,17 @@ class WsConfig:
     subprotocols: Sequence[str] = field(default=())
 
 
-class WebSocket:
+class WebSocket(core.Sender):
     """The handle a callback gets for one connection. ``send``, ``send_binary`` and ``close`` are
-    safe from any thread and do nothing once the connection is closed."""
+    safe from any thread and do nothing once the connection is closed.
+
+    ``send(text)`` and ``send_binary(data)`` come from ``core.Sender`` (compiled with the
+    extension): they raise ``TypeError`` for the wrong type and write straight into the
+    connection's outbox.
+    """
 
     __slots__ = (
         "_proto",
-        "_conn",
-        "_loop",
         "_thread_id",
         "params",
         "query",
@@ -90,9 +91,8 @@ class WebSocket:
         remote_address: Any,
         subprotocol: str | None,
     ) -> None:
+        super().__init__(proto.conn.outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
         self._proto = proto
-        self._conn: Connection = proto.conn
-        self._loop: asyncio.AbstractEventLoop = proto.loop
         self._thread_id = threading.get_ident()
         self.params = params
         self.query = query
@@ -121,39 +121,6 @@ class WebSocket:
 
     # Sending
 
-    def send(self, text: str) -> None:
-        """Send a text message.
-
-        Raises:
-            TypeError: ``text`` is not a ``str``.
-        """
-        if type(text) is not str and not isinstance(text, str):
-            raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
-        if _get_ident() == self._thread_id:
-            self._conn.send_text(text)
-            proto = self._proto
-            if not proto._in_read:
-                proto._flush()
-        else:
-            self._loop.call_soon_threadsafe(self._proto.send_text, text)
-
-    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
-        """Send a binary message.
-
-        Raises:
-            TypeError: ``data`` is not bytes, bytearray or memoryview.
-        """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
-        if _get_ident() == self._thread_id:
-            self._conn.send_binary(data)
-            proto = self._proto
-            if not proto._in_read:
-                proto._flush()
-        else:
-            # Copy now: the caller may reuse its buffer before the loop gets to it.
-            self._loop.call_soon_threadsafe(self._proto.send_binary, bytes(data))
-
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake; the TCP connection is aborted after ``close_timeout`` if the
         peer does not answer.
@@ -170,7 +137,7 @@ class WebSocket:
         if threading.get_ident() == self._thread_id:
             self._proto.close(code, reason)
         else:
-            self._loop.call_soon_threadsafe(self._proto.close, code, reason)
+            self._proto.loop.call_soon_threadsafe(self._proto.close, code, reason)
 
     @property
     def closed(self) -> bool:
@@ -215,8 +182,8 @@ class WebSocketProtocol(asyncio.Protocol):
         # Async message callbacks pull events one at a time (decompression waits for them too);
         # sync ones get each read's events in one batch.
         self._pull = _is_async(config.on_message)
-        self._backlog: deque[Any] = deque()
-        self._in_read = False
+        # in_read is True while a read (or a callback run) is handled: sends wait for its end.
+        self._outbox = conn.outbox
         self._paused = 0
         self._busy = False  # an async callback is running; events wait for it
         self._task: asyncio.Task[Any] | None = None
@@ -242,7 +209,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._keepalive.start()
         logger.info("websocket open %s %s", self.ws.path, self.ws.remote_address)
         on_open = self.config.on_open
-        self._in_read = True
+        self._outbox.in_read = True
         try:
             if on_open is not None:
                 self._run_callback(on_open, (self.ws,))
@@ -251,7 +218,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if not self._busy:
                 self._process()
         finally:
-            self._in_read = False
+            self._outbox.in_read = False
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -274,16 +241,14 @@ class WebSocketProtocol(asyncio.Protocol):
             conn.receive_data(data)
             self._pause(_PAUSED_BY_CALLBACK)
             return
-        self._in_read = True
+        self._outbox.in_read = True
         try:
-            if self._pull:
-                conn.receive_data(data)
-                self._process()
-            else:
-                self._run_events(conn.receive_events(data))
-                self._process()  # control frames, fragments, failures: after the batch's replies
+            conn.receive_data(data)
+            if not self._pull:
+                self._dispatch()
+            self._process()  # control frames, fragments, failures: after the batch's replies
         finally:
-            self._in_read = False
+            self._outbox.in_read = False
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -291,33 +256,23 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # Events to callbacks
 
-    def _run_events(self, events: list[Any]) -> None:
-        """Run ``on_message`` for a batch of messages (sync callback: the fast path). If one
-        returns an awaitable after all, the rest of the batch waits in the backlog."""
+    def _dispatch(self) -> None:
+        """Run a sync ``on_message`` for the whole messages of a read in one call into the core
+        (the fast path); ``_process`` handles what follows them. A callback that returns an
+        awaitable after all is awaited before anything else is delivered."""
+        on_message = self._on_message
+        if on_message is None:
+            return
         conn = self.conn
         ws = self.ws
-        on_message = self._on_message
-        for index, event in enumerate(events):
-            cls = type(event)
-            if cls is Text or cls is Binary:
-                if on_message is None or conn.state is not _OPEN:
-                    continue  # after our close frame, messages are discarded
-                try:
-                    result = on_message(ws, event)
-                except Exception:
-                    self._callback_failed()
-                    continue
-                if result is not None and inspect.isawaitable(result):
-                    self._backlog.extend(events[index + 1 :])
-                    self._await_callback(result)
-                    return
-            else:
-                self._control_event(event)
-
-    def _next_event(self) -> Any:
-        if self._backlog:
-            return self._backlog.popleft()
-        return self.conn.next_event()
+        while not self._busy:
+            raised, value = conn.dispatch(on_message, ws)
+            if raised:
+                self._callback_failed(value)
+            elif value is None:
+                return
+            elif inspect.isawaitable(value):
+                self._await_callback(value)
 
     def _process(self) -> None:
         """Pull events and run callbacks until none is left or an async callback must be awaited."""
@@ -325,7 +280,7 @@ class WebSocketProtocol(asyncio.Protocol):
         ws = self.ws
         on_message = self._on_message
         while not self._busy:
-            event = self._next_event()
+            event = conn.next_event()
             if event is None:
                 return
             cls = type(event)
@@ -333,8 +288,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 if on_message is not None and conn.state is _OPEN:
                     try:
                         result = on_message(ws, event)
-                    except Exception:
-                        self._callback_failed()
+                    except Exception as exc:
+                        self._callback_failed(exc)
                         continue
                     if result is not None and inspect.isawaitable(result):
                         self._await_callback(result)
@@ -359,8 +314,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def _run_callback(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             result = fn(*args)
-        except Exception:
-            self._callback_failed()
+        except Exception as exc:
+            self._callback_failed(exc)
             return
         if result is not None and inspect.isawaitable(result):
             self._await_callback(result)
@@ -378,23 +333,23 @@ class WebSocketProtocol(asyncio.Protocol):
             self._busy = False
             self._task = None
             raise
-        except Exception:
-            self._callback_failed()
+        except Exception as exc:
+            self._callback_failed(exc)
         self._busy = False
         self._task = None
-        self._in_read = True
+        self._outbox.in_read = True
         try:
             self._process()
         finally:
-            self._in_read = False
+            self._outbox.in_read = False
         self._flush()
         if not self._busy:
             self._resume(_PAUSED_BY_CALLBACK)
             if self._lost:
                 self._report_close()
 
-    def _callback_failed(self) -> None:
-        logger.exception("callback raised on %s; closing with 1011", self.ws.path)
+    def _callback_failed(self, exc: BaseException) -> None:
+        logger.error("callback raised on %s; closing with 1011", self.ws.path, exc_info=exc)
         self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _report_close(self) -> None:
@@ -430,18 +385,18 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def send_text(self, text: str) -> None:
         self.conn.send_text(text)
-        if not self._in_read:
+        if not self._outbox.in_read:
             self._flush()
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         self.conn.send_binary(data)
-        if not self._in_read:
+        if not self._outbox.in_read:
             self._flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Queue an already encoded frame (used by broadcasts that encode once)."""
         self.conn.send_raw(frame)
-        if not self._in_read:
+        if not self._outbox.in_read:
             self._flush()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -449,7 +404,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         self.conn.send_close(code, reason)
         self._final_code = (code, reason)
-        if not self._in_read:
+        if not self._outbox.in_read:
             self._flush()
         timeout = self.settings.close_timeout
         if timeout is not None and self._close_timer is None:
