@@ -230,6 +230,14 @@ class Connection:
         self._pos = pos
         return frames[start:pos]
 
+    def receive_and_dispatch(self, data: bytes | bytearray | memoryview, on_message: Any, ws: Any) -> tuple[bool, Any]:
+        """``receive_data(data)`` then ``dispatch(on_message, ws)``: the per-read fast path."""
+        self.receive_data(data)
+        if self.state is not _OPEN:
+            return False, None
+        self._pos, raised, value = self._out.dispatch(self._frames, self._pos, on_message, ws)
+        return raised, value
+
     def dispatch(self, on_message: Any, ws: Any) -> tuple[bool, Any]:
         """Call ``on_message(ws, msg)`` for each whole single-frame message at the front of what
         is pending (the fast path, one call into the core per read); stop where ``next_event`` is

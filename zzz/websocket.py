@@ -179,9 +179,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.conn: Connection = conn
         self.ws = WebSocket(self, **handle_kwargs)
         self._on_message = config.on_message
-        # Async message callbacks pull events one at a time (decompression waits for them too);
-        # sync ones get each read's events in one batch.
-        self._pull = _is_async(config.on_message)
+        # A sync on_message gets every whole message of a read in one call into the core; async
+        # ones pull events one at a time (decompression waits for them too).
+        self._batch_on_message = None if _is_async(config.on_message) else config.on_message
+        self._max_backpressure = state.settings.max_backpressure
         # in_read is True while a read (or a callback run) is handled: sends wait for its end.
         self._outbox = conn.outbox
         self._paused = 0
@@ -241,38 +242,41 @@ class WebSocketProtocol(asyncio.Protocol):
             conn.receive_data(data)
             self._pause(_PAUSED_BY_CALLBACK)
             return
-        self._outbox.in_read = True
+        outbox = self._outbox
+        outbox.in_read = True
         try:
-            conn.receive_data(data)
-            if not self._pull:
-                self._dispatch()
-            self._process()  # control frames, fragments, failures: after the batch's replies
+            on_message = self._batch_on_message
+            if on_message is not None:
+                raised, value = conn.receive_and_dispatch(data, on_message, self.ws)
+                if raised or value is not None:
+                    self._dispatch_on(raised, value)
+            else:
+                conn.receive_data(data)
+            if conn.has_pending_frames:
+                self._process()  # control frames, fragments, failures: after the batch's replies
         finally:
-            self._outbox.in_read = False
-        self._flush()
+            outbox.in_read = False
+        if outbox.pending:
+            self._flush()
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost reports 1006 if no close frame came
 
     # Events to callbacks
 
-    def _dispatch(self) -> None:
-        """Run a sync ``on_message`` for the whole messages of a read in one call into the core
-        (the fast path); ``_process`` handles what follows them. A callback that returns an
-        awaitable after all is awaited before anything else is delivered."""
-        on_message = self._on_message
-        if on_message is None:
-            return
-        conn = self.conn
-        ws = self.ws
-        while not self._busy:
-            raised, value = conn.dispatch(on_message, ws)
+    def _dispatch_on(self, raised: bool, value: Any) -> None:
+        """A batch run of a sync ``on_message`` stopped: a callback raised (``value`` is the
+        exception) or returned something. Handle it, then run the rest of the batch; a callback
+        that returned an awaitable after all is awaited before anything else is delivered."""
+        while True:
             if raised:
                 self._callback_failed(value)
             elif value is None:
                 return
             elif inspect.isawaitable(value):
                 self._await_callback(value)
+                return
+            raised, value = self.conn.dispatch(self._on_message, self.ws)
 
     def _process(self) -> None:
         """Pull events and run callbacks until none is left or an async callback must be awaited."""
@@ -411,10 +415,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self._close_timer = self.loop.call_later(timeout, self._on_close_timeout)
 
     def _flush(self) -> None:
-        conn = self.conn
-        if not conn.pending_output:
+        outbox = self._outbox
+        if not outbox.pending:
             return
-        buffers = conn.buffers_to_send()
+        buffers = outbox.take()
         transport = self.transport
         if transport is None:
             return
@@ -422,7 +426,7 @@ class WebSocketProtocol(asyncio.Protocol):
             transport.write(buffers[0])
         else:
             transport.writelines(buffers)
-        limit = self.settings.max_backpressure
+        limit = self._max_backpressure
         if limit is not None and transport.get_write_buffer_size() > limit:
             self._fail_slow_reader()
 
