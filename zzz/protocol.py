@@ -230,12 +230,28 @@ class Connection:
         self._pos = pos
         return frames[start:pos]
 
-    def receive_and_dispatch(self, data: bytes | bytearray | memoryview, on_message: Any, ws: Any) -> tuple[bool, Any]:
-        """``receive_data(data)`` then ``dispatch(on_message, ws)``: the per-read fast path."""
-        self.receive_data(data)
-        if self.state is not _OPEN:
-            return False, None
-        self._pos, raised, value = self._out.dispatch(self._frames, self._pos, on_message, ws)
+    def receive_and_dispatch(
+        self, data: bytes | bytearray | memoryview, on_message: Any, ws: Any
+    ) -> tuple[bool, Any] | None:
+        """``receive_data(data)`` then ``dispatch(on_message, ws)``: the per-read fast path.
+
+        Returns None when every frame was handled; otherwise what ``dispatch`` returned (call
+        ``dispatch`` again after handling it) and ``next_event`` has work too.
+        """
+        if self.state is not _OPEN or self._error is not None or self._pos < len(self._frames):
+            self.receive_data(data)
+            return self.dispatch(on_message, ws)
+        try:
+            frames = self._reader.feed(data)
+        except WebSocketError as exc:
+            frames = exc.frames
+            self._error = exc
+        pos, raised, value = self._out.dispatch(frames, 0, on_message, ws)
+        if pos == len(frames) and not raised and value is None and self._error is None:
+            frames.clear()  # nothing is kept: the list is the reader's, made for this read
+            return None
+        self._frames = frames
+        self._pos = pos
         return raised, value
 
     def dispatch(self, on_message: Any, ws: Any) -> tuple[bool, Any]:

@@ -246,14 +246,14 @@ class WebSocketProtocol(asyncio.Protocol):
         outbox.in_read = True
         try:
             on_message = self._batch_on_message
-            if on_message is not None:
-                raised, value = conn.receive_and_dispatch(data, on_message, self.ws)
-                if raised or value is not None:
-                    self._dispatch_on(raised, value)
-            else:
+            if on_message is None:
                 conn.receive_data(data)
-            if conn.has_pending_frames:
-                self._process()  # control frames, fragments, failures: after the batch's replies
+                self._process()
+            else:
+                outcome = conn.receive_and_dispatch(data, on_message, self.ws)
+                if outcome is not None:
+                    self._dispatch_on(*outcome)
+                    self._process()  # control frames, fragments, failures: after the batch's replies
         finally:
             outbox.in_read = False
         if outbox.pending:

@@ -517,3 +517,23 @@ async def test_unanswered_close_with_1008_still_reports_1006() -> None:
         await asyncio.wait_for(done.wait(), 5)
         raw.close()
     assert seen == [(1006, "")]
+
+
+async def test_raising_callback_in_a_batch_closes_after_the_earlier_replies(caplog: pytest.LogCaptureFixture) -> None:
+    got: list[str] = []
+
+    def on_message(ws: zzz.WebSocket, msg: Any) -> None:
+        got.append(msg.data)
+        if msg.data == "boom":
+            raise RuntimeError("boom in a batch")
+        ws.send(msg.data)
+
+    async with serve(zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_message=on_message))])) as server:
+        with caplog.at_level(logging.ERROR, logger="zzz"):
+            raw = await RawClient.connect(server.port)
+            raw.writer.write(b"".join(_frame(n) for n in ["a", "boom", "after"]))  # one read, one batch
+            assert await raw.read_frame() == (1, b"a")
+            assert (await raw.read_close())[0] == 1011
+            raw.close()
+    assert got == ["a", "boom"]  # what came after the failure is not delivered
+    assert "RuntimeError: boom in a batch" in caplog.text  # the traceback is logged
