@@ -328,6 +328,7 @@ cdef class Utf8Validator:
 # Messages. ``zzz.Text`` and ``zzz.Binary`` are these classes: created once per received message
 # and matched by user code, so they are extension types (a dataclass costs three times as much).
 
+@cython.freelist(128)
 cdef class Text:
     """A text message; ``data`` is the decoded ``str``."""
 
@@ -352,6 +353,7 @@ cdef class Text:
         return (Text, (self.data,))
 
 
+@cython.freelist(128)
 cdef class Binary:
     """A binary message; ``data`` is ``bytes``."""
 
@@ -883,6 +885,10 @@ cdef enum:
     # While a read is handled, replies are held for one write; past this many bytes they go out early.
     _EARLY_FLUSH_SIZE = 256 * 1024
     _OUTBOX_FIRST_SIZE = 1024
+    # A buffer this full is queued as it is when it would have to grow; the next one starts at
+    # _OUTBOX_CHUNK_SIZE, so a big batch of replies is never copied by growing.
+    _OUTBOX_SEAL_SIZE = 32 * 1024
+    _OUTBOX_CHUNK_SIZE = 64 * 1024
 
 EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
 
@@ -1061,9 +1067,14 @@ cdef class Outbox:
         cdef Py_ssize_t needed = self._len + n
         cdef Py_ssize_t cap
         if needed > self._cap:
-            cap = 2 * self._cap
-            if cap < _OUTBOX_FIRST_SIZE:
-                cap = _OUTBOX_FIRST_SIZE
+            if self._len >= _OUTBOX_SEAL_SIZE:
+                self._seal()
+                needed = n
+                cap = _OUTBOX_CHUNK_SIZE
+            else:
+                cap = 2 * self._cap
+                if cap < _OUTBOX_FIRST_SIZE:
+                    cap = _OUTBOX_FIRST_SIZE
             if cap < needed:
                 cap = needed
             if self._buf == NULL:

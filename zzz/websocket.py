@@ -550,12 +550,14 @@ def broadcast(sockets: Sequence[WebSocket], message: str | bytes) -> None:
     frame: bytes | None = None
     for ws in sockets:
         proto = ws._proto
-        if proto.closed:
+        outbox = proto._outbox
+        if proto.transport is None or not outbox.open:
             continue
-        conn = proto.conn
-        if conn._deflate is not None:  # per-connection compression context: encode for it
-            proto.send_frame(conn.encode_message(payload, opcode))
+        if outbox.encoder is not None:  # per-connection compression context: encode for it
+            proto.send_frame(proto.conn.encode_message(payload, opcode))
             continue
         if frame is None:
             frame = core.encode_frame(opcode, payload)
-        proto.send_frame(frame)
+        outbox.raw(frame)
+        if not outbox.in_read:
+            proto._flush()
