@@ -43,6 +43,8 @@ class Server:
         raw: a plain byte echo (the client runs with ``--raw``; no WebSocket scenarios that need
             a real server, such as broadcast).
         deflate: this entry runs the compression scenarios only (and only those).
+        env: extra environment variables for the server process.
+        only: when not empty, the scenario keys this entry runs (the others are skipped).
     """
 
     name: str
@@ -50,6 +52,8 @@ class Server:
     args: tuple[str, ...] = ()
     raw: bool = False
     deflate: bool = False
+    env: tuple[tuple[str, str], ...] = ()
+    only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,14 @@ SERVERS: list[Server] = [
     Server("zzz", "server_zzz.py"),
     Server("websockets+deflate", "server_websockets.py", ("--compression",), deflate=True),
     Server("zzz+deflate", "server_zzz.py", ("--compression",), deflate=True),
+    # The pure-Python twin (what runs where the extension is not built), for the issue's
+    # "no slower than websockets" rows.
+    Server(
+        "zzz twin",
+        "server_zzz.py",
+        env=(("ZZZ_NO_EXTENSIONS", "1"),),
+        only=("rr-32", "rr-1k", "pipe-32", "pipe-1k"),
+    ),
 ]
 
 # Text for 32 B and 1 KiB (valid UTF-8, so servers run their UTF-8 checks), binary above.
@@ -152,6 +164,8 @@ QUICK_SCENARIOS = (
 
 def applies(server: Server, scenario: Scenario) -> bool:
     """Whether ``scenario`` runs on ``server``: deflate rows only on deflate entries; no broadcast on raw."""
+    if server.only and scenario.key not in server.only:
+        return False
     if server.deflate != scenario.deflate:
         return False
     return not (server.raw and scenario.kind == "bcast")
@@ -220,6 +234,7 @@ def start_server(server: Server, python: str, pin: str, log: Path, cpu: int = 0)
     port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(server.env)
     cmd = [
         *pin_prefix(pin, "server"),
         python,

@@ -487,7 +487,9 @@ class Outbox:
         self._size = 0
         return buffers
 
-    def dispatch(self, frames: list[Any], pos: int, on_message: Callable[[Any, Any], Any], ws: Any) -> tuple[int, bool, Any]:
+    def dispatch(
+        self, frames: list[Any], pos: int, on_message: Callable[[Any, Any], Any], ws: Any
+    ) -> tuple[int, bool, Any]:
         """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` (``Text`` and
         ``Binary`` items from a ``FrameReader(messages=True)``), up to the first frame tuple.
 

@@ -1,5 +1,8 @@
 """Type stub for the compiled core; ``zzz._purepy`` is its twin and the reference for behaviour."""
 
+from collections.abc import Callable
+from typing import Any
+
 from zzz.errors import WebSocketError as WebSocketError
 
 _Buffer = bytes | bytearray | memoryview
@@ -37,8 +40,10 @@ class FrameReader:
         max_frame_size: int | None = None,
         max_message_size: int | None = None,
         max_fragments: int | None = None,
+        messages: bool = False,
     ) -> None: ...
-    def feed(self, data: _Buffer) -> list[_Frame]: ...
+    messages: bool
+    def feed(self, data: _Buffer) -> list[_Frame | Text | Binary]: ...
 
 def _select_kernels(name: str = "best") -> tuple[str, str]:
     """Pick the SIMD kernels ("best", "avx512", "avx2", "sse2", "word") for tests and benchmarks;
@@ -63,3 +68,34 @@ class Binary:
     @property
     def data(self) -> bytes: ...
     def __init__(self, data: bytes) -> None: ...
+
+EARLY_FLUSH_SIZE: int
+
+class Outbox:
+    open: bool
+    in_read: bool
+    encoder: Callable[[_Buffer, int], bytes] | None
+    def __init__(self, encoder: Callable[[_Buffer, int], bytes] | None = None) -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def pending(self) -> bool: ...
+    def text(self, text: str) -> None: ...
+    def binary(self, data: _Buffer) -> None: ...
+    def raw(self, frame: bytes) -> None: ...
+    def take(self) -> list[bytes]: ...
+    def dispatch(
+        self, frames: list[Any], pos: int, on_message: Callable[[Any, Any], Any], ws: Any
+    ) -> tuple[int, bool, Any]: ...
+
+class Sender:
+    def __init__(
+        self,
+        outbox: Outbox,
+        flush: Callable[[], Any],
+        loop: Any,
+        text_later: Callable[[str], Any],
+        binary_later: Callable[[bytes], Any],
+    ) -> None: ...
+    def send(self, text: str) -> None: ...
+    def send_binary(self, data: _Buffer) -> None: ...

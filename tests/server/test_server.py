@@ -519,7 +519,7 @@ async def test_unanswered_close_with_1008_still_reports_1006() -> None:
     assert seen == [(1006, "")]
 
 
-async def test_raising_callback_in_a_batch_closes_after_the_earlier_replies(caplog: pytest.LogCaptureFixture) -> None:
+async def test_raising_callback_in_a_batch_closes_after_earlier_replies(caplog: pytest.LogCaptureFixture) -> None:
     got: list[str] = []
 
     def on_message(ws: zzz.WebSocket, msg: Any) -> None:
