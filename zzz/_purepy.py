@@ -31,6 +31,7 @@ __all__ = [
     "Binary",
     "Outbox",
     "Sender",
+    "Receiver",
 ]
 
 OP_CONT = 0x0
@@ -573,3 +574,75 @@ class Sender:
         else:
             # Copy now: the caller may reuse its buffer before the loop gets to it.
             self._owner_loop.call_soon_threadsafe(self._binary_later, bytes(data))
+
+
+class Receiver:
+    """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
+    ``feed(data)`` is the transport's ``data_received``.
+
+    A read whose frames are all whole data messages, read without error, is handled here from
+    start to end: parse, ``on_message(ws, msg)`` for each, then ``flush()`` if anything was
+    sent. Every other read goes to Python: ``slow(data)`` when the fast path is off (``enabled``
+    False, the outbox closed, the reader failed), or ``finish(frames, pos, raised, value,
+    error)`` with what was read and how far the dispatch got, when the read held something else
+    (a control frame, a fragment, a compressed message, a violation) or a callback raised or
+    returned a value. ``keepalive.received`` is set on every read.
+    """
+
+    __slots__ = (
+        "_reader",
+        "_out",
+        "_on_message",
+        "_ws",
+        "_slow",
+        "_finish",
+        "_flush_fn",
+        "_keepalive",
+        "enabled",
+    )
+
+    def __init__(
+        self,
+        reader: FrameReader,
+        outbox: Outbox,
+        on_message: Callable[[Any, Any], Any],
+        ws: Any,
+        slow: Callable[[Any], Any],
+        finish: Callable[..., Any],
+        flush: Callable[[], Any],
+        keepalive: Any,
+    ) -> None:
+        self._reader = reader
+        self._out = outbox
+        self._on_message = on_message
+        self._ws = ws
+        self._slow = slow
+        self._finish = finish
+        self._flush_fn = flush
+        self._keepalive = keepalive
+        self.enabled = True
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Handle one read (see the class)."""
+        out = self._out
+        self._keepalive.received = True
+        if not self.enabled or not out.open or self._reader._error is not None:
+            self._slow(data)
+            return
+        error = None
+        out.in_read = True
+        try:
+            try:
+                frames = self._reader.feed(data)
+            except WebSocketError as exc:
+                frames = exc.frames
+                error = exc
+            pos, raised, value = out.dispatch(frames, 0, self._on_message, self._ws)
+        finally:
+            out.in_read = False
+        if pos == len(frames) and not raised and value is None and error is None:
+            del frames[:]  # the reader made this list for this read; nothing in it is kept
+            if out._size:
+                self._flush_fn()
+            return
+        self._finish(frames, pos, raised, value, error)

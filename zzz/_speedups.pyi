@@ -99,3 +99,18 @@ class Sender:
     ) -> None: ...
     def send(self, text: str) -> None: ...
     def send_binary(self, data: _Buffer) -> None: ...
+
+class Receiver:
+    enabled: bool
+    def __init__(
+        self,
+        reader: FrameReader,
+        outbox: Outbox,
+        on_message: Callable[[Any, Any], Any],
+        ws: Any,
+        slow: Callable[[Any], Any],
+        finish: Callable[..., Any],
+        flush: Callable[[], Any],
+        keepalive: Any,
+    ) -> None: ...
+    def feed(self, data: _Buffer) -> None: ...

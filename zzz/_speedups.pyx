@@ -70,6 +70,7 @@ __all__ = [
     "Binary",
     "Outbox",
     "Sender",
+    "Receiver",
 ]
 
 OP_CONT = 0x0
@@ -514,6 +515,9 @@ cdef class FrameReader:
                 holds the frames completed before the failure, and every later call raises it
                 again (with no frames).
         """
+        return self._feed(data)
+
+    cdef list _feed(self, object data):
         cdef Py_buffer view
         cdef list frames
         if self._error is not None:
@@ -972,6 +976,9 @@ cdef class Outbox:
         ``Exception`` (``raised`` True, ``value`` the exception) or returns something other than
         None (``value`` is what it returned); ``(position reached, False, None)`` otherwise.
         """
+        return self._dispatch(frames, pos, on_message, ws)
+
+    cdef tuple _dispatch(self, list frames, Py_ssize_t pos, object on_message, object ws):
         cdef Py_ssize_t n = len(frames)
         cdef object msg, result
         while pos < n:
@@ -1159,3 +1166,67 @@ cdef class Sender:
         else:
             # Copy now: the caller may reuse its buffer before the loop gets to it.
             self._owner_loop.call_soon_threadsafe(self._binary_later, bytes(data))
+
+
+@cython.final
+cdef class Receiver:
+    """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
+    ``feed(data)`` is the transport's ``data_received``.
+
+    A read whose frames are all whole data messages, read without error, is handled here from
+    start to end: parse, ``on_message(ws, msg)`` for each, then ``flush()`` if anything was
+    sent. Every other read goes to Python: ``slow(data)`` when the fast path is off (``enabled``
+    False, the outbox closed, the reader failed), or ``finish(frames, pos, raised, value,
+    error)`` with what was read and how far the dispatch got, when the read held something else
+    (a control frame, a fragment, a compressed message, a violation) or a callback raised or
+    returned a value. ``keepalive.received`` is set on every read.
+    """
+
+    cdef FrameReader _reader
+    cdef Outbox _out
+    cdef object _on_message
+    cdef object _ws
+    cdef object _slow
+    cdef object _finish
+    cdef object _flush_fn
+    cdef object _keepalive
+    cdef public bint enabled
+
+    def __init__(self, FrameReader reader not None, Outbox outbox not None, on_message, ws, slow, finish,
+                 flush, keepalive):
+        self._reader = reader
+        self._out = outbox
+        self._on_message = on_message
+        self._ws = ws
+        self._slow = slow
+        self._finish = finish
+        self._flush_fn = flush
+        self._keepalive = keepalive
+        self.enabled = True
+
+    def feed(self, data):
+        """Handle one read (see the class)."""
+        cdef Outbox out = self._out
+        cdef list frames
+        cdef object error = None
+        cdef tuple outcome
+        self._keepalive.received = True
+        if not self.enabled or not out.open or self._reader._error is not None:
+            self._slow(data)
+            return
+        out.in_read = True
+        try:
+            try:
+                frames = self._reader._feed(data)
+            except WebSocketError as exc:
+                frames = exc.frames
+                error = exc
+            outcome = out._dispatch(frames, 0, self._on_message, self._ws)
+        finally:
+            out.in_read = False
+        if outcome[0] == len(frames) and outcome[1] is False and outcome[2] is None and error is None:
+            del frames[:]  # the reader made this list for this read; nothing in it is kept
+            if out._queued + out._len:
+                self._flush_fn()
+            return
+        self._finish(frames, outcome[0], outcome[1], outcome[2], error)

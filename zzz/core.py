@@ -25,6 +25,7 @@ __all__ = [
     "Binary",
     "Outbox",
     "Sender",
+    "Receiver",
 ]
 
 
@@ -62,3 +63,4 @@ Text = _impl.Text
 Binary = _impl.Binary
 Outbox = _impl.Outbox
 Sender = _impl.Sender
+Receiver = _impl.Receiver

@@ -230,30 +230,6 @@ class Connection:
         self._pos = pos
         return frames[start:pos]
 
-    def receive_and_dispatch(
-        self, data: bytes | bytearray | memoryview, on_message: Any, ws: Any
-    ) -> tuple[bool, Any] | None:
-        """``receive_data(data)`` then ``dispatch(on_message, ws)``: the per-read fast path.
-
-        Returns None when every frame was handled; otherwise what ``dispatch`` returned (call
-        ``dispatch`` again after handling it) and ``next_event`` has work too.
-        """
-        if self.state is not _OPEN or self._error is not None or self._pos < len(self._frames):
-            self.receive_data(data)
-            return self.dispatch(on_message, ws)
-        try:
-            frames = self._reader.feed(data)
-        except WebSocketError as exc:
-            frames = exc.frames
-            self._error = exc
-        pos, raised, value = self._out.dispatch(frames, 0, on_message, ws)
-        if pos == len(frames) and not raised and value is None and self._error is None:
-            frames.clear()  # nothing is kept: the list is the reader's, made for this read
-            return None
-        self._frames = frames
-        self._pos = pos
-        return raised, value
-
     def dispatch(self, on_message: Any, ws: Any) -> tuple[bool, Any]:
         """Call ``on_message(ws, msg)`` for each whole single-frame message at the front of what
         is pending (the fast path, one call into the core per read); stop where ``next_event`` is
@@ -267,6 +243,21 @@ class Connection:
             return False, None
         self._pos, raised, value = self._out.dispatch(self._frames, self._pos, on_message, ws)
         return raised, value
+
+    @property
+    def reader(self) -> Any:
+        """The ``core.FrameReader`` (``messages=True``) this connection reads with, for a
+        ``core.Receiver`` that parses reads itself and hands leftovers back with ``adopt``."""
+        return self._reader
+
+    def adopt(self, frames: list[Any], pos: int, error: WebSocketError | None) -> None:
+        """Take over what a ``core.Receiver`` read: ``frames`` as the reader returned them, of
+        which the first ``pos`` were dispatched already, and the reader's ``error`` (or None).
+        ``next_event`` and ``dispatch`` go on from there. Only call it with nothing pending."""
+        self._frames = frames
+        self._pos = pos
+        if error is not None:
+            self._error = error
 
     def events_received(self) -> list[Event]:
         """Every event the received bytes complete (convenience for clients and tests)."""
@@ -292,7 +283,8 @@ class Connection:
         self.close_rcvd = (code, reason)
         if self.state is _OPEN:
             # Echo the peer's code, as most peers and Autobahn expect.
-            self._out.raw(self._frame(OP_CLOSE, payload if code != CloseCode.NO_STATUS_RCVD else b""))  # type: ignore[arg-type]
+            echo = payload if code != CloseCode.NO_STATUS_RCVD else b""
+            self._out.raw(self._frame(OP_CLOSE, echo))  # type: ignore[arg-type]
             self.close_sent = (code, "")
         self._set_state(_CLOSED)
         self._frames = []

@@ -197,6 +197,21 @@ class WebSocketProtocol(asyncio.Protocol):
         self._keepalive = Keepalive(
             self.loop, state.settings.ping_interval, state.settings.ping_timeout, self._send_ping, self._on_ping_timeout
         )
+        # With a sync on_message the transport calls the core's per-read loop directly; it comes
+        # back to Python (_receive, _finish_read) for everything but whole messages.
+        self._receiver: Any = None
+        if self._batch_on_message is not None:
+            self._receiver = core.Receiver(
+                conn.reader,
+                self._outbox,
+                self._batch_on_message,
+                self.ws,
+                self._receive,
+                self._finish_read,
+                self._flush,
+                self._keepalive,
+            )
+            self.data_received = self._receiver.feed  # type: ignore[method-assign]
 
     # Life cycle
 
@@ -235,7 +250,9 @@ class WebSocketProtocol(asyncio.Protocol):
             self._process()  # complete messages already received are still delivered
             self._report_close()
 
-    def data_received(self, data: bytes) -> None:
+    def _receive(self, data: bytes) -> None:
+        """A read, the general way: events one at a time (the ``core.Receiver`` takes the reads
+        it can handle whole when ``on_message`` is sync)."""
         self._keepalive.received = True
         conn = self.conn
         if self._busy:
@@ -245,15 +262,26 @@ class WebSocketProtocol(asyncio.Protocol):
         outbox = self._outbox
         outbox.in_read = True
         try:
-            on_message = self._batch_on_message
-            if on_message is None:
-                conn.receive_data(data)
-                self._process()
-            else:
-                outcome = conn.receive_and_dispatch(data, on_message, self.ws)
-                if outcome is not None:
-                    self._dispatch_on(*outcome)
-                    self._process()  # control frames, fragments, failures: after the batch's replies
+            conn.receive_data(data)
+            self._process()
+        finally:
+            outbox.in_read = False
+        if outbox.pending:
+            self._flush()
+
+    data_received = _receive
+
+    def _finish_read(self, frames: list[Any], pos: int, raised: bool, value: Any, error: Any) -> None:
+        """The rest of a read the ``core.Receiver`` started: it dispatched ``frames[:pos]`` and
+        stopped at a callback's exception or result, at a frame that is not a whole message, or
+        at a violation (``error``). Control frames and failures come after the batch's replies."""
+        self.conn.adopt(frames, pos, error)
+        outbox = self._outbox
+        outbox.in_read = True
+        try:
+            if raised or value is not None:
+                self._dispatch_on(raised, value)
+            self._process()
         finally:
             outbox.in_read = False
         if outbox.pending:
@@ -324,8 +352,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if result is not None and inspect.isawaitable(result):
             self._await_callback(result)
 
+    def _set_busy(self, busy: bool) -> None:
+        """An async callback is running (or no longer): reads wait for it, so the fast path is off."""
+        self._busy = busy
+        if self._receiver is not None:
+            self._receiver.enabled = not busy
+
     def _await_callback(self, awaitable: Awaitable[Any]) -> None:
-        self._busy = True
+        self._set_busy(True)
         self._task = self.loop.create_task(self._finish_callback(awaitable))
         self.state.tasks.add(self._task)
         self._task.add_done_callback(self.state.tasks.discard)
@@ -334,12 +368,12 @@ class WebSocketProtocol(asyncio.Protocol):
         try:
             await awaitable
         except asyncio.CancelledError:
-            self._busy = False
+            self._set_busy(False)
             self._task = None
             raise
         except Exception as exc:
             self._callback_failed(exc)
-        self._busy = False
+        self._set_busy(False)
         self._task = None
         self._outbox.in_read = True
         try:

@@ -220,7 +220,9 @@ def make_sender(impl: ModuleType) -> tuple[Any, Any, Flushes, FakeLoop, list[Any
     flush = Flushes(box)
     loop = FakeLoop()
     later: list[Any] = []
-    sender = impl.Sender(box, flush, loop, lambda t: later.append(("text", t)), lambda b: later.append(("binary", b)))
+    sender = impl.Sender(
+        box, flush, loop, lambda t: later.append(("text", t)), lambda b: later.append(("binary", b))
+    )
     return sender, box, flush, loop, later
 
 
@@ -326,3 +328,107 @@ def test_reader_without_messages_keeps_tuples(impl: ModuleType) -> None:
     reader = impl.FrameReader(require_mask=False)
     assert reader.messages is False
     assert reader.feed(impl.encode_frame(1, b"a")) == [(1, True, False, "a")]
+
+
+# Receiver
+
+
+class Keepalive:
+    received = False
+
+
+class ReceiverRig:
+    """A Receiver wired to recorders: what went the slow way, what was finished in Python,
+    how often it flushed, and what it wrote."""
+
+    def __init__(self, impl: ModuleType, on_message: Any = None) -> None:
+        self.impl = impl
+        self.reader = impl.FrameReader(require_mask=True, messages=True, max_message_size=1000)
+        self.box = impl.Outbox()
+        self.slow: list[bytes] = []
+        self.finished: list[tuple[Any, ...]] = []
+        self.flushes = Flushes(self.box)
+        self.keepalive = Keepalive()
+        self.seen: list[Any] = []
+        self.receiver = impl.Receiver(
+            self.reader,
+            self.box,
+            on_message or self.echo,
+            "ws",
+            self.slow.append,
+            lambda *args: self.finished.append(args),
+            self.flushes,
+            self.keepalive,
+        )
+
+    def echo(self, ws: Any, msg: Any) -> None:
+        self.seen.append(msg)
+        assert self.box.in_read, "replies wait for the end of the read"
+        if type(msg) is self.impl.Text:
+            self.box.text(msg.data)
+        else:
+            self.box.binary(msg.data)
+
+
+def masked(impl: ModuleType, opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    return impl.encode_frame(opcode, payload, fin, False, b"\x0a\x0b\x0c\x0d")  # type: ignore[no-any-return]
+
+
+def test_receiver_handles_a_read_of_whole_messages_and_flushes_once(impl: ModuleType) -> None:
+    rig = ReceiverRig(impl)
+    rig.receiver.feed(masked(impl, 1, b"one") + masked(impl, 2, b"two") + masked(impl, 1, "é".encode()))
+    assert rig.seen == [impl.Text("one"), impl.Binary(b"two"), impl.Text("é")]
+    assert rig.keepalive.received is True and not rig.box.in_read
+    expected = [(1, True, False, "one"), (2, True, False, b"two"), (1, True, False, "é")]
+    assert parse(impl, rig.flushes.written) == expected
+    assert rig.slow == [] and rig.finished == []
+
+
+def test_receiver_does_not_flush_when_nothing_was_sent(impl: ModuleType) -> None:
+    rig = ReceiverRig(impl, on_message=lambda ws, msg: None)
+    rig.receiver.feed(masked(impl, 1, b"quiet"))
+    rig.receiver.feed(masked(impl, 1, b"par")[:4])  # half a frame: nothing to dispatch
+    assert rig.flushes.written == [] and rig.finished == [] and rig.slow == []
+
+
+def test_receiver_hands_a_control_frame_and_what_follows_to_finish(impl: ModuleType) -> None:
+    rig = ReceiverRig(impl)
+    rig.receiver.feed(masked(impl, 1, b"a") + masked(impl, 9, b"ping") + masked(impl, 1, b"b"))
+    assert rig.seen == [impl.Text("a")]
+    ((frames, pos, raised, value, error),) = rig.finished
+    assert frames == [impl.Text("a"), (9, True, False, b"ping"), impl.Text("b")]
+    assert (pos, raised, value, error) == (1, False, None, None)
+    assert rig.flushes.written == []  # finishing the read (and flushing) is Python's job then
+
+
+def test_receiver_hands_a_violation_to_finish_after_the_messages_before_it(impl: ModuleType) -> None:
+    rig = ReceiverRig(impl)
+    rig.receiver.feed(masked(impl, 1, b"ok") + masked(impl, 1, b"x" * 1001))
+    ((frames, pos, raised, value, error),) = rig.finished
+    assert frames == [impl.Text("ok")] and pos == 1 and (raised, value) == (False, None)
+    assert type(error).__name__ == "MessageTooBig" and error.close_code == 1009
+    rig.receiver.feed(masked(impl, 1, b"later"))  # the reader failed: the fast path is off
+    assert rig.slow == [masked(impl, 1, b"later")]
+
+
+def test_receiver_hands_a_raising_callback_to_finish(impl: ModuleType) -> None:
+    boom = RuntimeError("boom")
+
+    def on_message(ws: Any, msg: Any) -> None:
+        if msg.data == "boom":
+            raise boom
+
+    rig = ReceiverRig(impl, on_message=on_message)
+    rig.receiver.feed(masked(impl, 1, b"a") + masked(impl, 1, b"boom") + masked(impl, 1, b"c"))
+    ((frames, pos, raised, value, error),) = rig.finished
+    assert (pos, raised, value, error) == (2, True, boom, None) and len(frames) == 3
+
+
+def test_receiver_goes_the_slow_way_when_disabled_or_closed(impl: ModuleType) -> None:
+    rig = ReceiverRig(impl)
+    rig.receiver.enabled = False
+    rig.receiver.feed(b"first")
+    rig.receiver.enabled = True
+    rig.box.open = False
+    rig.receiver.feed(b"second")
+    assert rig.slow == [b"first", b"second"] and rig.seen == [] and rig.keepalive.received is True
