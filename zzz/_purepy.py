@@ -581,12 +581,14 @@ class Receiver:
     ``feed(data)`` is the transport's ``data_received``.
 
     A read whose frames are all whole data messages, read without error, is handled here from
-    start to end: parse, ``on_message(ws, msg)`` for each, then ``flush()`` if anything was
-    sent. Every other read goes to Python: ``slow(data)`` when the fast path is off (``enabled``
-    False, the outbox closed, the reader failed), or ``finish(frames, pos, raised, value,
-    error)`` with what was read and how far the dispatch got, when the read held something else
-    (a control frame, a fragment, a compressed message, a violation) or a callback raised or
-    returned a value. ``keepalive.received`` is set on every read.
+    start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
+    ``writelines``) of everything sent, and ``over_limit()`` if the transport's buffer is then
+    over ``max_buffer`` bytes (None: no limit). Every other read goes to Python: ``slow(data)``
+    when the fast path is off (``enabled`` False, the outbox closed, the reader failed), or
+    ``finish(frames, pos, raised, value, error)`` with what was read and how far the dispatch
+    got, when the read held something else (a control frame, a fragment, a compressed message,
+    a violation) or a callback raised or returned a value. ``keepalive.received`` is set on
+    every read.
     """
 
     __slots__ = (
@@ -596,7 +598,9 @@ class Receiver:
         "_ws",
         "_slow",
         "_finish",
-        "_flush_fn",
+        "_transport",
+        "_max_buffer",
+        "_over_limit",
         "_keepalive",
         "enabled",
     )
@@ -609,7 +613,9 @@ class Receiver:
         ws: Any,
         slow: Callable[[Any], Any],
         finish: Callable[..., Any],
-        flush: Callable[[], Any],
+        transport: Any,
+        max_buffer: int | None,
+        over_limit: Callable[[], Any],
         keepalive: Any,
     ) -> None:
         self._reader = reader
@@ -618,7 +624,9 @@ class Receiver:
         self._ws = ws
         self._slow = slow
         self._finish = finish
-        self._flush_fn = flush
+        self._transport = transport
+        self._max_buffer = max_buffer
+        self._over_limit = over_limit
         self._keepalive = keepalive
         self.enabled = True
 
@@ -643,6 +651,14 @@ class Receiver:
         if pos == len(frames) and not raised and value is None and error is None:
             del frames[:]  # the reader made this list for this read; nothing in it is kept
             if out._size:
-                self._flush_fn()
+                buffers = out.take()
+                transport = self._transport
+                if len(buffers) == 1:
+                    transport.write(buffers[0])
+                else:
+                    transport.writelines(buffers)
+                limit = self._max_buffer
+                if limit is not None and transport.get_write_buffer_size() > limit:
+                    self._over_limit()
             return
         self._finish(frames, pos, raised, value, error)

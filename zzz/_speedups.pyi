@@ -110,7 +110,9 @@ class Receiver:
         ws: Any,
         slow: Callable[[Any], Any],
         finish: Callable[..., Any],
-        flush: Callable[[], Any],
+        transport: Any,
+        max_buffer: int | None,
+        over_limit: Callable[[], Any],
         keepalive: Any,
     ) -> None: ...
     def feed(self, data: _Buffer) -> None: ...

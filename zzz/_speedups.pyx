@@ -960,6 +960,9 @@ cdef class Outbox:
 
     def take(self):
         """Everything queued, in order; the outbox is empty afterwards."""
+        return self._take()
+
+    cdef list _take(self):
         cdef list buffers
         self._seal()
         buffers = self._buffers
@@ -1174,12 +1177,14 @@ cdef class Receiver:
     ``feed(data)`` is the transport's ``data_received``.
 
     A read whose frames are all whole data messages, read without error, is handled here from
-    start to end: parse, ``on_message(ws, msg)`` for each, then ``flush()`` if anything was
-    sent. Every other read goes to Python: ``slow(data)`` when the fast path is off (``enabled``
-    False, the outbox closed, the reader failed), or ``finish(frames, pos, raised, value,
-    error)`` with what was read and how far the dispatch got, when the read held something else
-    (a control frame, a fragment, a compressed message, a violation) or a callback raised or
-    returned a value. ``keepalive.received`` is set on every read.
+    start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
+    ``writelines``) of everything sent, and ``over_limit()`` if the transport's buffer is then
+    over ``max_buffer`` bytes (None: no limit). Every other read goes to Python: ``slow(data)``
+    when the fast path is off (``enabled`` False, the outbox closed, the reader failed), or
+    ``finish(frames, pos, raised, value, error)`` with what was read and how far the dispatch
+    got, when the read held something else (a control frame, a fragment, a compressed message,
+    a violation) or a callback raised or returned a value. ``keepalive.received`` is set on
+    every read.
     """
 
     cdef FrameReader _reader
@@ -1188,19 +1193,27 @@ cdef class Receiver:
     cdef object _ws
     cdef object _slow
     cdef object _finish
-    cdef object _flush_fn
+    cdef object _write
+    cdef object _writelines
+    cdef object _buffer_size
+    cdef Py_ssize_t _max_buffer
+    cdef object _over_limit
     cdef object _keepalive
     cdef public bint enabled
 
     def __init__(self, FrameReader reader not None, Outbox outbox not None, on_message, ws, slow, finish,
-                 flush, keepalive):
+                 transport, max_buffer, over_limit, keepalive):
         self._reader = reader
         self._out = outbox
         self._on_message = on_message
         self._ws = ws
         self._slow = slow
         self._finish = finish
-        self._flush_fn = flush
+        self._write = transport.write
+        self._writelines = transport.writelines
+        self._buffer_size = transport.get_write_buffer_size
+        self._max_buffer = -1 if max_buffer is None else max_buffer
+        self._over_limit = over_limit
         self._keepalive = keepalive
         self.enabled = True
 
@@ -1208,6 +1221,7 @@ cdef class Receiver:
         """Handle one read (see the class)."""
         cdef Outbox out = self._out
         cdef list frames
+        cdef list buffers
         cdef object error = None
         cdef tuple outcome
         self._keepalive.received = True
@@ -1227,6 +1241,12 @@ cdef class Receiver:
         if outcome[0] == len(frames) and outcome[1] is False and outcome[2] is None and error is None:
             del frames[:]  # the reader made this list for this read; nothing in it is kept
             if out._queued + out._len:
-                self._flush_fn()
+                buffers = out._take()
+                if len(buffers) == 1:
+                    self._write(buffers[0])
+                else:
+                    self._writelines(buffers)
+                if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
+                    self._over_limit()
             return
         self._finish(frames, outcome[0], outcome[1], outcome[2], error)

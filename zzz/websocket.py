@@ -208,7 +208,9 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.ws,
                 self._receive,
                 self._finish_read,
-                self._flush,
+                transport,
+                self._max_backpressure,
+                self._fail_slow_reader,
                 self._keepalive,
             )
             self.data_received = self._receiver.feed  # type: ignore[method-assign]

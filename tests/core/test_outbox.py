@@ -337,17 +337,42 @@ class Keepalive:
     received = False
 
 
+class FakeTransport:
+    """Records writes; reports ``buffered`` as its write buffer size."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.buffered = 0
+
+    @property
+    def written(self) -> list[bytes]:
+        out: list[bytes] = []
+        for kind, arg in self.calls:
+            out.extend([arg] if kind == "write" else arg)
+        return out
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", data))
+
+    def writelines(self, buffers: list[bytes]) -> None:
+        self.calls.append(("writelines", list(buffers)))
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
 class ReceiverRig:
     """A Receiver wired to recorders: what went the slow way, what was finished in Python,
-    how often it flushed, and what it wrote."""
+    what it wrote and whether it called over_limit."""
 
-    def __init__(self, impl: ModuleType, on_message: Any = None) -> None:
+    def __init__(self, impl: ModuleType, on_message: Any = None, max_buffer: int | None = None) -> None:
         self.impl = impl
         self.reader = impl.FrameReader(require_mask=True, messages=True, max_message_size=1000)
         self.box = impl.Outbox()
         self.slow: list[bytes] = []
         self.finished: list[tuple[Any, ...]] = []
-        self.flushes = Flushes(self.box)
+        self.transport = FakeTransport()
+        self.over_limit: list[bool] = []
         self.keepalive = Keepalive()
         self.seen: list[Any] = []
         self.receiver = impl.Receiver(
@@ -357,7 +382,9 @@ class ReceiverRig:
             "ws",
             self.slow.append,
             lambda *args: self.finished.append(args),
-            self.flushes,
+            self.transport,
+            max_buffer,
+            lambda: self.over_limit.append(True),
             self.keepalive,
         )
 
@@ -374,21 +401,44 @@ def masked(impl: ModuleType, opcode: int, payload: bytes, fin: bool = True) -> b
     return impl.encode_frame(opcode, payload, fin, False, b"\x0a\x0b\x0c\x0d")  # type: ignore[no-any-return]
 
 
-def test_receiver_handles_a_read_of_whole_messages_and_flushes_once(impl: ModuleType) -> None:
+def test_receiver_handles_a_read_of_whole_messages_and_writes_once(impl: ModuleType) -> None:
     rig = ReceiverRig(impl)
     rig.receiver.feed(masked(impl, 1, b"one") + masked(impl, 2, b"two") + masked(impl, 1, "é".encode()))
     assert rig.seen == [impl.Text("one"), impl.Binary(b"two"), impl.Text("é")]
     assert rig.keepalive.received is True and not rig.box.in_read
+    assert len(rig.transport.calls) == 1  # one write (or writelines) for the whole read
     expected = [(1, True, False, "one"), (2, True, False, b"two"), (1, True, False, "é")]
-    assert parse(impl, rig.flushes.written) == expected
-    assert rig.slow == [] and rig.finished == []
+    assert parse(impl, rig.transport.written) == expected
+    assert rig.slow == [] and rig.finished == [] and rig.over_limit == [] and not rig.box.pending
 
 
-def test_receiver_does_not_flush_when_nothing_was_sent(impl: ModuleType) -> None:
+def test_receiver_writes_big_payloads_as_their_own_buffers(impl: ModuleType) -> None:
+    big = bytes(range(256)) * 400  # 100 KiB
+
+    def on_message(ws: Any, msg: Any) -> None:
+        rig.box.text("small")
+        rig.box.binary(big)
+
+    rig = ReceiverRig(impl, on_message=on_message)
+    rig.receiver.feed(masked(impl, 1, b"go"))
+    ((kind, buffers),) = rig.transport.calls
+    assert kind == "writelines" and any(buf is big for buf in buffers)
+    assert [f[3] for f in parse(impl, buffers)] == ["small", big]
+
+
+@pytest.mark.parametrize("buffered, called", [(100, False), (101, True)])
+def test_receiver_calls_over_limit_past_max_buffer(impl: ModuleType, buffered: int, called: bool) -> None:
+    rig = ReceiverRig(impl, max_buffer=100)
+    rig.transport.buffered = buffered
+    rig.receiver.feed(masked(impl, 1, b"x"))
+    assert rig.over_limit == ([True] if called else [])
+
+
+def test_receiver_does_not_write_when_nothing_was_sent(impl: ModuleType) -> None:
     rig = ReceiverRig(impl, on_message=lambda ws, msg: None)
     rig.receiver.feed(masked(impl, 1, b"quiet"))
     rig.receiver.feed(masked(impl, 1, b"par")[:4])  # half a frame: nothing to dispatch
-    assert rig.flushes.written == [] and rig.finished == [] and rig.slow == []
+    assert rig.transport.calls == [] and rig.finished == [] and rig.slow == []
 
 
 def test_receiver_hands_a_control_frame_and_what_follows_to_finish(impl: ModuleType) -> None:
@@ -398,7 +448,7 @@ def test_receiver_hands_a_control_frame_and_what_follows_to_finish(impl: ModuleT
     ((frames, pos, raised, value, error),) = rig.finished
     assert frames == [impl.Text("a"), (9, True, False, b"ping"), impl.Text("b")]
     assert (pos, raised, value, error) == (1, False, None, None)
-    assert rig.flushes.written == []  # finishing the read (and flushing) is Python's job then
+    assert rig.transport.calls == []  # finishing the read (and writing) is Python's job then
 
 
 def test_receiver_hands_a_violation_to_finish_after_the_messages_before_it(impl: ModuleType) -> None:
