@@ -31,9 +31,18 @@ def chunks(fdp: Any, data: bytes, max_cuts: int = 12) -> list[bytes]:
     return out
 
 
+def plain(item: Any) -> Any:
+    """A reader's item in a form both cores share: each core has its own Text/Binary classes."""
+    kind = type(item).__name__
+    return (kind, item.data) if kind in ("Text", "Binary") else item
+
+
 def outcome(fn: Any, *args: Any) -> tuple[Any, ...]:
-    """("ok", result) or ("error", exception type name, args, frames completed before it)."""
+    """("ok", result) or ("error", exception type name, args, frames completed before it);
+    lists of frames with their messages as ``plain`` tuples."""
     try:
-        return ("ok", fn(*args))
+        result = fn(*args)
     except Exception as exc:  # compared, not swallowed: the caller asserts on it
-        return ("error", type(exc).__name__, exc.args, getattr(exc, "frames", None))
+        frames = getattr(exc, "frames", None)
+        return ("error", type(exc).__name__, exc.args, None if frames is None else [plain(f) for f in frames])
+    return ("ok", [plain(f) for f in result] if isinstance(result, list) else result)

@@ -51,6 +51,7 @@ def TestOneInput(data: bytes) -> None:
         max_frame_size=_util.limit(fdp, SIZES),
         max_message_size=_util.limit(fdp, SIZES),
         max_fragments=_util.limit(fdp, FRAGMENTS),
+        messages=fdp.ConsumeBool(),
     )
     if fdp.ConsumeBool():
         stream = _structured(fdp, options["require_mask"])
