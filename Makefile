@@ -19,8 +19,13 @@ $(VENV)/.stamp: pyproject.toml setup.py
 ext: $(VENV)/.stamp
 	$(PY) setup.py -q build_ext --inplace
 
+# make run PORT=9000 HOST=0.0.0.0 ARGS="--workers 2 --redis redis://127.0.0.1:6379/0"
+HOST ?= 127.0.0.1
+PORT ?= 8080
+ARGS ?=
+
 run: ext
-	$(PY) -m zzz
+	$(PY) -m zzz --host $(HOST) --port $(PORT) $(ARGS)
 
 # The whole suite on the compiled core, then again on the pure-Python twin.
 test: test-cython test-python

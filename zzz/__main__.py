@@ -1,7 +1,8 @@
 """``python -m zzz``: the demo server on 127.0.0.1:8080: a Channels chat with rooms and presence
 at ``/`` (zzz.js), plus raw WebSocket routes ``/ws/echo`` and ``/ws/chat/:room`` (page at ``/raw``).
 
-Options: ``--host``, ``--port``, ``--loop auto|uvloop|asyncio``, ``--workers N``.
+Options: ``--host``, ``--port``, ``--loop auto|uvloop|asyncio``, ``--workers N``, ``--redis URL``
+(the Channels chat's rooms and presence on ``zzz.RedisPubSub(URL)``, required with ``--workers`` > 1).
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ async def identify(req: zzz.Request, call_next: Any) -> zzz.Response:
     return response
 
 
-def build_app(**settings: Any) -> zzz.App:
-    """The demo app: the Channels chat, echo, raw chat rooms with broadcast, and their pages."""
+def build_app(pubsub: zzz.PubSub | None = None, **settings: Any) -> zzz.App:
+    """The demo app: the Channels chat, echo, raw chat rooms with broadcast, and their pages.
+
+    Args:
+        pubsub: the Channels chat's backend (``None``: rooms and presence in this process).
+        **settings: keyword arguments of ``zzz.App``.
+    """
     rooms: dict[str, set[zzz.WebSocket]] = defaultdict(set)
 
     def echo(ws: zzz.WebSocket, msg: zzz.WsMessage) -> None:
@@ -101,7 +107,7 @@ def build_app(**settings: Any) -> zzz.App:
         zzz.Router.ws("/ws/echo", zzz.WsConfig(on_message=echo)),
         chat,
     ]
-    app: zzz.App = channels_demo.build_app(extra_routes=raw_routes, **settings)
+    app: zzz.App = channels_demo.build_app(extra_routes=raw_routes, pubsub=pubsub, **settings)
     return app
 
 
@@ -115,11 +121,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--loop", default="auto", choices=["auto", "uvloop", "asyncio"])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--redis", metavar="URL", help="keep the chat's rooms and presence in this Redis")
     args = parser.parse_args(argv)
+    if args.workers > 1 and not args.redis:
+        # Each worker would have its own rooms and presence: users on different workers would not meet.
+        parser.exit(2, f"zzz: --workers {args.workers} needs --redis URL: "
+                       "without Redis every worker has its own rooms and presence\n")
+    pubsub: zzz.PubSub | None = None
+    if args.redis:
+        try:
+            pubsub = zzz.RedisPubSub(args.redis)
+        except ImportError as exc:
+            parser.exit(2, f"zzz: {exc}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"zzz demo: core={core.IMPLEMENTATION}; open http://{args.host}:{args.port}/ "
           f"(Channels chat) or /raw (raw WebSocket chat)", flush=True)
-    build_app().run(host=args.host, port=args.port, loop=args.loop, workers=args.workers)
+    if args.workers > 1:
+        logging.getLogger("zzz.demo").warning(
+            "the raw chat at /raw keeps its rooms per worker (only the chat at / uses Redis)")
+    build_app(pubsub=pubsub).run(host=args.host, port=args.port, loop=args.loop, workers=args.workers)
 
 
 if __name__ == "__main__":

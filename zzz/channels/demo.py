@@ -23,6 +23,13 @@ HISTORY = 50
 
 _PAGE = Path(__file__).resolve().parent.parent / "static" / "demo.html"
 
+# The demo's icon, at /favicon.ico for pages that ask for it (/raw); demo.html inlines the same one.
+FAVICON = (
+    b"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'>"
+    b"<rect width='16' height='16' rx='3' fill='#20242b'/>"
+    b"<path d='M4 4h8v2l-5 4h5v2H4v-2l5-4H4z' fill='#2d6cdf'/></svg>"
+)
+
 
 class ChatRooms:
     """Room channel handlers, with the last messages of each room kept in memory (this process only)."""
@@ -63,8 +70,15 @@ def _page(request: Any) -> Any:
     return Response(_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
+def _favicon(request: Any) -> Any:
+    from zzz.http import Response
+
+    headers = [("Cache-Control", "public, max-age=86400")]
+    return Response(FAVICON, headers=headers, content_type="image/svg+xml")
+
+
 def demo_routes(pubsub: PubSub | None = None) -> list[Any]:
-    """The demo's routes: the page at ``/`` and the channel endpoint at ``/socket``.
+    """The demo's routes: the page at ``/``, its icon at ``/favicon.ico``, the endpoint at ``/socket``.
 
     Args:
         pubsub: the backend (e.g. a ``RedisPubSub`` to run the demo on several processes).
@@ -75,7 +89,7 @@ def demo_routes(pubsub: PubSub | None = None) -> list[Any]:
     rooms = ChatRooms()
     room = ChannelDef("room:*", join=rooms.join, handlers={"new_msg": rooms.new_msg, "typing": rooms.typing})
     config = ChannelConfig(channels=[room], pubsub=pubsub, rate_limit=(20, 5.0))
-    return [Router.get("/", _page), *channel_routes("/socket", config)]
+    return [Router.get("/", _page), Router.get("/favicon.ico", _favicon), *channel_routes("/socket", config)]
 
 
 def build_app(extra_routes: Iterable[Any] = (), pubsub: PubSub | None = None, **settings: Any) -> Any:
