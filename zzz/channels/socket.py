@@ -250,7 +250,7 @@ class ChannelEndpoint:
                 message.ref,
                 message.join_ref,
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not JSON, circular, or nested too deeply
             log.exception("zzz.channels: reply to %r on %r is not JSON", message.event, message.topic)
             text = encode(
                 message.array_form,
@@ -264,7 +264,7 @@ class ChannelEndpoint:
 
     def _malformed(self, sock: ChannelSocket, exc: MalformedMessage) -> None:
         if exc.not_json:
-            sock.close(1007, "invalid JSON")
+            sock.close(1007, exc.reason)  # "invalid JSON" or "JSON nested too deeply"
         elif exc.ref is not None:
             message = Message(exc.topic or "", "", None, exc.ref, exc.join_ref, exc.array_form)
             self._reply(sock, message, "error", {"reason": "malformed message"})
