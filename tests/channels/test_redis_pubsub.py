@@ -127,6 +127,7 @@ async def test_presences_of_a_dead_process_expire(redis_url: str) -> None:
         await b.join("room:x", {"user": "bob"})
         await until(lambda: set(Presence.list("room:x", pa)) == {"ann", "bob"})
         a.ws.take()
+
         # Simulate a crash of b's process: its tasks stop and its client goes away, with no goodbye.
         async def no_goodbye(client: Any) -> None:
             pass
