@@ -7,6 +7,7 @@ subprocess (one per "machine"), or build it in-process with ``build_app``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,25 @@ def _silent(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
     return None
 
 
+_tickers: set[asyncio.Task[None]] = set()
+
+
+def _tick(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+    # A background task that broadcasts as fast as it can until the process stops: the shutdown tests
+    # use it so that the Redis writer is busy at the moment the server shuts down.
+    async def run() -> None:
+        n = 0
+        while True:
+            n += 1
+            socket.broadcast(topic, "tick", {"n": n})
+            await asyncio.sleep(0.001)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _tickers.add(task)
+    task.add_done_callback(_tickers.discard)
+    return {}
+
+
 def _static(name: str) -> Any:
     # The app serves /__zzz/zzz.js itself; these copies under /t/ let the browser tests load the module
     # wrapper (zzz.mjs imports "./zzz.js" from its own directory).
@@ -83,14 +103,17 @@ def _echo(ws: zzz.WebSocket, msg: Any) -> None:
 
 
 def build_app(
-    redis_url: str | None = None, node_ttl: float = 15.0, heartbeat_timeout: float = 60.0
+    redis_url: str | None = None,
+    node_ttl: float = 15.0,
+    heartbeat_timeout: float = 60.0,
+    **settings: Any,
 ) -> zzz.App:
     """The test app; with ``redis_url`` its broadcasts and presence are shared through Redis."""
     pubsub = RedisPubSub(redis_url, prefix="zzztest", node_ttl=node_ttl) if redis_url else None
     room = ChannelDef(
         "room:*",
         join=_join,
-        handlers={"new_msg": _new_msg, "who": _who, "fail": _fail, "silent": _silent},
+        handlers={"new_msg": _new_msg, "who": _who, "fail": _fail, "silent": _silent, "tick": _tick},
     )
     config = ChannelConfig(channels=[room], pubsub=pubsub, heartbeat_timeout=heartbeat_timeout)
     return zzz.App(
@@ -105,7 +128,8 @@ def build_app(
             # A raw echo for Zzz.connect, and a route that never answers (heartbeat timeouts).
             zzz.Router.ws("/echo", zzz.WsConfig(on_message=_echo)),
             zzz.Router.ws("/mute", zzz.WsConfig()),
-        ]
+        ],
+        **settings,
     )
 
 
@@ -115,15 +139,18 @@ def main() -> None:
     parser.add_argument("--redis", default=None)
     parser.add_argument("--node-ttl", type=float, default=15.0)
     parser.add_argument("--demo", action="store_true", help="serve zzz.channels.demo instead")
+    parser.add_argument("--close-timeout", type=float, default=None)
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "auto"])
     args = parser.parse_args()
+    settings = {} if args.close_timeout is None else {"close_timeout": args.close_timeout}
     logging.basicConfig(level=logging.WARNING)
     if args.demo:
         from zzz.channels.demo import build_app as build_demo
 
         app = build_demo()
     else:
-        app = build_app(args.redis, args.node_ttl)
-    app.run("127.0.0.1", args.port, loop="asyncio")
+        app = build_app(args.redis, args.node_ttl, **settings)
+    app.run("127.0.0.1", args.port, loop=args.loop)
 
 
 if __name__ == "__main__":

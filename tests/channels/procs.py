@@ -28,8 +28,12 @@ class AppProcess:
         redis_url: str | None = None,
         node_ttl: float = 15.0,
         demo: bool = False,
+        close_timeout: float | None = None,
+        loop: str = "asyncio",
     ) -> None:
         self.demo = demo
+        self.close_timeout = close_timeout
+        self.loop = loop
         self.port = port or free_port()
         self.redis_url = redis_url
         self.node_ttl = node_ttl
@@ -57,6 +61,9 @@ class AppProcess:
             cmd += ["--redis", self.redis_url]
         if self.demo:
             cmd.append("--demo")
+        if self.close_timeout is not None:
+            cmd += ["--close-timeout", str(self.close_timeout)]
+        cmd += ["--loop", self.loop]
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout

@@ -261,6 +261,45 @@ async def test_array_form_by_vsn_and_by_message() -> None:
     assert b.ws.take() == [[None, "7", "phoenix", "phx_reply", {"status": "ok", "response": {}}]]
 
 
+async def test_vsn2_socket_is_answered_in_the_array_form_whatever_it_sends() -> None:
+    # phoenix.js with vsn=2.0.0 parses every frame as an array: a message in the object form on such a
+    # socket must not switch its replies, pushes or broadcasts to the object form.
+    ep = endpoint(make_config())
+    a = await Client.open(ep, query={"vsn": "2.0.0"})
+    await a.send_raw(json.dumps(["1", "1", "room:1", "phx_join", {}]))
+    a.ws.take()
+    await a.send("phoenix", "heartbeat", ref="2")
+    assert a.ws.take() == [[None, "2", "phoenix", "phx_reply", {"status": "ok", "response": {}}]]
+    await a.send("room:1", "new_msg", {"b": 2}, ref="3", join_ref="1")
+    frames = a.ws.take()
+    assert [None, None, "room:1", "new_msg", {"b": 2}] in frames
+    assert ["1", "3", "room:1", "phx_reply", {"status": "ok", "response": {"accepted": True}}] in frames
+    await a.send("room:2", "phx_join", ref="4", join_ref="4")
+    assert a.ws.take()[1] == ["4", None, "room:2", "presence_state", {}]
+    await a.send_raw(json.dumps({"topic": "room:1", "ref": "5"}))  # malformed, with a ref
+    assert a.ws.take() == [
+        [None, "5", "room:1", "phx_reply", {"status": "error", "response": {"reason": "malformed message"}}]
+    ]
+    other = await Client.open(ep)
+    await other.join("room:1")
+    other.ws.take()
+    await other.send("room:1", "new_msg", {"b": 3}, ref=None)
+    assert a.ws.take() == [[None, None, "room:1", "new_msg", {"b": 3}]]
+
+
+async def test_vsn1_or_no_vsn_follows_the_client_messages() -> None:
+    ep = endpoint(make_config())
+    for query in ({"vsn": "1.0.0"}, {}):
+        c = await Client.open(ep, query=query)
+        await c.join("room:1")
+        frames = c.ws.take()
+        assert frames and all(isinstance(f, dict) for f in frames)  # the object form, as zzz.js speaks
+        await c.send_raw(json.dumps([None, "8", "phoenix", "heartbeat", {}]))
+        assert c.ws.take() == [[None, "8", "phoenix", "phx_reply", {"status": "ok", "response": {}}]]
+        await c.send("phoenix", "heartbeat", ref="9")
+        assert c.ws.take()[0]["ref"] == "9"
+
+
 async def test_mixed_forms_get_their_own_encoding_of_one_broadcast() -> None:
     ep = endpoint(make_config())
     a = await Client.open(ep, query={"vsn": "2.0.0"})

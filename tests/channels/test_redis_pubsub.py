@@ -127,12 +127,16 @@ async def test_presences_of_a_dead_process_expire(redis_url: str) -> None:
         await b.join("room:x", {"user": "bob"})
         await until(lambda: set(Presence.list("room:x", pa)) == {"ann", "bob"})
         a.ws.take()
-        # Simulate a crash of b's process: its tasks stop and its client goes away, with no cleanup.
+
+        # Simulate a crash of b's process: its tasks stop and its client goes away, with no goodbye.
+        async def no_goodbye(client: Any) -> None:
+            pass
+
+        pb._goodbye = no_goodbye  # type: ignore[method-assign]
         for task in pb._tasks:
             task.cancel()
         await asyncio.gather(*pb._tasks, return_exceptions=True)
         pb._tasks = []
-        await pb._client.aclose()
         pb._client = None
 
         diff = await until(lambda: frames_of(a, "presence_diff"), timeout=6)

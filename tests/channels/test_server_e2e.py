@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 import zzz
 from tests.channels.chat_app import build_app
 from tests.channels.procs import AppProcess
-from zzz.channels import ChannelConfig, ChannelDef, channel_routes
+from zzz.channels import ChannelConfig, ChannelDef, ChannelSocket, Reply, channel_routes
+from zzz.channels.wire import MAX_DEPTH
 
 
 class Peer:
@@ -249,3 +251,118 @@ async def test_two_processes_share_broadcasts_and_presence(two_nodes: tuple[AppP
         assert list(diff["payload"]["leaves"]) == ["bob"]
         ref = await a.send("room:multi", "who")
         assert (await a.reply(ref))["response"] == ["ann"]
+
+
+# -- nesting too deep to decode or encode (issue 12, item 15) ----------------------------------------
+
+
+DEEP = 10_000
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        nested(DEEP),
+        '{"a":' * DEEP + "1" + "}" * DEEP,
+        '["1","1","room:1","x",' + nested(DEEP) + "]",
+        # decodes, but over MAX_DEPTH: a handler echoing it could fail to encode it again
+        '["1","1","room:1","x",' + nested(MAX_DEPTH) + "]",
+    ],
+    ids=["array", "object", "payload", "over-limit"],
+)
+async def test_deeply_nested_message_is_malformed(frame: str, caplog: pytest.LogCaptureFixture) -> None:
+    srv = await start(build_app())
+    try:
+        url = f"ws://127.0.0.1:{srv.port}/socket"
+        async with connect(url) as bystander, connect(url) as w:
+            for _ in range(3):
+                await w.send(frame)
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await asyncio.wait_for(w.recv(), 5)
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (1007, "JSON nested too deeply")
+            p = Peer(bystander)
+            ref = await p.send("phoenix", "heartbeat")
+            assert (await p.reply(ref))["status"] == "ok"
+    finally:
+        await srv.close()
+    errors = [r for r in caplog.records if r.name == "zzz" and r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def deep_value(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def bad_values_app() -> zzz.App:
+    """Handlers that return or track what cannot be encoded (the app's bugs), and an echo."""
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+
+    def reply_with(value: Any) -> Any:
+        return lambda socket, topic, event, payload: value
+
+    def track_bad(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        socket.track(topic, "bad", {"at": object()})
+        return {}
+
+    def echo(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        return Reply.ok(payload)
+
+    handlers = {
+        "cyclic": reply_with(cyclic),
+        "deep": reply_with(deep_value(DEEP)),
+        "track_bad": track_bad,
+        "echo": echo,
+    }
+    room = ChannelDef("room:*", join=lambda socket, topic, payload: True, handlers=handlers)
+    return zzz.App(channel_routes("/socket", ChannelConfig(channels=[room])))
+
+
+@pytest.mark.parametrize("event", ["cyclic", "deep", "track_bad"])
+async def test_unencodable_app_values_harm_no_other_connection(
+    event: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = await start(bad_values_app())
+    try:
+        url = f"ws://127.0.0.1:{srv.port}/socket"
+        async with connect(url) as w1, connect(url) as w2:
+            a, b = Peer(w1), Peer(w2)
+            for peer in (a, b):
+                assert (await peer.reply(await peer.send("room:1", "phx_join")))["status"] == "ok"
+            # The app's bug: logged with its traceback, answered as any handler failure.
+            reply = await a.reply(await a.send("room:1", event))
+            assert reply == {"status": "error", "response": {"reason": "internal error"}}
+            assert any(r.exc_info for r in caplog.records if r.levelno >= logging.ERROR)
+            # Both connections carry on; a newcomer joins the topic and gets a presence_state.
+            for peer in (a, b):
+                assert (await peer.reply(await peer.send("phoenix", "heartbeat")))["status"] == "ok"
+            async with connect(url) as w3:
+                c = Peer(w3)
+                assert (await c.reply(await c.send("room:1", "phx_join")))["status"] == "ok"
+                assert await c.event("presence_state") == {}
+    finally:
+        await srv.close()
+
+
+async def test_nesting_within_the_limit_is_answered() -> None:
+    srv = await start(bad_values_app())
+    try:
+        async with connect(f"ws://127.0.0.1:{srv.port}/socket") as w:
+            p = Peer(w)
+            assert (await p.reply(await p.send("room:1", "phx_join")))["status"] == "ok"
+            payload = deep_value(MAX_DEPTH - 1)  # the message adds one level
+            assert await p.reply(await p.send("room:1", "echo", payload)) == {
+                "status": "ok",
+                "response": payload,
+            }
+    finally:
+        await srv.close()

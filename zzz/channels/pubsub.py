@@ -156,7 +156,9 @@ class PubSub:
             The new entry's ``phx_ref``.
 
         Raises:
-            TypeError: ``key`` is not a string or ``meta`` is not a dict.
+            TypeError: ``key`` is not a string or ``meta`` is not a dict or not JSON-serialisable.
+            ValueError: ``meta`` holds a circular reference.
+            RecursionError: ``meta`` is nested too deeply to encode.
         """
         if not isinstance(key, str):
             raise TypeError("presence key must be a string")
@@ -164,6 +166,10 @@ class PubSub:
             raise TypeError("presence meta must be a dict")
         ref = f"{self.node_id}-{next(self._ref_counter)}"
         meta = dict(meta, phx_ref=ref)
+        # Encode once before anything changes: an entry that cannot be encoded would otherwise sit in
+        # the replica and break every later presence_state and presence_diff of the topic, for every
+        # socket on it.
+        dumps(meta)
         with self._lock:
             mine = self._tracked.setdefault(sub.id, {})
             old_ref = mine.get((topic, key))

@@ -9,13 +9,21 @@ import asyncio
 import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from zzz.channels.pubsub import PresenceEntry, PubSub, envelope
 
 __all__ = ["RedisPubSub"]
 
 log = logging.getLogger("zzz")
+
+T = TypeVar("T")
+
+# The most a stopping backend spends on its goodbye (flush what is queued, drop the liveness key,
+# disconnect), and the extra time ``close`` waits for its tasks to finish before it gives up on them.
+_GOODBYE_TIMEOUT = 1.0
+_TASKS_GRACE = 0.5
 
 # Removes a topic from the presence index only when its hash is empty, atomically, so a concurrent
 # track (HSET then SADD) can never be left out of the index.
@@ -70,6 +78,10 @@ class RedisPubSub(PubSub):
         self._pending: list[tuple[Any, ...]] = []
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+        # Set once the backend stops (close(), or its tasks cancelled as the loop shuts down); every
+        # loop checks it, so no task goes back to waiting after it was told to stop.
+        self._stopping = False
         # What a lost or restarting Redis raises; anything else is a bug and should surface.
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
 
@@ -96,6 +108,7 @@ class RedisPubSub(PubSub):
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wakeup = asyncio.Event()
+        self._stopping = False
         try:
             pubsub = await self._subscribe()
         except BaseException:
@@ -103,16 +116,22 @@ class RedisPubSub(PubSub):
             self._client = None
             raise
         self._drop_empty = self._client.register_script(_DROP_EMPTY_TOPIC)
+        self._writer = self._loop.create_task(self._write(self._client))
         self._tasks = [
             self._loop.create_task(self._read(pubsub)),
-            self._loop.create_task(self._write()),
+            self._writer,
             self._loop.create_task(self._keep_alive()),
         ]
         if self._pending:
             self._wakeup.set()
 
     async def close(self) -> None:
-        """Withdraw this process's presences, flush what is queued and disconnect."""
+        """Withdraw this process's presences, flush what is queued and disconnect.
+
+        Bounded whatever Redis does: the goodbye gets about a second, then ``close`` gives up on it
+        (and on any task that does not stop) with a WARNING; the other processes expire what was not
+        withdrawn after ``node_ttl``.
+        """
         if self._client is None:
             return
         with self._lock:
@@ -122,20 +141,52 @@ class RedisPubSub(PubSub):
             by_topic.setdefault(topic, []).append(entry)
         for topic, leaves in by_topic.items():
             self._presence_change(topic, [], leaves)
+        self._begin_stop()
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            # Not gather(): a task whose cancellation was swallowed (see _stop_requested) would hold
+            # close() for ever; a bounded wait lets us give up on it instead.
+            _done, pending = await asyncio.wait(tasks, timeout=_GOODBYE_TIMEOUT + _TASKS_GRACE)
+            if pending:
+                log.warning(
+                    "zzz.channels: %d Redis task(s) did not stop within %.1f s; leaving them",
+                    len(pending),
+                    _GOODBYE_TIMEOUT + _TASKS_GRACE,
+                )
+        self._client = None
+        self._writer = None
+
+    def _begin_stop(self) -> None:
+        """Stop every loop: set the flag, wake the writer (it says goodbye) and cancel the others.
+
+        Called by ``close`` and by whichever task first sees that it was cancelled, so a cancellation
+        swallowed inside redis-py by one task is made up for by the others.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        current = asyncio.current_task()
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        client, self._client = self._client, None
-        errors: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *self._errors)
-        try:
-            # Bounded: a process shutting down must not hang on an unreachable Redis; the survivors
-            # expire what we could not withdraw.
-            await asyncio.wait_for(self._goodbye(client), timeout=5.0)
-        except errors as exc:
-            log.warning("zzz.channels: could not say goodbye to Redis (%r)", exc)
-        finally:
-            await client.aclose()
+            if task is not current and task is not self._writer:
+                task.cancel()
+
+    def _stop_requested(self) -> bool:
+        """True once the backend is stopping or the running task was cancelled.
+
+        Python 3.11's ``asyncio.wait_for`` (which redis-py wraps around socket writes) returns normally
+        and drops a cancellation that arrives just as the write completes; ``Task.cancelling()`` still
+        counts it, so checking it keeps such a task from going back to waiting.
+        """
+        if self._stopping:
+            return True
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        if cancelling is not None and cancelling():
+            self._begin_stop()
+            return True
+        return False
 
     async def _goodbye(self, client: Any) -> None:
         batch, self._pending = self._pending, []
@@ -143,9 +194,26 @@ class RedisPubSub(PubSub):
         pipe.delete(self._node_key(self.node_id))
         await pipe.execute()
 
+    async def _finish(self, client: Any) -> None:
+        """The writer's last act: goodbye and disconnect, together bounded by ``_GOODBYE_TIMEOUT``."""
+        errors: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *self._errors)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _GOODBYE_TIMEOUT
+        try:
+            await _bounded(self._goodbye(client), _GOODBYE_TIMEOUT)
+        except errors as exc:
+            # The survivors expire what we could not withdraw.
+            log.warning("zzz.channels: could not say goodbye to Redis (%r)", exc)
+        try:
+            await _bounded(client.aclose(), max(deadline - loop.time(), 0.1))
+        except errors as exc:
+            log.warning("zzz.channels: could not disconnect from Redis (%r)", exc)
+
     # -- the seam to other processes -----------------------------------------------------------------------
 
     def _publish(self, kind: str, header: list[Any], body: str) -> None:
+        if self._stopping and kind != "p":
+            return  # a broadcast made while stopping would only pile up; presence diffs still go out
         self._enqueue(("publish", self._bus, envelope(kind, header, body)))
 
     def _store(self, topic: str, joins: list[PresenceEntry], leaves: list[PresenceEntry]) -> None:
@@ -166,28 +234,43 @@ class RedisPubSub(PubSub):
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def _flush(self) -> None:
+    async def _flush(self, client: Any) -> None:
         batch, self._pending = self._pending, []
-        if not batch or self._client is None:
+        if not batch:
             return
         try:
-            await _pipeline(self._client, batch).execute()
-        except Exception:
-            # Live messages are worthless late; presence writes are state: keep them, in order.
+            await _pipeline(client, batch).execute()
+        except BaseException as exc:
+            if not isinstance(exc, (*self._errors, asyncio.CancelledError)):
+                raise  # a bug: the batch would fail again
+            # Lost Redis or cancelled mid-send. Live messages are worthless late; presence writes are
+            # state: keep them, in order (they are idempotent, so sending one twice does no harm).
             self._pending[:0] = [op for op in batch if op[0] != "publish"]
             raise
 
-    async def _write(self) -> None:
+    async def _write(self, client: Any) -> None:
         assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
-                await self._flush()
-            except self._errors as exc:
-                log.warning("zzz.channels: Redis write failed (%s); broadcasts were lost, retrying", exc)
-                await asyncio.sleep(0.5)
-                self._wakeup.set()
+        try:
+            while not self._stop_requested():
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if self._stop_requested():
+                    break
+                try:
+                    await self._flush(client)
+                except self._errors as exc:
+                    log.warning("zzz.channels: Redis write failed (%s); broadcasts were lost, retrying", exc)
+                    await asyncio.sleep(0.5)
+                    self._wakeup.set()
+                except Exception:  # a bug: drop the batch, keep the writer that every broadcast needs
+                    log.exception("zzz.channels: Redis write failed")
+        except asyncio.CancelledError:
+            # Cancelled with the loop (asyncio.run/Runner cancels every task at exit): still say
+            # goodbye, bounded, then let the cancellation through.
+            self._begin_stop()
+            await self._finish(client)
+            raise
+        await self._finish(client)
 
     async def _subscribe(self) -> Any:
         """Subscribe to the bus, then bring the replica and our stored entries in line with Redis."""
@@ -199,42 +282,60 @@ class RedisPubSub(PubSub):
             msg = await pubsub.get_message(timeout=5.0)
             if msg is not None and msg["type"] == "subscribe":
                 break
+            if self._stop_requested():
+                await _bounded(pubsub.aclose(), _GOODBYE_TIMEOUT, quiet=True)
+                raise asyncio.CancelledError
         await self._client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
         await self._resync()
         return pubsub
 
     async def _read(self, pubsub: Any) -> None:
-        while True:
-            try:
-                async for msg in pubsub.listen():
-                    if msg["type"] == "message":
-                        self._receive(msg["data"])
-                raise ConnectionError("subscription ended")
-            except asyncio.CancelledError:
-                await pubsub.aclose()
-                raise
-            except self._errors as exc:
-                log.warning("zzz.channels: Redis subscription lost (%s); reconnecting", exc)
-            # Broadcasts published while we were away are lost (as with any Redis pub/sub);
-            # presence is repaired by the resync in _subscribe.
-            delay = 0.1
-            while True:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            while not self._stop_requested():
                 try:
-                    pubsub = await self._subscribe()
+                    async for msg in pubsub.listen():
+                        if self._stop_requested():
+                            break
+                        if msg["type"] == "message":
+                            self._receive(msg["data"])
+                    else:
+                        raise ConnectionError("subscription ended")
                     break
                 except self._errors as exc:
-                    log.warning("zzz.channels: Redis still unreachable (%s)", exc)
+                    if self._stop_requested():
+                        break  # the writer's goodbye disconnected us
+                    log.warning("zzz.channels: Redis subscription lost (%s); reconnecting", exc)
+                # Broadcasts published while we were away are lost (as with any Redis pub/sub);
+                # presence is repaired by the resync in _subscribe.
+                delay = 0.1
+                while not self._stop_requested():
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    try:
+                        pubsub = await self._subscribe()
+                        break
+                    except self._errors as exc:
+                        log.warning("zzz.channels: Redis still unreachable (%s)", exc)
+        except asyncio.CancelledError:
+            self._begin_stop()
+            raise
+        finally:
+            await _bounded(pubsub.aclose(), _GOODBYE_TIMEOUT, quiet=True)
 
     async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(self.node_ttl / 3)
-            try:
-                await self._client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
-                await self._sweep()
-            except self._errors as exc:
-                log.warning("zzz.channels: Redis presence upkeep failed (%s)", exc)
+        try:
+            while not self._stop_requested():
+                await asyncio.sleep(self.node_ttl / 3)
+                if self._stop_requested():
+                    break
+                try:
+                    await self._client.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
+                    await self._sweep()
+                except self._errors as exc:
+                    log.warning("zzz.channels: Redis presence upkeep failed (%s)", exc)
+        except asyncio.CancelledError:
+            self._begin_stop()
+            raise
 
     # -- presence storage ----------------------------------------------------------------------------------
 
@@ -313,6 +414,37 @@ class RedisPubSub(PubSub):
                     self._publish("p", [self.node_id, topic], json.dumps({"joins": [], "leaves": leaves}))
             if len(dead) == len(entries):
                 await self._drop_empty(keys=[key, self._topics_key], args=[topic])
+
+
+async def _bounded(aw: Awaitable[T], timeout: float, *, quiet: bool = False) -> T | None:
+    """Await ``aw`` for at most ``timeout`` seconds, never longer.
+
+    Unlike ``asyncio.wait_for``, a timeout does not wait for the cancelled work to finish cancelling
+    (redis-py can swallow that cancellation too); it is cancelled and left behind.
+
+    Args:
+        aw: what to await.
+        timeout: seconds.
+        quiet: return None instead of raising, whatever happened.
+
+    Raises:
+        asyncio.TimeoutError: it did not finish in time (unless ``quiet``).
+        Exception: whatever ``aw`` raised (unless ``quiet``).
+    """
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _pending = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        if quiet:
+            return None
+        raise asyncio.TimeoutError(f"no answer within {timeout:.1f} s")
+    if task.cancelled() or (quiet and task.exception() is not None):
+        return None
+    return task.result()
 
 
 def _pipeline(client: Any, batch: list[tuple[Any, ...]]) -> Any:

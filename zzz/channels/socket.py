@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import time
@@ -37,7 +38,14 @@ class ChannelSocket:
         id: a unique id for this connection (``push_to`` accepts it, in any process).
         ws: the underlying ``zzz.WebSocket``.
         assigns: per-connection data; starts as a copy of the upgrade request's assigns.
-        array_form: True when the client speaks the array form (phoenix.js with ``vsn=2.0.0``).
+        array_form: True when frames to this client use the array form: always for a socket opened with
+            ``vsn=2.x`` (phoenix.js), otherwise when the client's last message used it.
+
+    Args:
+        ws: the connection.
+        pubsub: the endpoint's backend.
+        array_form: the socket was opened with ``vsn=2.x``: every frame to it is in the array form,
+            whatever form the client's messages take.
     """
 
     def __init__(self, ws: Any, pubsub: PubSub, array_form: bool = False) -> None:
@@ -45,6 +53,9 @@ class ChannelSocket:
         self.ws = ws
         self.assigns: dict[str, Any] = dict(getattr(ws, "assigns", None) or {})
         self.array_form = array_form
+        # phoenix.js with vsn=2.0.0 parses every frame as an array, so its form is fixed at connect
+        # (as Phoenix picks its serializer by vsn); other clients are answered in the form they use.
+        self._array_only = array_form
         self.closed = False
         self.last_seen = time.monotonic()
         self._pubsub = pubsub
@@ -191,7 +202,11 @@ class ChannelEndpoint:
         except MalformedMessage as exc:
             self._malformed(sock, exc)
             return
-        sock.array_form = message.array_form
+        if sock._array_only:
+            if not message.array_form:
+                message = dataclasses.replace(message, array_form=True)
+        else:
+            sock.array_form = message.array_form
         if message.event == "heartbeat" and message.topic == "phoenix":
             self._reply(sock, message, "ok", {})
             return
@@ -250,7 +265,7 @@ class ChannelEndpoint:
                 message.ref,
                 message.join_ref,
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not JSON, circular, or nested too deeply
             log.exception("zzz.channels: reply to %r on %r is not JSON", message.event, message.topic)
             text = encode(
                 message.array_form,
@@ -264,9 +279,10 @@ class ChannelEndpoint:
 
     def _malformed(self, sock: ChannelSocket, exc: MalformedMessage) -> None:
         if exc.not_json:
-            sock.close(1007, "invalid JSON")
+            sock.close(1007, exc.reason)  # "invalid JSON" or "JSON nested too deeply"
         elif exc.ref is not None:
-            message = Message(exc.topic or "", "", None, exc.ref, exc.join_ref, exc.array_form)
+            array_form = exc.array_form or sock._array_only
+            message = Message(exc.topic or "", "", None, exc.ref, exc.join_ref, array_form)
             self._reply(sock, message, "error", {"reason": "malformed message"})
         else:
             sock.close(1007, "malformed message")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "MAX_DEPTH",
     "MalformedMessage",
     "Message",
     "decode",
@@ -25,6 +26,12 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
 
+# The deepest nesting a client message may have, the message itself counting as one level. Python's JSON
+# decoder and encoder recurse once per level, so a message that only just decodes could fail to encode
+# again a few frames deeper (in a handler echoing it): the limit leaves them both ample stack.
+MAX_DEPTH = 512
+
+
 def dumps(value: Any) -> str:
     """Compact JSON that is always valid UTF-8 once encoded.
 
@@ -33,6 +40,8 @@ def dumps(value: Any) -> str:
 
     Raises:
         TypeError: the value is not JSON-serialisable.
+        ValueError: the value holds a circular reference.
+        RecursionError: the value is nested too deeply to encode.
     """
     text = _encode(value)
     if not text.isascii():
@@ -114,12 +123,21 @@ def decode(text: str) -> Message:
         The message; a missing payload becomes ``{}``.
 
     Raises:
-        MalformedMessage: not JSON, not an object or 5-element array, or a field of the wrong type.
+        MalformedMessage: not JSON, nested more than ``MAX_DEPTH`` levels, not an object or 5-element
+            array, or a field of the wrong type.
     """
     try:
         data = json.loads(text)
     except ValueError:
         raise MalformedMessage("invalid JSON", not_json=True) from None
+    except RecursionError:
+        # The JSON decoder recurses once per level: thousands of nested brackets exhaust the stack.
+        # That is the sender's malformed input, not our failure.
+        raise MalformedMessage("JSON nested too deeply", not_json=True) from None
+    # Counting brackets (strings included) is cheap and bounds the depth from above, so only messages
+    # with many brackets pay for the exact walk.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        raise MalformedMessage("JSON nested too deeply", not_json=True)
     if isinstance(data, dict):
         array_form = False
         raw_join_ref, raw_ref = data.get("join_ref"), data.get("ref")
@@ -158,6 +176,19 @@ def decode(text: str) -> Message:
     if payload is None:
         payload = {}
     return Message(good_topic, event, payload, ref, join_ref, array_form)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists and dicts more than ``limit`` levels deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def encode_raw(
