@@ -8,6 +8,9 @@ closes anything during a run: ``max_payload_length`` 16 MiB, ``max_backpressure`
 default of 64 KiB would make it skip slow receivers of a burst), ``idle_timeout`` 0 (off: the
 receivers send nothing). ``--compression`` turns on its shared compressor (one compression per
 published message for everybody: it answers with ``server_no_context_takeover``).
+
+The wheel's Linux library is x86-64 only and links the system's ``libuv.so.1`` (Debian package
+``libuv1``); without it the script exits saying so, and the rows show "failed to start".
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from __future__ import annotations
 from typing import Any
 
 from common import BROADCAST_PATH, ECHO_PATH, parse_args
-from socketify import App, CompressOptions, OpCode
+
+try:
+    from socketify import App, CompressOptions, OpCode
+except OSError as exc:  # the wheel's C library did not load
+    # socketify's Linux x86-64 library links the system's libuv.so.1 (and libz); its wheel has no
+    # Linux library for other architectures.
+    raise SystemExit(
+        f"socketify's native library does not load ({exc}); it needs libuv.so.1 "
+        "(Debian/Ubuntu: apt-get install libuv1) and an x86-64 Linux, macOS or Windows machine"
+    ) from None
 
 __all__ = ["build_app", "main"]
 
