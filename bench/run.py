@@ -1,8 +1,10 @@
-"""The end-to-end echo benchmark: zzz against picows, aiohttp, websockets and a raw byte echo.
+"""The end-to-end benchmark: zzz against picows, aiohttp, websockets, socketify, python-socketio
+and raw uvloop ceilings, on echo, broadcast (fan-out) and Channels rows.
 
 Builds the C load client, runs each server alone (order rotating every repetition), checks
-every echoed byte, and prints one Markdown table, also written to ``reports/bench-latest.md``.
-``make bench`` runs ``python bench/run.py``; ``--quick`` is a one-minute smoke test.
+every echoed byte and every broadcast delivery (content and order), and prints one Markdown
+table and the issue #14 targets, also written to ``reports/bench-latest.md``.
+``make bench`` runs ``python bench/run.py``; ``--quick`` is a short smoke test.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -19,12 +22,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCENARIOS", "SERVERS", "Scenario", "Server", "main"]
+__all__ = ["SCENARIOS", "SERVERS", "TARGETS", "Scenario", "Server", "Target", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_DIR = ROOT / "bench" / "echo"
@@ -40,11 +45,14 @@ class Server:
         name: the row label.
         script: file in ``bench/echo/``.
         args: extra arguments for the script.
-        raw: a plain byte echo (the client runs with ``--raw``; no WebSocket scenarios that need
-            a real server, such as broadcast).
+        raw: a plain byte echo (the client runs with ``--raw``).
         deflate: this entry runs the compression scenarios only (and only those).
         env: extra environment variables for the server process.
         only: when not empty, the scenario keys this entry runs (the others are skipped).
+        kinds: when not empty, the scenario kinds this entry runs (a ceiling or a fan-out-only peer).
+        wire: the Channels-style protocol it speaks (``phoenix``, ``socketio``): it runs the
+            ``channel`` scenarios, with ``wire_path`` as the client's path.
+        wire_path: the WebSocket path of that protocol.
     """
 
     name: str
@@ -54,6 +62,9 @@ class Server:
     deflate: bool = False
     env: tuple[tuple[str, str], ...] = ()
     only: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    wire: str = ""
+    wire_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,10 +75,14 @@ class Scenario:
         key: short name used on the command line (``--scenarios``).
         title: the row label.
         client: arguments for the load client.
-        kind: ``rr`` (round trips; RTT is shown), ``bcast`` (fan-out), ``check`` (correctness run
-            with a fixed message count) or ``bulk`` (pipelined throughput).
+        kind: ``rr`` (round trips; RTT is shown), ``bcast`` (fan-out over plain WebSocket),
+            ``channel`` (over a server's Channels wire: Phoenix or Socket.IO), ``check``
+            (correctness run with a fixed message count) or ``bulk`` (pipelined throughput).
         main: repeated ``--reps`` times (otherwise ``--reps-other`` times).
         deflate: a compression scenario (runs on the ``deflate`` server entries only).
+        fresh: runs in a server process of its own (so its peak RSS is its own, and the memory
+            it leaves behind does not inflate the next rows').
+        ceiling: the server whose median is the "vs raw" column.
     """
 
     key: str
@@ -76,16 +91,55 @@ class Scenario:
     kind: str = "rr"
     main: bool = True
     deflate: bool = False
+    fresh: bool = False
+    ceiling: str = "raw uvloop"
 
+    @property
+    def fanout(self) -> bool:
+        """One publisher, many receivers (deliveries per second, "all got it in")."""
+        return "bcast" in self.client
+
+    @property
+    def conns(self) -> int:
+        """Connections the client opens."""
+        args = list(self.client)
+        return int(args[args.index("--conns") + 1]) if "--conns" in args else 1
+
+
+RAW_FANOUT = "raw fan-out"
+CHANNEL_TOPIC_PATH = "/socket/websocket"  # zzz.Router.channel("/socket") also serves this (phoenix.js's)
+SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 SERVERS: list[Server] = [
-    Server("raw uvloop", "server_raw.py", raw=True),
+    Server("raw uvloop", "server_raw.py", raw=True, kinds=("rr", "bulk", "check")),
+    Server(RAW_FANOUT, "server_raw_fanout.py", kinds=("bcast",)),
     Server("picows", "server_picows.py"),
     Server("aiohttp", "server_aiohttp.py"),
     Server("websockets", "server_websockets.py"),
-    Server("zzz", "server_zzz.py"),
+    # uWebSockets' C pub/sub: the fastest peer on fan-out; it runs the broadcast rows.
+    Server("socketify", "server_socketify.py", kinds=("bcast",)),
+    Server("zzz", "server_zzz.py", wire="phoenix", wire_path=CHANNEL_TOPIC_PATH),
+    Server(
+        "python-socketio", "server_socketio.py", kinds=("channel",), wire="socketio", wire_path=SOCKETIO_PATH
+    ),
     Server("websockets+deflate", "server_websockets.py", ("--compression",), deflate=True),
     Server("zzz+deflate", "server_zzz.py", ("--compression",), deflate=True),
+    # The compressed-broadcast row: zzz answering server_no_context_takeover (compress once for
+    # all receivers), the peers that can, and the ceiling compressing each message once.
+    Server(
+        "zzz+deflate nct",
+        "server_zzz.py",
+        ("--compression", "--server-no-context-takeover"),
+        deflate=True,
+        only=("deflate-bcast-1000",),
+    ),
+    Server(
+        "aiohttp+deflate", "server_aiohttp.py", ("--compression",), deflate=True, only=("deflate-bcast-1000",)
+    ),
+    Server("socketify+deflate", "server_socketify.py", ("--compression",), deflate=True, kinds=("bcast",)),
+    Server(
+        f"{RAW_FANOUT}+deflate", "server_raw_fanout.py", ("--compression",), deflate=True, kinds=("bcast",)
+    ),
     # The pure-Python twin (what runs where the extension is not built), for the issue's
     # "no slower than websockets" rows.
     Server(
@@ -95,6 +149,8 @@ SERVERS: list[Server] = [
         only=("rr-32", "rr-1k", "pipe-32", "pipe-1k"),
     ),
 ]
+
+BCAST = ("--mode", "bcast", "--path", "/broadcast", "--size", "64")
 
 # Text for 32 B and 1 KiB (valid UTF-8, so servers run their UTF-8 checks), binary above.
 SCENARIOS: list[Scenario] = [
@@ -115,9 +171,73 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         "bcast-1000",
         "broadcast 64 B text to 1000 conns",
-        ("--mode", "bcast", "--path", "/broadcast", "--conns", "1000", "--size", "64"),
+        (*BCAST, "--conns", "1000"),
         kind="bcast",
         main=False,
+        ceiling=RAW_FANOUT,
+    ),
+    Scenario(
+        "bcast-10k",
+        "broadcast 64 B text to 10,000 conns",
+        (*BCAST, "--conns", "10000"),
+        kind="bcast",
+        main=False,
+        fresh=True,
+        ceiling=RAW_FANOUT,
+    ),
+    Scenario(
+        "burst10-1000",
+        "bursts of 10 × 64 B to 1000 conns",
+        (*BCAST, "--conns", "1000", "--burst", "10"),
+        kind="bcast",
+        main=False,
+        ceiling=RAW_FANOUT,
+    ),
+    Scenario(
+        "burst100-1000",
+        "bursts of 100 × 64 B to 1000 conns",
+        (*BCAST, "--conns", "1000", "--burst", "100"),
+        kind="bcast",
+        main=False,
+        ceiling=RAW_FANOUT,
+    ),
+    Scenario(
+        "burst10-10k",
+        "bursts of 10 × 64 B to 10,000 conns",
+        (*BCAST, "--conns", "10000", "--burst", "10"),
+        kind="bcast",
+        main=False,
+        fresh=True,
+        ceiling=RAW_FANOUT,
+    ),
+    Scenario(
+        "deflate-bcast-1000",
+        "deflate: broadcast 64 B text to 1000 conns",
+        ("--deflate", *BCAST, "--conns", "1000"),
+        kind="bcast",
+        main=False,
+        deflate=True,
+        ceiling=f"{RAW_FANOUT}+deflate",
+    ),
+    Scenario(
+        "ch-bcast-1000",
+        "channels: 1 push → broadcast to 1000 subscribers",
+        ("--mode", "bcast", "--conns", "1000", "--size", "64"),
+        kind="channel",
+        main=False,
+    ),
+    Scenario(
+        "ch-burst10-1000",
+        "channels: bursts of 10 pushes → 1000 subscribers",
+        ("--mode", "bcast", "--conns", "1000", "--size", "64", "--burst", "10"),
+        kind="channel",
+        main=False,
+    ),
+    Scenario(
+        "ch-rr",
+        "channels: push + reply, 1 conn, 1 in flight",
+        ("--size", "32"),
+        kind="channel",
     ),
     Scenario(
         "mixed",
@@ -157,18 +277,75 @@ QUICK_SCENARIOS = (
     "conns-100",
     "pipe-64k",
     "bcast-1000",
+    "burst10-1000",
+    "ch-bcast-1000",
+    "ch-rr",
     "mixed",
     "deflate-rr-1k",
+    "deflate-bcast-1000",
 )
 
 
+@dataclass(frozen=True)
+class Target:
+    """One target of issue #14: a ratio of two medians, or a ceiling on zzz's peak RSS.
+
+    Attributes:
+        scenario: the row (scenario key) the target is about.
+        server: the row's server.
+        ref_server: the server it is compared with ("" for an RSS target).
+        ref_scenario: the reference row's scenario when it is another one (None: the same).
+        minimum: the ratio ``server / ref_server`` must be at least this.
+        rss_max_mib: the server's peak RSS must stay under this many MiB.
+    """
+
+    scenario: str
+    server: str
+    ref_server: str = ""
+    ref_scenario: str | None = None
+    minimum: float | None = None
+    rss_max_mib: float | None = None
+
+
+def _targets() -> list[Target]:
+    out: list[Target] = []
+    for key in ("burst10-1000", "burst100-1000", "burst10-10k"):
+        out += [Target(key, "zzz", RAW_FANOUT, minimum=0.5), Target(key, "zzz", "socketify", minimum=2.0)]
+    for key in ("bcast-1000", "bcast-10k"):
+        out += [Target(key, "zzz", "picows", minimum=1.3), Target(key, "zzz", RAW_FANOUT, minimum=0.9)]
+    out.append(Target("bcast-10k", "zzz", rss_max_mib=200))
+    out.append(Target("deflate-bcast-1000", "zzz+deflate nct", "zzz", "bcast-1000", minimum=0.5))
+    for key, plain in (("ch-bcast-1000", "bcast-1000"), ("ch-burst10-1000", "burst10-1000")):
+        out += [
+            Target(key, "zzz", "python-socketio", minimum=10.0),
+            Target(key, "zzz", "zzz", plain, minimum=0.8),
+        ]
+    out.append(Target("ch-rr", "zzz", "zzz", "rr-32", minimum=0.8))
+    for key in ("rr-32", "rr-1k", "conns-100"):
+        out.append(Target(key, "zzz", "picows", minimum=1.02))
+    out.append(Target("mixed", "zzz", "picows", minimum=1.0))
+    return out
+
+
+TARGETS: list[Target] = _targets()
+
+
 def applies(server: Server, scenario: Scenario) -> bool:
-    """Whether ``scenario`` runs on ``server``: deflate rows only on deflate entries; no broadcast on raw."""
+    """Whether ``scenario`` runs on ``server``.
+
+    Deflate rows run only on deflate entries (and the reverse); Channels rows on the servers
+    that speak a Channels wire; an entry with ``kinds`` (a ceiling, a fan-out-only peer) only
+    on those kinds.
+    """
     if server.only and scenario.key not in server.only:
         return False
     if server.deflate != scenario.deflate:
         return False
-    return not (server.raw and scenario.kind == "bcast")
+    if scenario.kind == "channel":
+        return bool(server.wire)
+    if server.kinds:
+        return scenario.kind in server.kinds
+    return True
 
 
 # ---------------------------------------------------------------------------- building the client
@@ -280,23 +457,122 @@ def stop_server(running: Running) -> None:
             proc.wait()
 
 
+# ---------------------------------------------------------------------------- limits and memory
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's RLIMIT_NOFILE (inherited by the servers and the client) like ``ulimit -n``.
+
+    The soft limit goes to the hard limit; when that is below ``needed`` and the process may raise
+    the hard limit (root), both go to ``needed``.
+
+    Returns:
+        The soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+        except (ValueError, OSError):
+            pass
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def fds_needed(scenario: Scenario) -> int:
+    """Descriptors one side of ``scenario`` needs (its connections and some to spare)."""
+    return scenario.conns + 256
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server with worker processes counts whole)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def status_kib(pid: int, field_name: str) -> int:
+    """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in KiB; 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class PeakRss:
+    """The server's peak RSS over one run of the client.
+
+    The kernel's own high-water mark (``VmHWM``) is reset first by writing 5 to
+    ``/proc/PID/clear_refs``, so the peak is this run's; where that is not allowed, ``VmRSS`` is
+    sampled every 20 ms instead. Summed over the server's process tree.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pids = process_tree(pid)
+        self.reset = True
+        for p in self.pids:
+            try:
+                with open(f"/proc/{p}/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                self.reset = False
+        self.sampled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.sampled = max(self.sampled, sum(status_kib(p, "VmRSS") for p in self.pids))
+
+    def stop(self) -> int:
+        """Stop sampling; the peak in KiB."""
+        self._stop.set()
+        self._thread.join()
+        hwm = sum(status_kib(p, "VmHWM") for p in self.pids) if self.reset else 0
+        return max(hwm, self.sampled)
+
+
 # ---------------------------------------------------------------------------- one measurement
 
 
 def run_client(
-    client: Path, server: Server, scenario: Scenario, port: int, args: argparse.Namespace
+    client: Path, server: Server, scenario: Scenario, running: Running, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Run the load client once and return its JSON report (or a synthetic failure report)."""
-    cmd = [*pin_prefix(args.pin, "client", args.cpu), str(client), "--port", str(port)]
+    """Run the load client once and return its JSON report (or a synthetic failure report).
+
+    The report gains ``server_rss_peak_kib``: the server's peak RSS during the run.
+    """
+    cmd = [*pin_prefix(args.pin, "client", args.cpu), str(client), "--port", str(running.port)]
     cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    if scenario.kind == "channel":
+        cmd += ["--wire", server.wire, "--path", server.wire_path]
     cmd += list(scenario.client)  # a scenario may override the warm-up (later flags win)
     if server.raw:
         cmd.append("--raw")
-    timeout = args.duration + args.warmup + 60
+    # Opening 10,000 connections to a slow server takes a while; a round of a burst too.
+    timeout = args.duration + args.warmup + 60 + scenario.conns / 100
+    peak = PeakRss(running.proc.pid)
     try:
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
+        peak.stop()
         return {"ok": False, "fatal": True, "error": f"load client timed out after {timeout:.0f} s"}
+    rss = peak.stop()
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         return {
@@ -305,6 +581,7 @@ def run_client(
             "error": f"no report (status {done.returncode}) {done.stderr[-200:]}",
         }
     report: dict[str, Any] = json.loads(lines[-1])
+    report["server_rss_peak_kib"] = rss
     return report
 
 
@@ -386,25 +663,53 @@ def check_text(cell: Cell) -> tuple[str, bool]:
     return f"ok ({checked:,} msgs)", False
 
 
-def machine_info() -> dict[str, str]:
-    """nproc, CPU model, kernel, Python and library versions."""
-    model = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name, from ``lscpu`` (``/proc/cpuinfo`` when lscpu is missing)."""
+    try:
+        done = subprocess.run(
+            ["lscpu"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=dict(os.environ, LC_ALL="C"),
+        )
+        for line in done.stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown CPU"
+
+
+PEER_DISTRIBUTIONS = (
+    "picows",
+    "websockets",
+    "aiohttp",
+    "uvloop",
+    "socketify",
+    "python-socketio",
+    "python-engineio",
+)
+
+
+def machine_info() -> dict[str, str]:
+    """nproc, CPU model, kernel, Python and library versions (as installed, without importing them)."""
     versions = []
-    for mod in ("picows", "websockets", "aiohttp", "uvloop"):
+    for dist in PEER_DISTRIBUTIONS:
         try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except Exception:  # noqa: BLE001 - a missing peer is reported, not fatal
-            versions.append(f"{mod} missing")
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} missing")
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": model,
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "libs": ", ".join(versions),
@@ -428,6 +733,60 @@ def zzz_info(python: str) -> str:
     return f"zzz {version}, core {impl}"
 
 
+def fmt_mib(kib: float | None) -> str:
+    """KiB as MiB, or a dash."""
+    return "—" if not kib else f"{kib / 1024:.0f} MiB"
+
+
+def ratio_of(
+    results: dict[tuple[str, str], Cell], server: str, scenario: str, ref_server: str, ref_scenario: str
+) -> float | None:
+    """Median of (server, scenario) over median of (ref_server, ref_scenario), when both ran."""
+    a, b = results.get((server, scenario)), results.get((ref_server, ref_scenario))
+    if a is None or b is None:
+        return None
+    ma, mb = a.median("msgs_per_s"), b.median("msgs_per_s")
+    if ma is None or not mb:
+        return None
+    return ma / mb
+
+
+def render_targets(results: dict[tuple[str, str], Cell], scenarios: list[Scenario]) -> list[str]:
+    """The issue #14 targets that this run can judge: one line each, met or missed by how much."""
+    titles = {sc.key: sc.title for sc in SCENARIOS}
+    ran = {sc.key for sc in scenarios}
+    lines = ["| row | ratio of medians | measured | target | verdict |", "|---|---|--:|--:|---|"]
+    for t in TARGETS:
+        if t.scenario not in ran:
+            continue
+        row = titles[t.scenario]
+        if t.rss_max_mib is not None:
+            cell = results.get((t.server, t.scenario))
+            kib = cell.median("server_rss_peak_kib") if cell else None
+            if not kib:
+                lines.append(
+                    f"| {row} | {t.server} peak RSS | — | < {t.rss_max_mib:.0f} MiB | not measured |"
+                )
+                continue
+            mib = kib / 1024
+            verdict = "met" if mib < t.rss_max_mib else f"missed by {mib - t.rss_max_mib:.0f} MiB"
+            lines.append(
+                f"| {row} | {t.server} peak RSS | {mib:.0f} MiB | < {t.rss_max_mib:.0f} MiB | {verdict} |"
+            )
+            continue
+        ref_sc = t.ref_scenario or t.scenario
+        what = f"{t.server} / {t.ref_server}" + (f" ({ref_sc})" if t.ref_scenario else "")
+        r = ratio_of(results, t.server, t.scenario, t.ref_server, ref_sc)
+        goal = f"≥ {t.minimum:.2f}×" if t.minimum is not None else "—"
+        if r is None:
+            lines.append(f"| {row} | {what} | — | {goal} | not measured (a row is missing) |")
+            continue
+        assert t.minimum is not None
+        verdict = "met" if r >= t.minimum else f"missed by {100 * (t.minimum - r) / t.minimum:.0f} %"
+        lines.append(f"| {row} | {what} | {r:.2f}× | {goal} | {verdict} |")
+    return lines if len(lines) > 2 else []
+
+
 def render(
     results: dict[tuple[str, str], Cell],
     servers: list[Server],
@@ -436,12 +795,13 @@ def render(
     args: argparse.Namespace,
     started: datetime.datetime,
     elapsed: float,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[str, list[str]]:
     """The whole report as Markdown, and the list of loud problems."""
     info = machine_info()
     out: list[str] = []
     problems: list[str] = []
-    out.append(f"# Echo benchmark — {started:%Y-%m-%d %H:%M}")
+    out.append(f"# Echo and fan-out benchmark — {started:%Y-%m-%d %H:%M} — {info['cpu']}")
     out.append("")
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in sys.argv)}`")
     out.append(f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}")
@@ -459,17 +819,22 @@ def render(
     )
     out.append("")
     out.append(
-        "| scenario | server | msgs/s (median) | min–max | vs picows | vs raw | "
-        "RTT mean / p99 (median) | MB/s | client CPU | data check |"
+        "| scenario | server | msgs/s (median) | min–max | vs picows | vs raw | vs socketify | "
+        "RTT mean / p99 (median) | MB/s | server RSS peak | client CPU | data check |"
     )
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|---|")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
     for sc in scenarios:
+        if skipped and sc.key in skipped:
+            out.append(
+                f"| {sc.title} | — | — | — | — | — | — | — | — | — | — | **skipped**: {skipped[sc.key]} |"
+            )
+            continue
         for srv in servers:
             if not applies(srv, sc):
                 continue
             if srv.name in start_failures:
                 out.append(
-                    f"| {sc.title} | {srv.name} | — | — | — | — | — | — | — | "
+                    f"| {sc.title} | {srv.name} | — | — | — | — | — | — | — | — | — | "
                     f"**{srv.name}: failed to start** |"
                 )
                 continue
@@ -479,13 +844,15 @@ def render(
             rates = [float(r["msgs_per_s"]) for r in cell.good()]
             med = cell.median("msgs_per_s")
             pic = results.get(("picows", sc.key))
-            raw = results.get(("raw uvloop", sc.key))
+            raw = results.get((sc.ceiling, sc.key))
+            sfy = results.get(("socketify+deflate" if sc.deflate else "socketify", sc.key))
             vs_p = (
                 fmt_ratio(med, pic.median("msgs_per_s") if pic else None) if srv.name != "picows" else "1.00×"
             )
             vs_r = fmt_ratio(med, raw.median("msgs_per_s") if raw else None)
+            vs_s = fmt_ratio(med, sfy.median("msgs_per_s") if sfy else None)
             rng = f"{fmt_rate(min(rates))}–{fmt_rate(max(rates))}" if rates else "—"
-            if sc.kind == "bcast":
+            if sc.fanout:
                 rtt = f"all got it in {fmt_us(cell.median('rtt_mean_us'))} / {fmt_us(cell.median('rtt_p99_us'))}"
             elif sc.kind == "check":
                 rtt = "—"
@@ -493,6 +860,7 @@ def render(
                 rtt = f"{fmt_us(cell.median('rtt_mean_us'))} / {fmt_us(cell.median('rtt_p99_us'))}"
             mbs = cell.median("mbytes_per_s")
             cpu = cell.median("client_cpu_pct")
+            rss = cell.median("server_rss_peak_kib")
             check, bad = check_text(cell)
             if bad:
                 problems.append(f"{srv.name} / {sc.title}: {check.replace('**', '')}")
@@ -502,19 +870,31 @@ def render(
                 negotiated = [r for r in cell.good() if r.get("deflate")]
                 if cell.good() and not negotiated:
                     check += " (deflate NOT negotiated)"
+                elif any("server_no_context_takeover" in str(r.get("extensions", "")) for r in negotiated):
+                    check += " · server_no_context_takeover"
             out.append(
-                f"| {sc.title} | {srv.name} | {fmt_rate(med)} | {rng} | {vs_p} | {vs_r} | {rtt} | "
-                f"{'—' if mbs is None else f'{mbs:.1f}'} | {'—' if cpu is None else f'{cpu:.0f} %'} | {check} |"
+                f"| {sc.title} | {srv.name} | {fmt_rate(med)} | {rng} | {vs_p} | {vs_r} | {vs_s} | {rtt} | "
+                f"{'—' if mbs is None else f'{mbs:.1f}'} | {fmt_mib(rss)} | "
+                f"{'—' if cpu is None else f'{cpu:.0f} %'} | {check} |"
             )
     out.append("")
     out.append(
-        "msgs/s counts echoed messages (broadcast: deliveries, i.e. 1000 per round). "
-        "RTT is from queuing a message to having checked its whole echo; with 100 in flight it "
-        "includes the queue. vs picows / vs raw divide medians. client CPU is the load client's "
-        "share of one core while measuring (pinned to the same core, the server gets the rest). "
-        "Every echoed byte is compared with what was sent; **CORRUPT** or **FAILED** rows are "
-        "listed below."
+        "msgs/s counts echoed messages; for broadcast and channel fan-out rows it counts deliveries "
+        "(connections × messages per round). RTT is from queuing a message to having checked its "
+        "whole echo; with 100 in flight it includes the queue; for fan-out, from the publisher's "
+        "write to the last receiver's check. vs picows / vs raw / vs socketify divide medians; raw "
+        "is the row's ceiling (the byte echo, or the raw fan-out server for broadcast rows). server "
+        "RSS peak is the server's high-water mark during the run (from /proc). client CPU is the load "
+        "client's share of one core while measuring (pinned to the same core, the server gets the "
+        "rest). Every echoed byte and every delivery (content and order) is checked; **CORRUPT** or "
+        "**FAILED** rows are listed below."
     )
+    targets = render_targets(results, scenarios)
+    if targets:
+        out.append("")
+        out.append("## Issue #14 targets")
+        out.append("")
+        out.extend(targets)
     if start_failures:
         out.append("")
         for name, why in start_failures.items():
@@ -541,8 +921,23 @@ FAULTS = {
 }
 
 
+# fan-out: (wire, mode, fault) -> whether the client must flag it
+FANOUT_FAULTS: list[tuple[str, str, str, bool]] = [
+    *[
+        (wire, "bcast", fault, fault not in ("none", "reencode"))
+        for wire in ("ws", "phoenix", "socketio")
+        for fault in ("none", "reencode", "flip", "drop", "dup", "swap")
+    ],
+    *[(wire, "rr", fault, fault == "flip") for wire in ("phoenix", "socketio") for fault in ("none", "flip")],
+]
+
+
 def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
-    """Run the client against ``server_faulty.py`` and check it flags exactly the faults.
+    """Run the client against the faulty servers and check it flags exactly the faults.
+
+    ``server_faulty.py`` breaks echoes; ``server_faulty_fanout.py`` breaks one receiver's
+    deliveries (a changed byte, a lost, repeated or swapped message) on each broadcast wire and
+    varies them legally (JSON written another way, fragmented frames).
 
     Returns:
         0 when every fault was caught and every legal variation accepted, 1 otherwise.
@@ -582,6 +977,35 @@ def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
             f"-> {'ok' if good else 'WRONG'}",
             file=out,
         )
+    for wire, mode, fault, must_flag in FANOUT_FAULTS:
+        name = f"faulty-fanout-{wire}-{mode}-{fault}"
+        srv = Server(name, "server_faulty_fanout.py", ("--wire", wire, "--fault", fault))
+        label = f"{wire} {mode} {fault}"
+        running = start_server(srv, python, "none", REPORTS / "bench-logs" / f"{name}.log")
+        if isinstance(running, str):
+            print(f"{label:24} server failed to start: {running}", file=out)
+            failed += 1
+            continue
+        path = {"ws": "/", "phoenix": CHANNEL_TOPIC_PATH, "socketio": SOCKETIO_PATH}[wire]
+        cmd = [str(client), "--port", str(running.port), "--wire", wire, "--path", path, "--mode", mode]
+        cmd += ["--conns", "20", "--burst", "3", "--size", "64", "--duration", "0.3", "--warmup", "0"]
+        cmd += ["--stall", "3"]
+        try:
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
+            lines = done.stdout.strip().splitlines()
+            report = json.loads(lines[-1]) if lines else {"ok": False, "fatal": True}
+        finally:
+            stop_server(running)
+        flagged = not report.get("ok", False)
+        # Enough deliveries that the faults (from the 30th message on) were reached.
+        good = flagged == must_flag and not report.get("fatal") and report.get("checked_messages", 0) >= 600
+        failed += not good
+        print(
+            f"{label:24} {'flagged' if flagged else 'accepted'}: {report.get('checked_messages')} checked, "
+            f"{report.get('corrupt_messages')} corrupt, {report.get('protocol_errors')} order/protocol errors "
+            f"-> {'ok' if good else 'WRONG'}",
+            file=out,
+        )
     return 1 if failed else 0
 
 
@@ -600,12 +1024,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="check the load client against a deliberately faulty server, then exit",
     )
     p.add_argument("--no-self-test", action="store_true", help="skip the self-test a full run starts with")
-    p.add_argument("--reps", type=int, default=5, help="repetitions of the request/response rows (default 5)")
-    p.add_argument("--reps-other", type=int, default=3, help="repetitions of the other rows (default 3)")
-    p.add_argument("--duration", type=float, default=2.0, help="measured seconds per run (default 2)")
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds before measuring (default 0.5)")
+    p.add_argument("--reps", type=int, help="repetitions of the request/response rows (default 5; quick 1)")
+    p.add_argument("--reps-other", type=int, help="repetitions of the other rows (default 3; quick 1)")
+    p.add_argument("--duration", type=float, help="measured seconds per run (default 2; quick 1)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 0.5; quick 0.2)")
     p.add_argument("--servers", help="comma-separated server names (default: all)")
-    p.add_argument("--scenarios", help="comma-separated scenario keys (default: all)")
+    p.add_argument(
+        "--scenarios",
+        help="comma-separated scenario keys (default: all; --list shows them), e.g. bcast-1000,burst10-1000",
+    )
+    p.add_argument("--list", action="store_true", help="list the servers and scenario keys, then exit")
     p.add_argument(
         "--pin",
         choices=("same", "split", "none"),
@@ -619,18 +1047,67 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler for the load client")
     p.add_argument("--output", type=Path, default=REPORTS / "bench-latest.md")
     args = p.parse_args(argv)
+    # --quick: short defaults; whatever was given explicitly still wins.
+    defaults = {"reps": 5, "reps_other": 3, "duration": 2.0, "warmup": 0.5}
     if args.quick:
-        args.reps = args.reps_other = 1
-        args.duration = 1.0
-        args.warmup = 0.2
+        defaults = {"reps": 1, "reps_other": 1, "duration": 1.0, "warmup": 0.2}
         if not args.scenarios:
             args.scenarios = ",".join(QUICK_SCENARIOS)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     return args
+
+
+def run_session(
+    client: Path,
+    srv: Server,
+    todo: list[Scenario],
+    rep: int,
+    reps: int,
+    results: dict[tuple[str, str], Cell],
+    start_failures: dict[str, str],
+    logs: Path,
+    args: argparse.Namespace,
+) -> None:
+    """Start ``srv`` once and run the scenarios ``todo`` against it, one after the other."""
+    print(f"[rep {rep + 1}/{reps}] {srv.name}: {', '.join(sc.key for sc in todo)}", file=sys.stderr)
+    log = logs / f"{srv.name.replace(' ', '_').replace('+', '_')}-{rep + 1}-{todo[0].key}.log"
+    running = start_server(srv, args.python, args.pin, log, args.cpu)
+    if isinstance(running, str):
+        # Reported as "<name>: failed to start"; not retried (it would fail the same way).
+        print(f"  {srv.name}: failed to start: {running}", file=sys.stderr)
+        start_failures[srv.name] = running
+        return
+    try:
+        for sc in todo:
+            cell = results.setdefault((srv.name, sc.key), Cell())
+            if running.proc.poll() is not None:
+                cell.runs.append(
+                    {"ok": False, "fatal": True, "error": f"server died: {last_line(running.log)}"}
+                )
+                continue
+            report = run_client(client, srv, sc, running, args)
+            cell.runs.append(report)
+            bad = not report.get("ok", False)
+            print(
+                f"  {sc.key:18} {fmt_rate(report.get('msgs_per_s')):>8} msgs/s"
+                f"  rss {fmt_mib(report.get('server_rss_peak_kib'))}"
+                f"{'  ' + (report.get('error') or 'CORRUPT') if bad else ''}",
+                file=sys.stderr,
+            )
+    finally:
+        stop_server(running)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when zzz corrupted data or failed a check."""
     args = parse_args(argv)
+    if args.list:
+        for sc in SCENARIOS:
+            on = ", ".join(srv.name for srv in SERVERS if applies(srv, sc))
+            print(f"{sc.key:20} {sc.title}  [{on}]")
+        return 0
     servers = SERVERS
     if args.servers:
         wanted = [s.strip() for s in args.servers.split(",")]
@@ -655,7 +1132,18 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("the load client failed its self-test; not benchmarking with it")
     if not has_zlib:
         scenarios = [s for s in scenarios if not s.deflate]
-    servers = [s for s in servers if any(applies(s, sc) for sc in scenarios)]
+    # 10,000 connections need as many descriptors in the client and in the server: raise the
+    # limit here (the children inherit it) and leave out, with the reason, what still cannot run.
+    limit = raise_fd_limit(max(fds_needed(sc) for sc in scenarios))
+    skipped = {
+        sc.key: f"needs RLIMIT_NOFILE ≥ {fds_needed(sc)}, the limit here is {limit}"
+        for sc in scenarios
+        if fds_needed(sc) > limit
+    }
+    for key, why in skipped.items():
+        print(f"skipping {key}: {why}", file=sys.stderr)
+    runnable = [sc for sc in scenarios if sc.key not in skipped]
+    servers = [s for s in servers if any(applies(s, sc) for sc in runnable)]
 
     started = datetime.datetime.now()
     t0 = time.monotonic()
@@ -669,39 +1157,16 @@ def main(argv: list[str] | None = None) -> int:
         for srv in order:
             todo = [
                 sc
-                for sc in scenarios
+                for sc in runnable
                 if applies(srv, sc) and rep < (args.reps if sc.main else args.reps_other)
             ]
-            if not todo or srv.name in start_failures:
-                continue
-            print(f"[rep {rep + 1}/{reps}] {srv.name}: {', '.join(sc.key for sc in todo)}", file=sys.stderr)
-            log = logs / f"{srv.name.replace(' ', '_').replace('+', '_')}-{rep + 1}.log"
-            running = start_server(srv, args.python, args.pin, log, args.cpu)
-            if isinstance(running, str):
-                # Reported as "<name>: failed to start"; not retried (it would fail the same way).
-                print(f"  {srv.name}: failed to start: {running}", file=sys.stderr)
-                start_failures[srv.name] = running
-                continue
-            try:
-                for sc in todo:
-                    cell = results.setdefault((srv.name, sc.key), Cell())
-                    if running.proc.poll() is not None:
-                        cell.runs.append(
-                            {"ok": False, "fatal": True, "error": f"server died: {last_line(running.log)}"}
-                        )
-                        continue
-                    report = run_client(client, srv, sc, running.port, args)
-                    cell.runs.append(report)
-                    bad = not report.get("ok", False)
-                    print(
-                        f"  {sc.key:16} {fmt_rate(report.get('msgs_per_s')):>8} msgs/s"
-                        f"{'  ' + (report.get('error') or 'CORRUPT') if bad else ''}",
-                        file=sys.stderr,
-                    )
-            finally:
-                stop_server(running)
+            # One server process for the ordinary rows, one of its own for each "fresh" row.
+            sessions = [[sc for sc in todo if not sc.fresh]] + [[sc] for sc in todo if sc.fresh]
+            for session in sessions:
+                if session and srv.name not in start_failures:
+                    run_session(client, srv, session, rep, reps, results, start_failures, logs, args)
     elapsed = time.monotonic() - t0
-    text, problems = render(results, servers, scenarios, start_failures, args, started, elapsed)
+    text, problems = render(results, servers, scenarios, start_failures, args, started, elapsed, skipped)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)
