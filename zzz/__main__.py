@@ -15,6 +15,7 @@ from typing import Any
 import zzz
 from zzz import core
 from zzz.channels import demo as channels_demo
+from zzz.server import _http_url
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zzz demo</title>
@@ -116,8 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loop", default="auto", choices=["auto", "uvloop", "asyncio"])
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:  # one line and exit 2, before anything binds
+        parser.exit(2, f"{parser.prog}: error: --port {args.port} is outside 0-65535\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    print(f"zzz demo: core={core.IMPLEMENTATION}; open http://{args.host}:{args.port}/ "
+    print(f"zzz demo: core={core.IMPLEMENTATION}; open {_http_url(args.host, args.port)} "
           f"(Channels chat) or /raw (raw WebSocket chat)", flush=True)
     build_app().run(host=args.host, port=args.port, loop=args.loop, workers=args.workers)
 

@@ -502,7 +502,13 @@ class App:
         sock: socket.socket | None = None,
         backlog: int = 2048,
     ) -> Server:
-        """Listen inside the running loop and return the ``Server``."""
+        """Listen inside the running loop and return the ``Server``.
+
+        Raises:
+            ValueError: ``port`` is outside 0-65535 (checked before anything binds).
+            TypeError: ``port`` is not an int.
+        """
+        _check_port(port)
         loop = asyncio.get_running_loop()
         state = ServerState(self, loop)
         extra: dict[str, Any] = {}
@@ -534,7 +540,13 @@ class App:
         Args:
             loop: "auto" (uvloop when installed), "uvloop" or "asyncio".
             workers: processes sharing the port with SO_REUSEPORT (Linux), each with its own loop.
+
+        Raises:
+            ValueError: an unknown ``loop``, ``workers`` < 1, or ``port`` outside 0-65535 (checked
+                before anything binds).
+            TypeError: ``port`` is not an int.
         """
+        _check_port(port)
         if loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError('loop must be "auto", "uvloop" or "asyncio"')
         if workers < 1:
@@ -543,6 +555,22 @@ class App:
             _run_one(self, host, port, loop, ssl, reuse_port=False)
             return
         _run_workers(self, host, port, loop, ssl, workers)
+
+
+def _check_port(port: Any) -> None:
+    # The loops don't agree on what to do with a bad port: uvloop binds it modulo 65536, asyncio
+    # raises OverflowError from deep inside getaddrinfo. Refuse it here, before any socket exists.
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+
+
+def _http_url(host: str, port: int) -> str:
+    """``http://host:port/``, with an IPv6 address in brackets (RFC 3986 section 3.2.2)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def _loop_factory(kind: str) -> Any:
@@ -567,7 +595,7 @@ def _run_one(app: App, host: str, port: int, loop_kind: str, ssl: Any, reuse_por
                 running.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
-        print(f"zzz: serving on http://{host}:{server.port} (pid {os.getpid()})", flush=True)
+        print(f"zzz: serving on {_http_url(host, server.port)} (pid {os.getpid()})", flush=True)
         await stop.wait()
         logger.info("zzz: shutting down")
         await server.close()
@@ -640,5 +668,6 @@ def _serve_static(name: str, max_age: int) -> Any:
         return Response(body, headers=headers, content_type="application/javascript; charset=utf-8")
 
     return handler
+
 
 
