@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import signal
 import socket
 import ssl as ssl_module
@@ -663,7 +664,7 @@ def _serve_static(name: str, max_age: int) -> Any:
             cache[name] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
         body, etag = cache[name]
         headers = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", etag)]
-        if request.headers.get("if-none-match") == etag:
+        if _none_match(request.headers.get_all("if-none-match"), etag):
             return Response(b"", status=304, headers=headers)
         return Response(body, headers=headers, content_type="application/javascript; charset=utf-8")
 
@@ -671,3 +672,28 @@ def _serve_static(name: str, max_age: int) -> Any:
 
 
 
+
+# An entity-tag, weak or strong (RFC 9110 section 8.8.3): etagc is any visible byte but DQUOTE.
+# Empty list members are allowed (section 5.6.1), hence the leading commas.
+_ENTITY_TAG = re.compile(r'[\s,]*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|\Z)')
+
+
+def _none_match(values: list[str], etag: str) -> bool:
+    """Whether an ``If-None-Match`` (all its field lines) matches ``etag`` (RFC 9110 section 13.1.2).
+
+    ``*`` matches any current representation; otherwise the comparison is weak: ``W/"x"`` matches
+    ``"x"``. A member that is not an entity-tag ends the list (a malformed field matches nothing
+    after it, so the full response is sent, which is always safe).
+    """
+    for value in values:
+        if value.strip() == "*":
+            return True
+        pos, end = 0, len(value)
+        while pos < end:
+            m = _ENTITY_TAG.match(value, pos)
+            if m is None:
+                break
+            if m.group(1) == etag:
+                return True
+            pos = m.end()
+    return False
