@@ -271,6 +271,10 @@ class HttpProtocol(asyncio.Protocol):
     async def _handle(self, request: Request) -> bool:
         """Answer one request; False when the connection must not serve another."""
         state = self.state
+        refusal = _bad_request(request)
+        if refusal is not None:
+            self._write(refusal.to_response(), request, keep_alive=False)
+            return False
         try:
             match = state.routes.match(request.method, request.raw_path)
         except HttpError as exc:
@@ -389,6 +393,44 @@ class HttpProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+# RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ], where uri-host is an
+# IP-literal in brackets, an IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims).
+_HOST = re.compile(r"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?\Z")
+
+
+def _bad_request(request: Request) -> HttpError | None:
+    """The 400 a request gets before routing, whatever its route, or None.
+
+    Host (RFC 9112 section 3.2): more than one, or an invalid value, is refused in any version;
+    a missing one in HTTP/1.1 (HTTP/1.0 did not have it, and a 1.0 request needs none).
+    A body on an upgrade request: llhttp does not read it, so it would reach the upgraded
+    protocol as its first bytes (WebSocket frames smuggled past a proxy that saw a body), or
+    be lost for a plain route. ``Content-Length: 0`` is no body.
+    """
+    hosts = request.headers.get_all("host")
+    if len(hosts) > 1:
+        return HttpError(400, "more than one Host header")
+    if hosts:
+        if not _HOST.match(hosts[0].strip(" \t")):
+            return HttpError(400, "invalid Host header")
+    elif request.http_version != "1.0":
+        return HttpError(400, "missing Host header")
+    if request.upgrade and _has_body(request):
+        return HttpError(400, "an upgrade request must not have a body")
+    return None
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    if "transfer-encoding" in headers:
+        return True
+    for value in headers.get_all("content-length"):
+        value = value.strip(" \t")
+        if not (value.isascii() and value.isdigit() and int(value) == 0):
+            return True
+    return False
 
 
 def _origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
