@@ -64,6 +64,11 @@ def build_wheel(src: Path, out: Path, **env_extra: str) -> tuple[Path, str]:
     env.pop("ZZZ_NO_EXTENSIONS", None)
     env.update(env_extra)
     log = run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(src)], env=env)
+    # The backend's Python warnings (build prints them as "WARNING <message>"; pip as
+    # "...BuildBackendWarning: ...") flag configuration a later setuptools will refuse.
+    noisy = [line for line in log.splitlines()
+             if line.startswith("WARNING ") or "Warning:" in line or "deprecat" in line.lower()]
+    assert not noisy, "\n".join(noisy)
     wheels = list(out.glob("zzz-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0], log

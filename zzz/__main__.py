@@ -16,6 +16,7 @@ from typing import Any
 import zzz
 from zzz import core
 from zzz.channels import demo as channels_demo
+from zzz.server import _http_url
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zzz demo</title>
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--redis", metavar="URL", help="keep the chat's rooms and presence in this Redis")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:  # one line and exit 2, before anything binds
+        parser.exit(2, f"{parser.prog}: error: --port {args.port} is outside 0-65535\n")
     if args.workers > 1 and not args.redis:
         # Each worker would have its own rooms and presence: users on different workers would not meet.
         parser.exit(2, f"zzz: --workers {args.workers} needs --redis URL: "
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError as exc:
             parser.exit(2, f"zzz: {exc}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    print(f"zzz demo: core={core.IMPLEMENTATION}; open http://{args.host}:{args.port}/ "
+    print(f"zzz demo: core={core.IMPLEMENTATION}; open {_http_url(args.host, args.port)} "
           f"(Channels chat) or /raw (raw WebSocket chat)", flush=True)
     if args.workers > 1:
         logging.getLogger("zzz.demo").warning(

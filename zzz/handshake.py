@@ -13,9 +13,13 @@ Server-side checks run in this order, and the first failure decides the answer:
 3. ``Upgrade`` must list the token ``websocket`` and ``Connection`` the token ``upgrade`` (any case,
    anywhere in a comma-separated list such as ``keep-alive, Upgrade``) → else 426 with
    ``Upgrade: websocket``, ``Connection: Upgrade`` and ``Sec-WebSocket-Version: 13``;
-4. ``Sec-WebSocket-Version`` must be exactly ``13`` in exactly one header (missing, ``8``, ``14``,
+4. exactly one ``Host`` header (RFC 6455 §4.2.1, RFC 9112 §3.2) → else 400;
+5. no body: a ``Transfer-Encoding`` header or a ``Content-Length`` other than ``0`` → 400. The
+   HTTP layer does not read the body of an upgrade request, so those bytes would be taken as the
+   client's first frames: frames smuggled past a proxy that forwarded them as a body;
+6. ``Sec-WebSocket-Version`` must be exactly ``13`` in exactly one header (missing, ``8``, ``14``,
    ``13, 8`` all fail) → 426 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
-5. exactly one ``Sec-WebSocket-Key`` whose value is standard base64 (with padding) of exactly
+7. exactly one ``Sec-WebSocket-Key`` whose value is standard base64 (with padding) of exactly
    16 bytes → else 400.
 
 Hostile input: every parser here is a single left-to-right scan (no regular expressions, no
@@ -140,6 +144,10 @@ def is_token(value: str) -> bool:
     return True
 
 
+def _is_zero(value: str) -> bool:
+    return value.isascii() and value.isdigit() and int(value) == 0
+
+
 def _values(headers: Headers, name: str) -> list[str]:
     return [value for key, value in headers if key == name]
 
@@ -228,6 +236,13 @@ def validate_request(method: str, http_version: str, headers: Headers) -> str:
         raise HandshakeError(426, "missing or invalid Upgrade header: expected websocket", _UPGRADE_REQUIRED)
     if not _has_token(_values(headers, "connection"), "upgrade"):
         raise HandshakeError(426, "missing or invalid Connection header: expected Upgrade", _UPGRADE_REQUIRED)
+    hosts = _values(headers, "host")
+    if len(hosts) != 1:
+        raise HandshakeError(400, "missing Host header" if not hosts else "more than one Host header")
+    if _values(headers, "transfer-encoding") or any(
+        not _is_zero(value.strip(_OWS)) for value in _values(headers, "content-length")
+    ):
+        raise HandshakeError(400, "a WebSocket upgrade request must not have a body")
     versions = _values(headers, "sec-websocket-version")
     if len(versions) != 1 or versions[0].strip(_OWS) != "13":
         raise HandshakeError(426, "unsupported WebSocket version: only 13 is supported",

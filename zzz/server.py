@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import signal
 import socket
 import ssl as ssl_module
@@ -26,7 +27,7 @@ from zzz import deflate as deflate_module
 from zzz import handshake
 from zzz.http import HttpError, Request, RequestParser, Response
 from zzz.protocol import Connection
-from zzz.routing import RouteTable, Router, run_chain
+from zzz.routing import Router, RouteTable, run_chain
 from zzz.websocket import WebSocketProtocol, WsConfig
 
 __all__ = ["App", "Server", "Settings"]
@@ -134,6 +135,21 @@ class UpgradeResponse(Response):
 _LINGER_SECONDS = 2.0
 
 
+# Flow control of the HTTP side. Each read is parsed in pieces of at most _FEED_SLICE bytes, and
+# parsing stops once _MAX_QUEUED requests wait for an answer: the rest of the read is kept as it
+# came (a few bytes per request, not a Request object each) and reading pauses until the queue
+# is half empty, so pipelining costs bounded memory whatever the client sends.
+_MAX_QUEUED = 16
+_FEED_SLICE = 16 * 1024
+# Bytes kept after an upgrade request while middleware decides it (they are the first frames
+# if it goes through); past this, reading pauses until the upgrade is decided.
+_MAX_EARLY = 64 * 1024
+# Why reading is paused (bits: it resumes when none is left).
+_PAUSED_BY_QUEUE = 1  # too many parsed requests waiting, or an error waiting behind them
+_PAUSED_BY_WRITER = 2  # the transport's write buffer is over write_high_water
+_PAUSED_BY_UPGRADE = 4  # _MAX_EARLY bytes came after an upgrade request not yet decided
+
+
 def _error_bytes(status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()) -> bytes:
     return HttpError(status, message, list(headers)).to_response().encode(keep_alive=False)
 
@@ -153,12 +169,19 @@ class HttpProtocol(asyncio.Protocol):
             max_head_size=s.max_head_size,
             max_body_size=s.max_body_size,
         )
-        self.queue: deque[Request] = deque()
+        self.queue: deque[Request] = deque()  # parsed, not answered yet (at most _MAX_QUEUED)
+        self.unparsed = b""  # read while the queue was full: unparsed[unparsed_pos:] waits
+        self.unparsed_pos = 0
+        self.error: HttpError | None = None  # a parse error to answer once the queue is answered
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.upgrading = False  # an upgrade request is being handled; later bytes are frames
         self.switched = False  # the transport now belongs to a WebSocketProtocol
-        self.early: list[bytes] = []
+        self.early: list[bytes] = []  # bytes after the upgrade request: the first frames
+        self.early_size = 0
+        self.paused = 0  # _PAUSED_BY_* bits
+        self.writing_paused = False  # between pause_writing and resume_writing
+        self.drain_waiter: asyncio.Future[None] | None = None  # _serve waiting for resume_writing
         self.peer: Any = None
         self.closing = False
         self.lingering = False  # an error response was sent: read and discard until the peer closes
@@ -175,11 +198,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         state.connections.add(self)
         state.idle.clear()
+        s = self.settings
+        transport.set_write_buffer_limits(high=s.write_high_water, low=s.write_low_water)  # type: ignore[attr-defined]
         self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._cancel_timer()
+        self._wake_drain()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if not self.switched:
@@ -187,29 +213,108 @@ class HttpProtocol(asyncio.Protocol):
             self.state.connection_gone(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
+        if self.lingering or self.error is not None:
             return
         if self.upgrading:
-            self.early.append(data)
-            return
-        try:
-            requests = self.parser.feed(data)
-        except HttpError as exc:
-            self._fail(exc)
-            return
-        if not requests:
-            return
-        for request in requests:
-            request.remote_address = self.peer
-        self.queue.extend(requests)
-        if requests[-1].upgrade:
-            self.upgrading = True
-            tail = self.parser.upgrade_tail
-            if tail:
-                self.early.append(tail)
-        if self.task is None:
+            self._keep_early(data)
+        elif self.unparsed:  # paused; a transport may still hand over what it had read
+            self.unparsed = self.unparsed[self.unparsed_pos:] + data
+            self.unparsed_pos = 0
+        else:
+            self._parse(data, 0)
+
+    def _parse(self, data: bytes, pos: int) -> None:
+        """Parse ``data[pos:]`` into the queue; stop (and keep the rest) when the queue is full.
+
+        The queue holds at most _MAX_QUEUED requests plus those of one _FEED_SLICE piece.
+        """
+        parser = self.parser
+        queue = self.queue
+        end = len(data)
+        while pos < end:
+            if len(queue) >= _MAX_QUEUED:
+                self.unparsed, self.unparsed_pos = data, pos  # no copy: refills walk the same bytes
+                self._pause(_PAUSED_BY_QUEUE)
+                break
+            piece = data if pos == 0 and end <= _FEED_SLICE else data[pos:pos + _FEED_SLICE]
+            pos += len(piece)
+            try:
+                requests = parser.feed(piece)
+            except HttpError as exc:
+                if self.task is None and not queue:
+                    self._fail(exc)
+                    return
+                # Answer the requests before it first: the error response comes last.
+                self.error = exc
+                self._pause(_PAUSED_BY_QUEUE)
+                break
+            if requests:
+                for request in requests:
+                    request.remote_address = self.peer
+                queue.extend(requests)
+                if requests[-1].upgrade:
+                    self.upgrading = True
+                    self._keep_early(parser.upgrade_tail + data[pos:])
+                    break
+            if parser.stopped:  # after Connection: close the rest is ignored
+                break
+        if queue and self.task is None:
             self._cancel_timer()
             self.task = self.state.loop.create_task(self._serve())
+
+    def _refill(self) -> None:
+        """The queue has room again: parse what was kept, and read again if all of it fit."""
+        data, pos = self.unparsed, self.unparsed_pos
+        self.unparsed, self.unparsed_pos = b"", 0
+        if data:
+            self._parse(data, pos)
+        if not self.unparsed and self.error is None:
+            self._resume(_PAUSED_BY_QUEUE)
+
+    def _keep_early(self, data: bytes) -> None:
+        if not data:
+            return
+        self.early.append(data)
+        self.early_size += len(data)
+        if self.early_size > _MAX_EARLY:
+            self._pause(_PAUSED_BY_UPGRADE)
+
+    # Flow control
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        # A client that pipelines requests and never reads must not fill our memory with answers.
+        self._pause(_PAUSED_BY_WRITER)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._resume(_PAUSED_BY_WRITER)
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause(self, reason: int) -> None:
+        if self.lingering:
+            return  # lingering reads (and discards) whatever happens
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _resume_all(self) -> None:
+        if self.paused:
+            self.paused = 0
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def _fail(self, exc: HttpError) -> None:
         transport = self.transport
@@ -229,8 +334,12 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.lingering:
             return
+        self._resume_all()
         self.lingering = True
         self.closing = True
+        self.queue.clear()
+        self.unparsed, self.unparsed_pos = b"", 0
+        self.early = []
         self._cancel_timer()
         if not transport.can_write_eof():
             transport.close()
@@ -254,14 +363,25 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.abort()
 
     async def _serve(self) -> None:
+        queue = self.queue
         try:
-            while self.queue and self.transport is not None:
-                request = self.queue.popleft()
+            while queue and self.transport is not None:
+                if self.writing_paused:  # answer the next request once the client reads
+                    await self._drain()
+                    continue
+                request = queue.popleft()
+                if self.paused & _PAUSED_BY_QUEUE and len(queue) <= _MAX_QUEUED // 2:
+                    self._refill()
                 if not await self._handle(request):
                     return
         finally:
             self.task = None
-        if self.transport is not None and not self.upgrading and not self.lingering:
+        if self.transport is None or self.lingering or self.switched:
+            return
+        if self.error is not None:
+            self._fail(self.error)
+            return
+        if not self.upgrading:
             if self.closing or self.state.closing:
                 self.transport.close()
             else:
@@ -270,6 +390,10 @@ class HttpProtocol(asyncio.Protocol):
     async def _handle(self, request: Request) -> bool:
         """Answer one request; False when the connection must not serve another."""
         state = self.state
+        refusal = _bad_request(request)
+        if refusal is not None:
+            self._write(refusal.to_response(), request, keep_alive=False)
+            return False
         try:
             match = state.routes.match(request.method, request.raw_path)
         except HttpError as exc:
@@ -290,6 +414,14 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = request.keep_alive and not request.upgrade and not state.closing
         self._write(response, request, keep_alive)
         return keep_alive
+
+    async def _drain(self) -> None:
+        waiter = self.state.loop.create_future()
+        self.drain_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self.drain_waiter = None
 
     def _write(self, response: Response, request: Request, keep_alive: bool) -> None:
         if self.transport is None:
@@ -360,20 +492,24 @@ class HttpProtocol(asyncio.Protocol):
             up.config,
             transport,
             conn,
-            dict(
-                params=request.params,
-                query=request.query,
-                assigns=request.assigns,
-                path=request.path,
-                headers=request.headers,
-                remote_address=self.peer,
-                subprotocol=up.subprotocol,
-            ),
+            {
+                "params": request.params,
+                "query": request.query,
+                "assigns": request.assigns,
+                "path": request.path,
+                "headers": request.headers,
+                "remote_address": self.peer,
+                "subprotocol": up.subprotocol,
+            },
         )
         self.switched = True
         self.state.connections.discard(self)
         self.state.connections.add(proto)
         transport.set_protocol(proto)
+        # The WebSocket side starts reading, and keeps its own account of why it pauses.
+        self._resume_all()
+        if self.writing_paused:  # the transport will call resume_writing on proto, not on us
+            proto.pause_writing()
         early = b"".join(self.early)
         self.early = []
         proto.start(early)
@@ -388,6 +524,44 @@ class HttpProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+# RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ], where uri-host is an
+# IP-literal in brackets, an IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims).
+_HOST = re.compile(r"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?\Z")
+
+
+def _bad_request(request: Request) -> HttpError | None:
+    """The 400 a request gets before routing, whatever its route, or None.
+
+    Host (RFC 9112 section 3.2): more than one, or an invalid value, is refused in any version;
+    a missing one in HTTP/1.1 (HTTP/1.0 did not have it, and a 1.0 request needs none).
+    A body on an upgrade request: llhttp does not read it, so it would reach the upgraded
+    protocol as its first bytes (WebSocket frames smuggled past a proxy that saw a body), or
+    be lost for a plain route. ``Content-Length: 0`` is no body.
+    """
+    hosts = request.headers.get_all("host")
+    if len(hosts) > 1:
+        return HttpError(400, "more than one Host header")
+    if hosts:
+        if not _HOST.match(hosts[0].strip(" \t")):
+            return HttpError(400, "invalid Host header")
+    elif request.http_version != "1.0":
+        return HttpError(400, "missing Host header")
+    if request.upgrade and _has_body(request):
+        return HttpError(400, "an upgrade request must not have a body")
+    return None
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    if "transfer-encoding" in headers:
+        return True
+    for value in headers.get_all("content-length"):
+        value = value.strip(" \t")
+        if not (value.isascii() and value.isdigit() and int(value) == 0):
+            return True
+    return False
 
 
 def _origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
@@ -502,7 +676,13 @@ class App:
         sock: socket.socket | None = None,
         backlog: int = 2048,
     ) -> Server:
-        """Listen inside the running loop and return the ``Server``."""
+        """Listen inside the running loop and return the ``Server``.
+
+        Raises:
+            ValueError: ``port`` is outside 0-65535 (checked before anything binds).
+            TypeError: ``port`` is not an int.
+        """
+        _check_port(port)
         loop = asyncio.get_running_loop()
         state = ServerState(self, loop)
         extra: dict[str, Any] = {}
@@ -534,7 +714,13 @@ class App:
         Args:
             loop: "auto" (uvloop when installed), "uvloop" or "asyncio".
             workers: processes sharing the port with SO_REUSEPORT (Linux), each with its own loop.
+
+        Raises:
+            ValueError: an unknown ``loop``, ``workers`` < 1, or ``port`` outside 0-65535 (checked
+                before anything binds).
+            TypeError: ``port`` is not an int.
         """
+        _check_port(port)
         if loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError('loop must be "auto", "uvloop" or "asyncio"')
         if workers < 1:
@@ -543,6 +729,22 @@ class App:
             _run_one(self, host, port, loop, ssl, reuse_port=False)
             return
         _run_workers(self, host, port, loop, ssl, workers)
+
+
+def _check_port(port: Any) -> None:
+    # The loops don't agree on what to do with a bad port: uvloop binds it modulo 65536, asyncio
+    # raises OverflowError from deep inside getaddrinfo. Refuse it here, before any socket exists.
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+
+
+def _http_url(host: str, port: int) -> str:
+    """``http://host:port/``, with an IPv6 address in brackets (RFC 3986 section 3.2.2)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def _loop_factory(kind: str) -> Any:
@@ -567,7 +769,7 @@ def _run_one(app: App, host: str, port: int, loop_kind: str, ssl: Any, reuse_por
                 running.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
-        print(f"zzz: serving on http://{host}:{server.port} (pid {os.getpid()})", flush=True)
+        print(f"zzz: serving on {_http_url(host, server.port)} (pid {os.getpid()})", flush=True)
         await stop.wait()
         logger.info("zzz: shutting down")
         await server.close()
@@ -635,10 +837,36 @@ def _serve_static(name: str, max_age: int) -> Any:
             cache[name] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
         body, etag = cache[name]
         headers = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", etag)]
-        if request.headers.get("if-none-match") == etag:
+        if _none_match(request.headers.get_all("if-none-match"), etag):
             return Response(b"", status=304, headers=headers)
         return Response(body, headers=headers, content_type="application/javascript; charset=utf-8")
 
     return handler
 
 
+
+
+# An entity-tag, weak or strong (RFC 9110 section 8.8.3): etagc is any visible byte but DQUOTE.
+# Empty list members are allowed (section 5.6.1), hence the leading commas.
+_ENTITY_TAG = re.compile(r'[\s,]*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|\Z)')
+
+
+def _none_match(values: list[str], etag: str) -> bool:
+    """Whether an ``If-None-Match`` (all its field lines) matches ``etag`` (RFC 9110 section 13.1.2).
+
+    ``*`` matches any current representation; otherwise the comparison is weak: ``W/"x"`` matches
+    ``"x"``. A member that is not an entity-tag ends the list (a malformed field matches nothing
+    after it, so the full response is sent, which is always safe).
+    """
+    for value in values:
+        if value.strip() == "*":
+            return True
+        pos, end = 0, len(value)
+        while pos < end:
+            m = _ENTITY_TAG.match(value, pos)
+            if m is None:
+                break
+            if m.group(1) == etag:
+                return True
+            pos = m.end()
+    return False

@@ -117,6 +117,41 @@ def test_repeated_connection_headers_are_one_list() -> None:
     assert validate_request("GET", "1.1", headers) == KEY
 
 
+@pytest.mark.parametrize(
+    "hosts", [[], [("host", "a")] * 2, [("host", "a"), ("host", "b")]], ids=["none", "twice", "two"]
+)
+def test_missing_or_repeated_host_is_400(hosts: list[tuple[str, str]]) -> None:
+    # RFC 6455 section 4.2.1 asks for a Host field, RFC 9112 section 3.2 for exactly one.
+    with pytest.raises(HandshakeError) as info:
+        validate_request("GET", "1.1", good_headers(host=None) + hosts)
+    assert info.value.status == 400
+    assert "Host" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [("content-length", "5")],
+        [("content-length", " 1 ")],
+        [("content-length", "0"), ("content-length", "2")],
+        [("content-length", "x")],
+        [("transfer-encoding", "chunked")],
+        [("transfer-encoding", "")],
+    ],
+)
+def test_upgrade_with_a_body_is_400(body: list[tuple[str, str]]) -> None:
+    # Its bytes would otherwise be read as the first frames (smuggled past a proxy).
+    with pytest.raises(HandshakeError) as info:
+        validate_request("GET", "1.1", good_headers() + body)
+    assert info.value.status == 400
+    assert "body" in info.value.message
+
+
+@pytest.mark.parametrize("length", ["0", " 0", "00"])
+def test_content_length_zero_is_no_body(length: str) -> None:
+    assert validate_request("GET", "1.1", good_headers(content_length=length)) == KEY
+
+
 def _assert_426_upgrade(info: pytest.ExceptionInfo[HandshakeError]) -> None:
     assert info.value.status == 426
     assert ("Upgrade", "websocket") in info.value.headers
