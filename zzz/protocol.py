@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from zzz import core
+from zzz.deflate import compressed_size_bound
 from zzz.errors import InvalidUtf8, MessageTooBig, WebSocketError
 from zzz.frames import Binary, CloseCode, Text, encode_close, parse_close
 
@@ -89,7 +90,8 @@ class Connection:
         is_server: server side expects masked frames and sends unmasked ones; the client the reverse.
         deflate: a ``zzz.deflate.PerMessageDeflate`` when permessage-deflate was negotiated.
         max_message_size: limit on a message after reassembly and decompression (None: none).
-        max_frame_size: limit on one frame's payload (None: ``max_message_size``).
+        max_frame_size: limit on one frame's payload (None: ``max_message_size``, raised to
+            ``deflate.compressed_size_bound(max_message_size)`` when compressing).
         max_fragments: limit on frames in one message (None: none).
     """
 
@@ -129,10 +131,12 @@ class Connection:
         if max_frame_size is None and max_message_size is not None:
             max_frame_size = max_message_size
             if deflate is not None:
-                # A compressed frame of incompressible data is a little longer than the message
-                # it carries (5 bytes per stored block of 64 KiB); the message limit still applies
-                # to what it inflates to, and to uncompressed frames as they are.
-                max_frame_size += max_message_size // 1024 + 1024
+                # A compressed frame of incompressible data is longer than the message it carries,
+                # by up to 12.5 % depending on the peer's compressor settings (not ours): allow
+                # zlib's worst case for any settings, so that every message within the limit gets
+                # through. The exact limit applies to what a compressed frame inflates to, and to
+                # uncompressed frames as they are.
+                max_frame_size = compressed_size_bound(max_message_size)
         self._reader = core.FrameReader(
             require_mask=is_server,
             allow_rsv1=deflate is not None,
