@@ -24,6 +24,7 @@ from typing import Any
 
 from zzz import deflate as deflate_module
 from zzz import handshake
+from zzz.frames import encode_close
 from zzz.http import HttpError, Request, RequestParser, Response
 from zzz.protocol import Connection
 from zzz.routing import RouteTable, Router, run_chain
@@ -426,7 +427,13 @@ class Server:
 
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
-        the handshakes, then abort what is left and wait for running callbacks."""
+        the handshakes, then abort what is left and wait for running callbacks.
+
+        Raises:
+            ValueError: ``code`` may not be sent (as for ``WebSocket.close``) or ``reason`` is over
+                123 bytes of UTF-8; nothing is closed then.
+        """
+        encode_close(code, reason)  # before anything stops: a bad code must not leave half a shutdown
         state = self._state
         if state.closing:
             if self._closed is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zzz import core
-from zzz.frames import Binary, Text
+from zzz.frames import Binary, Text, encode_close
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Ping, Pong, State
 
 KEY = b"\x01\x02\x03\x04"
@@ -142,6 +142,21 @@ def test_send_close_validates_code_and_reason() -> None:
         conn.send_close(1006)
     with pytest.raises(ValueError):
         conn.send_close(1000, "x" * 124)
+
+
+@pytest.mark.parametrize("code", [1004, 1005, 1006, 1015])
+def test_reserved_close_codes_are_never_sent(code: int) -> None:
+    # RFC 6455 §7.4.1: 1005 and 1006 (and 1015) report what happened; they must not be sent.
+    with pytest.raises(ValueError, match=f"close code {code} is reserved"):
+        encode_close(code)
+    conn = Connection()
+    with pytest.raises(ValueError, match="reserved"):
+        conn.send_close(code)
+    assert conn.state is State.OPEN and conn.data_to_send() == b""
+    # Echoing a peer's close frame without a code is still an empty close frame.
+    conn.receive_data(frame(8, b""))
+    assert conn.events_received() == [CloseReceived(1005, "")]
+    assert server_frames(conn.data_to_send()) == [(8, True, False, b"")]
 
 
 def test_receive_events_batches_like_next_event() -> None:
