@@ -80,10 +80,17 @@ class _ClientProtocol(asyncio.Protocol):
         self.ws._connection_lost()
 
     def pause_writing(self) -> None:
+        # A server that floods pings and never reads must not make us queue pongs without end;
+        # reading goes on (see Connection.hold_pongs), received messages are bounded by max_queue.
         self.ws._writing_paused = True
+        if self.ws._conn is not None:
+            self.ws._conn.hold_pongs(True)
 
     def resume_writing(self) -> None:
         self.ws._writing_paused = False
+        if self.ws._conn is not None:
+            self.ws._conn.hold_pongs(False)
+            self.ws._flush()
         self.ws._wake_drain()
 
 

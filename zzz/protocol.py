@@ -112,6 +112,8 @@ class Connection:
         "_msg_compressed",
         "_msg_size",
         "_utf8",
+        "_hold_pongs",
+        "_held_pong",
     )
 
     def __init__(
@@ -157,6 +159,9 @@ class Connection:
         self._msg_compressed = False
         self._msg_size = 0
         self._utf8: Any = None
+        # While the transport can take no more (hold_pongs), only the latest ping is answered.
+        self._hold_pongs = False
+        self._held_pong: bytes | None = None
 
     # Receiving
 
@@ -279,7 +284,10 @@ class Connection:
             return self._handle_fragment(opcode, fin, rsv1, payload)  # type: ignore[arg-type]
         if opcode == OP_PING:
             if self.state is _OPEN:
-                self._out.raw(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
+                if self._hold_pongs:
+                    self._held_pong = payload  # type: ignore[assignment]
+                else:
+                    self._out.raw(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
             return Ping(payload)  # type: ignore[arg-type]
         if opcode == OP_PONG:
             return Pong(payload)  # type: ignore[arg-type]
@@ -370,6 +378,21 @@ class Connection:
         """Queue bytes that are already a complete frame (broadcasts encode once)."""
         if self.state is _OPEN:
             self._out.raw(frame)
+
+    def hold_pongs(self, hold: bool) -> None:
+        """Answer pings as they come (``hold`` False, the default), or keep one pong back, for the
+        most recent ping, and queue it when ``hold`` turns False again.
+
+        For a transport whose write buffer is full: a peer that floods pings and reads nothing
+        can't make us queue pongs without end, and we need not stop reading (which could deadlock
+        with a peer that waits for us to read before it reads). RFC 6455 §5.5.3 allows answering
+        only the most recent of several pings. Nothing is queued once the connection is closing.
+        """
+        self._hold_pongs = hold
+        if not hold and self._held_pong is not None:
+            payload, self._held_pong = self._held_pong, None
+            if self.state is _OPEN:
+                self._out.raw(self._frame(OP_PONG, payload))
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a ping (payload ≤ 125 bytes)."""

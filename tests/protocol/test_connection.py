@@ -201,3 +201,29 @@ def test_compressed_message_of_exactly_the_limit_is_accepted_even_if_incompressi
     conn = Connection(deflate=PerMessageDeflate(DeflateParams(), is_server=True), max_message_size=limit - 1)
     conn.receive_data(frame(2, payload[:-4], rsv1=True))
     assert conn.events_received() == [ConnectionFailed(1009, "message too big")]
+
+
+def test_held_pongs_answer_only_the_latest_ping_once_released() -> None:
+    conn = Connection()
+    conn.hold_pongs(True)
+    conn.receive_data(b"".join(frame(9, b"ping %d" % i) for i in range(1000)))
+    assert len(conn.events_received()) == 1000
+    assert conn.data_to_send() == b""  # nothing queued however many pings came
+    conn.send_text("still sent")
+    conn.hold_pongs(False)
+    assert server_frames(conn.data_to_send()) == [(1, True, False, "still sent"), (10, True, False, b"ping 999")]
+    conn.hold_pongs(False)
+    assert conn.data_to_send() == b""  # released once
+    conn.receive_data(frame(9, b"again"))
+    conn.events_received()
+    assert server_frames(conn.data_to_send()) == [(10, True, False, b"again")]
+
+
+def test_a_held_pong_is_dropped_once_the_connection_closes() -> None:
+    conn = Connection()
+    conn.hold_pongs(True)
+    conn.receive_data(frame(9, b"p"))
+    conn.events_received()
+    conn.send_close(1000)
+    conn.hold_pongs(False)
+    assert [f[0] for f in server_frames(conn.data_to_send())] == [8]
