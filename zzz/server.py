@@ -465,6 +465,13 @@ class Server:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=1)
+            # Callbacks that just finished or were cancelled report on_close, and an async
+            # on_close is a task of its own: give those a moment too.
+            late = [task for task in state.tasks if not task.done()]
+            if late:
+                _done, pending = await asyncio.wait(late, timeout=1)
+                for task in pending:
+                    task.cancel()
             for srv in self._servers:
                 await srv.wait_closed()
         finally:

@@ -370,8 +370,13 @@ class WebSocketProtocol(asyncio.Protocol):
         try:
             await awaitable
         except asyncio.CancelledError:
+            # Shutdown cancels callbacks still running after close_timeout (or the loop's end
+            # cancels every task): nothing more is delivered, and on_close still comes, once.
             self._set_busy(False)
             self._task = None
+            self.conn.abandon()
+            self.abort()
+            self._report_close()
             raise
         except Exception as exc:
             self._callback_failed(exc)
