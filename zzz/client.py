@@ -334,8 +334,12 @@ class ClientWebSocket:
     def _call(self, fn: Any, *args: Any) -> None:
         if threading.get_ident() == self._thread_id:
             fn(*args)
-        else:
+            return
+        try:
             self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed, so is the connection: nothing to do
+            if not self._loop.is_closed():
+                raise
 
     def _send_text(self, text: str) -> None:
         if self._conn is not None:
