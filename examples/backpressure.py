@@ -42,10 +42,13 @@ def build_app(stats: Stats | None = None, **settings: Any) -> zzz.App:
             stats.sent += len(CHUNK)
             stats.peak_buffered = max(stats.peak_buffered, ws.buffered_amount)
             if respect_drain:
-                await ws.drain()  # waits while the buffer is above write_high_water
-            # drain() does not yield when there is room: without this, a fast reader would let the
-            # loop run nothing else (not even this connection's reads). The firehose stops here only.
-            await asyncio.sleep(0)
+                # Waits while the buffer is above write_high_water, and yields to the loop once
+                # even when there is room, so the loop goes on reading and serving others.
+                await ws.drain()
+            else:
+                # Without drain() nothing yields: this turn lets the loop run anything else
+                # (this connection's reads among them).
+                await asyncio.sleep(0)
 
     def opener(respect_drain: bool) -> Any:
         def on_open(ws: zzz.WebSocket) -> None:

@@ -522,7 +522,8 @@ class Sender:
     On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
     unless a read is being handled (then the owner writes everything once at the end), or the
     queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
-    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes).
+    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
+    once the loop is closed, that does nothing.
     """
 
     __slots__ = ("_out", "_flush_fn", "_owner_loop", "_owner_thread", "_text_later", "_binary_later")
@@ -556,7 +557,7 @@ class Sender:
             if not out.in_read or out._size >= EARLY_FLUSH_SIZE:
                 self._flush_fn()
         else:
-            self._owner_loop.call_soon_threadsafe(self._text_later, text)
+            self._hand_over(self._text_later, text)
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message.
@@ -573,7 +574,15 @@ class Sender:
                 self._flush_fn()
         else:
             # Copy now: the caller may reuse its buffer before the loop gets to it.
-            self._owner_loop.call_soon_threadsafe(self._binary_later, bytes(data))
+            self._hand_over(self._binary_later, bytes(data))
+
+    def _hand_over(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            self._owner_loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:
+            # The loop is closed, so is the connection: a send after close does nothing.
+            if not self._owner_loop.is_closed():
+                raise
 
 
 class Receiver:

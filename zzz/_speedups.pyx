@@ -1119,7 +1119,8 @@ cdef class Sender:
     On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
     unless a read is being handled (then the owner writes everything once at the end), or the
     queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
-    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes).
+    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
+    once the loop is closed, that does nothing.
     """
 
     cdef Outbox _out
@@ -1151,7 +1152,7 @@ cdef class Sender:
             if not out.in_read or out._queued + out._len >= _EARLY_FLUSH_SIZE:
                 self._flush_fn()
         else:
-            self._owner_loop.call_soon_threadsafe(self._text_later, text)
+            self._hand_over(self._text_later, text)
 
     def send_binary(self, data):
         """Send a binary message.
@@ -1168,7 +1169,15 @@ cdef class Sender:
                 self._flush_fn()
         else:
             # Copy now: the caller may reuse its buffer before the loop gets to it.
-            self._owner_loop.call_soon_threadsafe(self._binary_later, bytes(data))
+            self._hand_over(self._binary_later, bytes(data))
+
+    cdef _hand_over(self, fn, arg):
+        try:
+            self._owner_loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:
+            # The loop is closed, so is the connection: a send after close does nothing.
+            if not self._owner_loop.is_closed():
+                raise
 
 
 @cython.final

@@ -80,10 +80,17 @@ class _ClientProtocol(asyncio.Protocol):
         self.ws._connection_lost()
 
     def pause_writing(self) -> None:
+        # A server that floods pings and never reads must not make us queue pongs without end;
+        # reading goes on (see Connection.hold_pongs), received messages are bounded by max_queue.
         self.ws._writing_paused = True
+        if self.ws._conn is not None:
+            self.ws._conn.hold_pongs(True)
 
     def resume_writing(self) -> None:
         self.ws._writing_paused = False
+        if self.ws._conn is not None:
+            self.ws._conn.hold_pongs(False)
+            self.ws._flush()
         self.ws._wake_drain()
 
 
@@ -327,8 +334,12 @@ class ClientWebSocket:
     def _call(self, fn: Any, *args: Any) -> None:
         if threading.get_ident() == self._thread_id:
             fn(*args)
-        else:
+            return
+        try:
             self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed, so is the connection: nothing to do
+            if not self._loop.is_closed():
+                raise
 
     def _send_text(self, text: str) -> None:
         if self._conn is not None:

@@ -63,6 +63,7 @@ __all__ = [
     "PerMessageDeflate",
     "accept_response",
     "client_offer",
+    "compressed_size_bound",
     "negotiate",
     "negotiate_request",
 ]
@@ -79,6 +80,38 @@ _INPUT_CHUNK = 64 * 1024
 _OUTPUT_STEP = 64 * 1024
 
 Offers = Sequence[tuple[str, Sequence[tuple[str, "str | None"]]]]
+
+
+def compressed_size_bound(size: int) -> int:
+    """The longest permessage-deflate payload that zlib makes of ``size`` bytes, whatever level,
+    window, memLevel and strategy the peer compressed with.
+
+    Incompressible data comes out a little longer than it went in, and how much longer depends on
+    the peer's settings, not ours: at a small memLevel zlib ends a block every 127 (memLevel 1)
+    or 2047 (memLevel 5) symbols and sends random bytes as stored blocks with 5 bytes of header
+    each (about 4 % and 0.25 %); with a window too small to keep a block's input it falls back to
+    fixed Huffman codes, up to 9 bits a byte (about 12.5 %). zlib.h's ``deflateBound`` bounds all
+    of that for non-default windows and memLevels with a conservative formula; this is the larger
+    of its two published forms (zlib 1.2.11's ``n + ceil(n/8) + ceil(n/64) + 5``, and the
+    larger of the fixed-block and stored-block bounds of zlib 1.2.12 and later), for a raw
+    stream (no zlib or gzip wrapper).
+
+    ``deflateBound`` holds for a stream ended with ``Z_FINISH``; a message ends with a sync flush
+    instead, whose empty stored block (3 bits, padding, then ``00 00 ff ff``) costs at most one
+    byte more once the four octets are removed (RFC 7692 §7.2.1). 8 bytes are allowed for it.
+
+    Args:
+        size: the uncompressed length (of a message, or of the part of one that one frame carries).
+
+    Returns:
+        An upper bound of the compressed payload's length.
+    """
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    zlib_1_2_11 = size + ((size + 7) >> 3) + ((size + 63) >> 6) + 5
+    fixed_blocks = size + (size >> 3) + (size >> 8) + (size >> 9) + 4
+    stored_blocks = size + (size >> 5) + (size >> 7) + (size >> 11) + 7
+    return max(zlib_1_2_11, fixed_blocks, stored_blocks) + 8
 
 
 @dataclass(frozen=True)

@@ -94,17 +94,23 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     return code, reason
 
 
+_RESERVED_CODES = frozenset((1004, 1005, 1006, 1015))
+
+
 def encode_close(code: int, reason: str = "") -> bytes:
-    """Encode a close payload; 1005 means "no code" and gives an empty payload.
+    """Encode a close payload: the code, then the reason in UTF-8.
+
+    1005 (no code), 1006 (connection dropped) and 1015 (TLS failure) only report what happened
+    and must not be sent (RFC 6455 §7.4.1), so they are refused like any other unsendable code;
+    only echoing a peer's close frame that had no code sends an empty payload, and that is the
+    protocol's doing, not a caller's.
 
     Raises:
         ValueError: the code may not be sent or the reason is over 123 bytes of UTF-8.
     """
-    if code == CloseCode.NO_STATUS_RCVD:
-        if reason:
-            raise ValueError("a close without a code cannot carry a reason")
-        return b""
     if not is_valid_close_code(code):
+        if code in _RESERVED_CODES:
+            raise ValueError(f"close code {code} is reserved and may not be sent (RFC 6455 §7.4.1)")
         raise ValueError(f"invalid close code {code}")
     data = reason.encode("utf-8")
     if len(data) > 123:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from zzz import core
+from zzz.deflate import compressed_size_bound
 from zzz.errors import InvalidUtf8, MessageTooBig, WebSocketError
 from zzz.frames import Binary, CloseCode, Text, encode_close, parse_close
 
@@ -89,7 +90,8 @@ class Connection:
         is_server: server side expects masked frames and sends unmasked ones; the client the reverse.
         deflate: a ``zzz.deflate.PerMessageDeflate`` when permessage-deflate was negotiated.
         max_message_size: limit on a message after reassembly and decompression (None: none).
-        max_frame_size: limit on one frame's payload (None: ``max_message_size``).
+        max_frame_size: limit on one frame's payload (None: ``max_message_size``, raised to
+            ``deflate.compressed_size_bound(max_message_size)`` when compressing).
         max_fragments: limit on frames in one message (None: none).
     """
 
@@ -110,6 +112,8 @@ class Connection:
         "_msg_compressed",
         "_msg_size",
         "_utf8",
+        "_hold_pongs",
+        "_held_pong",
     )
 
     def __init__(
@@ -129,10 +133,12 @@ class Connection:
         if max_frame_size is None and max_message_size is not None:
             max_frame_size = max_message_size
             if deflate is not None:
-                # A compressed frame of incompressible data is a little longer than the message
-                # it carries (5 bytes per stored block of 64 KiB); the message limit still applies
-                # to what it inflates to, and to uncompressed frames as they are.
-                max_frame_size += max_message_size // 1024 + 1024
+                # A compressed frame of incompressible data is longer than the message it carries,
+                # by up to 12.5 % depending on the peer's compressor settings (not ours): allow
+                # zlib's worst case for any settings, so that every message within the limit gets
+                # through. The exact limit applies to what a compressed frame inflates to, and to
+                # uncompressed frames as they are.
+                max_frame_size = compressed_size_bound(max_message_size)
         self._reader = core.FrameReader(
             require_mask=is_server,
             allow_rsv1=deflate is not None,
@@ -153,6 +159,9 @@ class Connection:
         self._msg_compressed = False
         self._msg_size = 0
         self._utf8: Any = None
+        # While the transport can take no more (hold_pongs), only the latest ping is answered.
+        self._hold_pongs = False
+        self._held_pong: bytes | None = None
 
     # Receiving
 
@@ -275,7 +284,10 @@ class Connection:
             return self._handle_fragment(opcode, fin, rsv1, payload)  # type: ignore[arg-type]
         if opcode == OP_PING:
             if self.state is _OPEN:
-                self._out.raw(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
+                if self._hold_pongs:
+                    self._held_pong = payload  # type: ignore[assignment]
+                else:
+                    self._out.raw(self._frame(OP_PONG, payload))  # type: ignore[arg-type]
             return Ping(payload)  # type: ignore[arg-type]
         if opcode == OP_PONG:
             return Pong(payload)  # type: ignore[arg-type]
@@ -366,6 +378,21 @@ class Connection:
         """Queue bytes that are already a complete frame (broadcasts encode once)."""
         if self.state is _OPEN:
             self._out.raw(frame)
+
+    def hold_pongs(self, hold: bool) -> None:
+        """Answer pings as they come (``hold`` False, the default), or keep one pong back, for the
+        most recent ping, and queue it when ``hold`` turns False again.
+
+        For a transport whose write buffer is full: a peer that floods pings and reads nothing
+        can't make us queue pongs without end, and we need not stop reading (which could deadlock
+        with a peer that waits for us to read before it reads). RFC 6455 §5.5.3 allows answering
+        only the most recent of several pings. Nothing is queued once the connection is closing.
+        """
+        self._hold_pongs = hold
+        if not hold and self._held_pong is not None:
+            payload, self._held_pong = self._held_pong, None
+            if self.state is _OPEN:
+                self._out.raw(self._frame(OP_PONG, payload))
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a ping (payload ≤ 125 bytes)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from zzz import deflate as deflate_module
 from zzz import handshake
+from zzz.frames import encode_close
 from zzz.http import HttpError, Request, RequestParser, Response
 from zzz.protocol import Connection
 from zzz.routing import Router, RouteTable, run_chain
@@ -600,7 +601,13 @@ class Server:
 
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
-        the handshakes, then abort what is left and wait for running callbacks."""
+        the handshakes, then abort what is left and wait for running callbacks.
+
+        Raises:
+            ValueError: ``code`` may not be sent (as for ``WebSocket.close``) or ``reason`` is over
+                123 bytes of UTF-8; nothing is closed then.
+        """
+        encode_close(code, reason)  # before anything stops: a bad code must not leave half a shutdown
         state = self._state
         if state.closing:
             if self._closed is not None:
@@ -632,6 +639,13 @@ class Server:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=1)
+            # Callbacks that just finished or were cancelled report on_close, and an async
+            # on_close is a task of its own: give those a moment too.
+            late = [task for task in state.tasks if not task.done()]
+            if late:
+                _done, pending = await asyncio.wait(late, timeout=1)
+                for task in pending:
+                    task.cancel()
             for srv in self._servers:
                 await srv.wait_closed()
         finally:

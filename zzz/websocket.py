@@ -136,8 +136,13 @@ class WebSocket(core.Sender):
         encode_close(code, reason)  # validate in the caller's thread, where the error is useful
         if threading.get_ident() == self._thread_id:
             self._proto.close(code, reason)
-        else:
-            self._proto.loop.call_soon_threadsafe(self._proto.close, code, reason)
+            return
+        loop = self._proto.loop
+        try:
+            loop.call_soon_threadsafe(self._proto.close, code, reason)
+        except RuntimeError:  # the loop is closed, so is the connection: nothing to do
+            if not loop.is_closed():
+                raise
 
     @property
     def closed(self) -> bool:
@@ -370,8 +375,13 @@ class WebSocketProtocol(asyncio.Protocol):
         try:
             await awaitable
         except asyncio.CancelledError:
+            # Shutdown cancels callbacks still running after close_timeout (or the loop's end
+            # cancels every task): nothing more is delivered, and on_close still comes, once.
             self._set_busy(False)
             self._task = None
+            self.conn.abandon()
+            self.abort()
+            self._report_close()
             raise
         except Exception as exc:
             self._callback_failed(exc)

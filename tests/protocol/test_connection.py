@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zzz import core
-from zzz.frames import Binary, Text
+from zzz.frames import Binary, Text, encode_close
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Ping, Pong, State
 
 KEY = b"\x01\x02\x03\x04"
@@ -144,6 +144,21 @@ def test_send_close_validates_code_and_reason() -> None:
         conn.send_close(1000, "x" * 124)
 
 
+@pytest.mark.parametrize("code", [1004, 1005, 1006, 1015])
+def test_reserved_close_codes_are_never_sent(code: int) -> None:
+    # RFC 6455 §7.4.1: 1005 and 1006 (and 1015) report what happened; they must not be sent.
+    with pytest.raises(ValueError, match=f"close code {code} is reserved"):
+        encode_close(code)
+    conn = Connection()
+    with pytest.raises(ValueError, match="reserved"):
+        conn.send_close(code)
+    assert conn.state is State.OPEN and conn.data_to_send() == b""
+    # Echoing a peer's close frame without a code is still an empty close frame.
+    conn.receive_data(frame(8, b""))
+    assert conn.events_received() == [CloseReceived(1005, "")]
+    assert server_frames(conn.data_to_send()) == [(8, True, False, b"")]
+
+
 def test_receive_events_batches_like_next_event() -> None:
     data = (
         frame(1, b"a") + frame(2, b"b") + frame(9, b"p") + frame(1, b"c", fin=False) + frame(0, b"d")
@@ -186,3 +201,29 @@ def test_compressed_message_of_exactly_the_limit_is_accepted_even_if_incompressi
     conn = Connection(deflate=PerMessageDeflate(DeflateParams(), is_server=True), max_message_size=limit - 1)
     conn.receive_data(frame(2, payload[:-4], rsv1=True))
     assert conn.events_received() == [ConnectionFailed(1009, "message too big")]
+
+
+def test_held_pongs_answer_only_the_latest_ping_once_released() -> None:
+    conn = Connection()
+    conn.hold_pongs(True)
+    conn.receive_data(b"".join(frame(9, b"ping %d" % i) for i in range(1000)))
+    assert len(conn.events_received()) == 1000
+    assert conn.data_to_send() == b""  # nothing queued however many pings came
+    conn.send_text("still sent")
+    conn.hold_pongs(False)
+    assert server_frames(conn.data_to_send()) == [(1, True, False, "still sent"), (10, True, False, b"ping 999")]
+    conn.hold_pongs(False)
+    assert conn.data_to_send() == b""  # released once
+    conn.receive_data(frame(9, b"again"))
+    conn.events_received()
+    assert server_frames(conn.data_to_send()) == [(10, True, False, b"again")]
+
+
+def test_a_held_pong_is_dropped_once_the_connection_closes() -> None:
+    conn = Connection()
+    conn.hold_pongs(True)
+    conn.receive_data(frame(9, b"p"))
+    conn.events_received()
+    conn.send_close(1000)
+    conn.hold_pongs(False)
+    assert [f[0] for f in server_frames(conn.data_to_send())] == [8]

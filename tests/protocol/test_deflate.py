@@ -20,6 +20,7 @@ from zzz.deflate import (
     PerMessageDeflate,
     accept_response,
     client_offer,
+    compressed_size_bound,
     negotiate,
     negotiate_request,
 )
@@ -955,3 +956,32 @@ def test_client_accepts_a_larger_client_window_and_keeps_its_own_limit() -> None
     params = accept_response("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9",
                              DeflateConfig())
     assert params.client_max_window_bits == 9
+
+
+def _incompressible(size: int, nine_bit: bool) -> bytes:
+    rng = random.Random(size)
+    if nine_bit:  # literals 144..255 cost 9 bits each in fixed Huffman codes
+        return bytes(rng.randrange(144, 256) for _ in range(size))
+    return rng.randbytes(size)
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 20_000])
+def test_compressed_size_bound_holds_for_every_zlib_setting(size: int) -> None:
+    worst = 0
+    samples = (_incompressible(size, False), _incompressible(size, True))
+    for data, level, mem_level, wbits, strategy in itertools.product(
+        samples, (0, 1, 6, 9), (1, 2, 4, 5, 8, 9), (9, 12, 15), range(5)
+    ):
+        deflater = zlib.compressobj(level, zlib.DEFLATED, -wbits, mem_level, strategy)
+        out = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        worst = max(worst, len(out) - len(TAIL))
+    assert worst <= compressed_size_bound(size)
+    # Not so loose that it means nothing: zlib's worst case comes within 2 % and 32 bytes of it.
+    assert compressed_size_bound(size) <= worst + size // 50 + 32
+
+
+def test_compressed_size_bound_of_a_message() -> None:
+    assert compressed_size_bound(0) == 15
+    assert compressed_size_bound(MIB) == MIB + MIB // 8 + MIB // 64 + 5 + 8
+    with pytest.raises(ValueError):
+        compressed_size_bound(-1)
