@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from zzz import core
 from zzz.deflate import compressed_size_bound
@@ -23,6 +23,7 @@ __all__ = [
     "CloseReceived",
     "ConnectionFailed",
     "Event",
+    "ReadStop",
     "Connection",
 ]
 
@@ -76,6 +77,28 @@ class ConnectionFailed:
 
 
 Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
+
+
+class ReadStop(NamedTuple):
+    """Where a driver's fast path (``zzz.readloop.ReadLoop``) stopped in one read. Made only on
+    the slow path (a read that was not all whole messages, or a callback that raised or returned
+    something), so the common read costs nothing.
+
+    Attributes:
+        frames: everything the connection's reader returned for the read: ``Text``/``Binary``
+            messages and ``(opcode, fin, rsv1, payload)`` frame tuples.
+        pos: how many of them were delivered already.
+        error: the reader's violation, found after ``frames``, or None.
+        raised: the callback for ``frames[pos - 1]`` raised ``value``.
+        value: that exception, or what the callback returned; None when delivery stopped at a
+            frame tuple or at the end.
+    """
+
+    frames: list[Any]
+    pos: int
+    error: WebSocketError | None
+    raised: bool
+    value: Any
 
 # Module-level aliases: looking up an Enum member through its class is slow on the hot path.
 _OPEN = State.OPEN
@@ -239,30 +262,16 @@ class Connection:
         self._pos = pos
         return frames[start:pos]
 
-    def dispatch(self, on_message: Any, ws: Any) -> tuple[bool, Any]:
-        """Call ``on_message(ws, msg)`` for each whole single-frame message at the front of what
-        is pending (the fast path, one call into the core per read); stop where ``next_event`` is
-        needed, as ``receive_events`` does.
-
-        Returns ``(raised, value)``: ``(True, exc)`` when a call raised ``exc``, ``(False, value)``
-        when one returned something other than None, ``(False, None)`` when the run is over.
-        Call again after handling the first two.
-        """
-        if self.state is not _OPEN:
-            return False, None
-        self._pos, raised, value = self._out.dispatch(self._frames, self._pos, on_message, ws)
-        return raised, value
-
     @property
     def reader(self) -> Any:
         """The ``core.FrameReader`` (``messages=True``) this connection reads with, for a
-        ``core.Receiver`` that parses reads itself and hands leftovers back with ``adopt``."""
+        ``ReadLoop`` that parses reads itself and hands leftovers back with ``adopt``."""
         return self._reader
 
     def adopt(self, frames: list[Any], pos: int, error: WebSocketError | None) -> None:
-        """Take over what a ``core.Receiver`` read: ``frames`` as the reader returned them, of
+        """Take over what a ``ReadLoop`` read: ``frames`` as the reader returned them, of
         which the first ``pos`` were dispatched already, and the reader's ``error`` (or None).
-        ``next_event`` and ``dispatch`` go on from there. Only call it with nothing pending."""
+        ``next_event`` goes on from there. Only call it with nothing pending."""
         self._frames = frames
         self._pos = pos
         if error is not None:
@@ -423,8 +432,8 @@ class Connection:
 
     @property
     def outbox(self) -> Any:
-        """The ``core.Outbox`` that queues this connection's frames (a handle's ``Sender`` writes
-        into it directly)."""
+        """The ``core.Outbox`` that queues this connection's frames (a handle's ``SendHandle``
+        writes into it directly)."""
         return self._out
 
     def data_to_send(self) -> bytes:
@@ -437,9 +446,9 @@ class Connection:
     def buffers_to_send(self) -> list[bytes]:
         """Everything queued since the last call, as a list of immutable buffers for a vectored
         write (``transport.writelines``): big payloads are not copied into one buffer."""
-        return self._out.take()  # type: ignore[no-any-return]
+        return self._out.take()
 
     @property
     def pending_output(self) -> bool:
         """True when ``data_to_send`` has something."""
-        return self._out.pending  # type: ignore[no-any-return]
+        return self._out.pending

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zzz import core
+from zzz.readloop import ReadLoop, SendHandle
 from zzz.frames import Binary, CloseCode, Text, encode_close
 from zzz.keepalive import Keepalive
-from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
+from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, ReadStop, State
 
 _OPEN = State.OPEN
 
@@ -57,12 +58,12 @@ class WsConfig:
     subprotocols: Sequence[str] = field(default=())
 
 
-class WebSocket(core.Sender):
+class WebSocket(SendHandle):
     """The handle a callback gets for one connection. ``send``, ``send_binary`` and ``close`` are
     safe from any thread and do nothing once the connection is closed.
 
-    ``send(text)`` and ``send_binary(data)`` come from ``core.Sender`` (compiled with the
-    extension): they raise ``TypeError`` for the wrong type and write straight into the
+    ``send(text)`` and ``send_binary(data)`` come from ``zzz.readloop.SendHandle`` (compiled with
+    the extension): they raise ``TypeError`` for the wrong type and write straight into the
     connection's outbox.
     """
 
@@ -202,11 +203,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self._keepalive = Keepalive(
             self.loop, state.settings.ping_interval, state.settings.ping_timeout, self._send_ping, self._on_ping_timeout
         )
-        # With a sync on_message the transport calls the core's per-read loop directly; it comes
-        # back to Python (_receive, _finish_read) for everything but whole messages.
-        self._receiver: Any = None
+        # With a sync on_message the transport calls the per-read loop directly; it comes back
+        # here (_receive, _finish_read) for everything but whole messages.
+        self._readloop: ReadLoop | None = None
         if self._batch_on_message is not None:
-            self._receiver = core.Receiver(
+            self._readloop = ReadLoop(
                 conn.reader,
                 self._outbox,
                 self._batch_on_message,
@@ -218,7 +219,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._fail_slow_reader,
                 self._keepalive,
             )
-            self.data_received = self._receiver.feed  # type: ignore[method-assign]
+            self.data_received = self._readloop.feed  # type: ignore[method-assign]
 
     # Life cycle
 
@@ -258,8 +259,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self._report_close()
 
     def _receive(self, data: bytes) -> None:
-        """A read, the general way: events one at a time (the ``core.Receiver`` takes the reads
-        it can handle whole when ``on_message`` is sync)."""
+        """A read, the general way: events one at a time (the ``ReadLoop`` takes the reads it can
+        handle whole when ``on_message`` is sync)."""
         self._keepalive.received = True
         conn = self.conn
         if self._busy:
@@ -278,16 +279,17 @@ class WebSocketProtocol(asyncio.Protocol):
 
     data_received = _receive
 
-    def _finish_read(self, frames: list[Any], pos: int, raised: bool, value: Any, error: Any) -> None:
-        """The rest of a read the ``core.Receiver`` started: it dispatched ``frames[:pos]`` and
-        stopped at a callback's exception or result, at a frame that is not a whole message, or
-        at a violation (``error``). Control frames and failures come after the batch's replies."""
-        self.conn.adopt(frames, pos, error)
+    def _finish_read(self, stop: ReadStop) -> None:
+        """The rest of a read the ``ReadLoop`` started: it delivered ``stop.frames[:stop.pos]``
+        and stopped at a callback's exception or result, at a frame that is not a whole message,
+        or at a violation (``stop.error``). Control frames and failures come after the batch's
+        replies."""
         outbox = self._outbox
         outbox.in_read = True
         try:
-            if raised or value is not None:
-                self._dispatch_on(raised, value)
+            if stop.raised or stop.value is not None:
+                stop = self._dispatch_on(stop)
+            self.conn.adopt(stop.frames, stop.pos, stop.error)
             self._process()
         finally:
             outbox.in_read = False
@@ -299,19 +301,22 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # Events to callbacks
 
-    def _dispatch_on(self, raised: bool, value: Any) -> None:
-        """A batch run of a sync ``on_message`` stopped: a callback raised (``value`` is the
+    def _dispatch_on(self, stop: ReadStop) -> ReadStop:
+        """A batch run of a sync ``on_message`` stopped: a callback raised (``stop.value`` is the
         exception) or returned something. Handle it, then run the rest of the batch; a callback
-        that returned an awaitable after all is awaited before anything else is delivered."""
+        that returned an awaitable after all is awaited before anything else is delivered.
+        Returns where delivery ended, for ``Connection.adopt``."""
+        readloop = self._readloop
+        assert readloop is not None
         while True:
-            if raised:
-                self._callback_failed(value)
-            elif value is None:
-                return
-            elif inspect.isawaitable(value):
-                self._await_callback(value)
-                return
-            raised, value = self.conn.dispatch(self._on_message, self.ws)
+            if stop.raised:
+                self._callback_failed(stop.value)
+            elif stop.value is None:
+                return stop
+            elif inspect.isawaitable(stop.value):
+                self._await_callback(stop.value)
+                return stop
+            stop = readloop.deliver(stop)
 
     def _process(self) -> None:
         """Pull events and run callbacks until none is left or an async callback must be awaited."""
@@ -362,8 +367,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def _set_busy(self, busy: bool) -> None:
         """An async callback is running (or no longer): reads wait for it, so the fast path is off."""
         self._busy = busy
-        if self._receiver is not None:
-            self._receiver.enabled = not busy
+        if self._readloop is not None:
+            self._readloop.enabled = not busy
 
     def _await_callback(self, awaitable: Awaitable[Any]) -> None:
         self._set_busy(True)
