@@ -1,7 +1,12 @@
 """The sans-I/O WebSocket connection: bytes in, events out; messages in, bytes out.
 
 It owns reassembly, bounded inflation, control frames and the close handshake, and maps every
-violation to its close code in one place (``_fail``). It never touches a socket or a loop.
+violation to its close code in one place (``_fail``). It never touches a socket or a loop, and
+never calls user code: callbacks belong to the drivers (layer 4).
+
+A driver reads through ``receive_data`` and ``next_event``; the per-read loop of the server
+(``zzz.readloop.ReadLoop``) instead parses with the reader and queues into the outbox that
+``fast_path()`` gives, and hands back what it could not finish with ``resume(ReadStop)``.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from zzz import core
 from zzz.deflate import compressed_size_bound
@@ -17,14 +22,14 @@ from zzz.errors import InvalidUtf8, MessageTooBig, WebSocketError
 from zzz.frames import Binary, CloseCode, Text, encode_close, parse_close
 
 __all__ = [
-    "State",
-    "Ping",
-    "Pong",
     "CloseReceived",
+    "Connection",
     "ConnectionFailed",
     "Event",
+    "Ping",
+    "Pong",
     "ReadStop",
-    "Connection",
+    "State",
 ]
 
 OP_CONT = core.OP_CONT
@@ -76,7 +81,7 @@ class ConnectionFailed:
     reason: str
 
 
-Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
+Event = Text | Binary | Ping | Pong | CloseReceived | ConnectionFailed
 
 
 class ReadStop(NamedTuple):
@@ -100,6 +105,7 @@ class ReadStop(NamedTuple):
     raised: bool
     value: Any
 
+
 # Module-level aliases: looking up an Enum member through its class is slow on the hot path.
 _OPEN = State.OPEN
 _CLOSING = State.CLOSING
@@ -108,6 +114,10 @@ _CLOSED = State.CLOSED
 
 class Connection:
     """One WebSocket connection's protocol state, server or client side.
+
+    Receiving: ``receive_data(bytes)``, then ``next_event()`` until it returns None (or
+    ``events_received()``). Sending: ``send_text``, ``send_binary``, ``send_raw``, ``send_ping``,
+    ``send_close``, then ``data_to_send()``. The fast-path port: ``fast_path()`` and ``resume``.
 
     Args:
         is_server: server side expects masked frames and sends unmasked ones; the client the reverse.
@@ -119,24 +129,24 @@ class Connection:
     """
 
     __slots__ = (
+        "_deflate",
+        "_error",
+        "_frames",
+        "_held_pong",
+        "_hold_pongs",
+        "_max_message_size",
+        "_msg_compressed",
+        "_msg_opcode",
+        "_msg_size",
+        "_out",
+        "_parts",
+        "_pos",
+        "_reader",
+        "_utf8",
+        "close_rcvd",
+        "close_sent",
         "is_server",
         "state",
-        "close_sent",
-        "close_rcvd",
-        "_deflate",
-        "_reader",
-        "_frames",
-        "_pos",
-        "_error",
-        "_out",
-        "_max_message_size",
-        "_parts",
-        "_msg_opcode",
-        "_msg_compressed",
-        "_msg_size",
-        "_utf8",
-        "_hold_pongs",
-        "_held_pong",
     )
 
     def __init__(
@@ -208,11 +218,6 @@ class Connection:
         """Frames received and not yet turned into events."""
         return len(self._frames) - self._pos
 
-    @property
-    def has_pending_frames(self) -> bool:
-        """True when received frames (or a failure) wait for ``next_event``."""
-        return self._pos < len(self._frames) or (self._error is not None and self.state is not _CLOSED)
-
     def next_event(self) -> Event | None:
         """Process received frames up to the next event; None when there is none yet.
 
@@ -243,39 +248,41 @@ class Connection:
             return self._fail(self._error)
         return None
 
-    def receive_events(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """``receive_data``, then the whole single-frame messages at the front of what is pending,
-        in one call (the fast path for a consumer that handles each message at once).
+    # The fast-path port
 
-        It stops at the first frame that needs more (a control frame, a fragment, a compressed
-        message) or at a failure: call ``next_event`` for those *after* handling the batch, so
-        that whatever the batch's handlers send goes out before a pong or a close frame.
+    def fast_path(self) -> tuple[core.FrameReader, core.Outbox]:
+        """The connection's ``(reader, outbox)``, for a driver that reads and sends without a call
+        into this class per message (``zzz.readloop``); with ``resume``, its one way in.
+
+        ``reader`` is the ``core.FrameReader(messages=True)`` this connection reads with. A driver
+        may feed it reads itself, instead of ``receive_data``, and deliver the whole messages
+        (``Text``/``Binary``) at the front of what it returns, as long as the rest, and the
+        reader's violation if one was raised, come back through ``resume`` before anything else
+        is read or ``next_event`` is called. Feed it only while nothing is pending here (after
+        ``next_event`` returned None) and while ``outbox.open`` is True.
+
+        ``outbox`` is the ``core.Outbox`` that queues this connection's frames: a driver takes
+        its buffers (``take()``) to write them, sets ``in_read`` while it handles a read, and may
+        queue data messages (``text``, ``binary``, which do nothing unless ``open``). ``open`` is
+        kept equal to ``state is State.OPEN`` by this class alone (see ``_set_state``).
         """
-        self.receive_data(data)
-        if self.state is not _OPEN:
-            return []
-        frames = self._frames
-        start = pos = self._pos
-        n = len(frames)
-        while pos < n and type(frames[pos]) is not tuple:
-            pos += 1
-        self._pos = pos
-        return frames[start:pos]
+        return self._reader, self._out
 
-    @property
-    def reader(self) -> Any:
-        """The ``core.FrameReader`` (``messages=True``) this connection reads with, for a
-        ``ReadLoop`` that parses reads itself and hands leftovers back with ``adopt``."""
-        return self._reader
-
-    def adopt(self, frames: list[Any], pos: int, error: WebSocketError | None) -> None:
-        """Take over what a ``ReadLoop`` read: ``frames`` as the reader returned them, of
-        which the first ``pos`` were dispatched already, and the reader's ``error`` (or None).
-        ``next_event`` goes on from there. Only call it with nothing pending."""
-        self._frames = frames
-        self._pos = pos
-        if error is not None:
-            self._error = error
+    def resume(self, stop: ReadStop) -> None:
+        """Take back what the fast path read and did not deliver: ``stop.frames[stop.pos:]`` come
+        before anything received later, and ``stop.error`` (the reader's violation) fails the
+        connection once they are processed. ``next_event`` goes on from there. ``stop.raised``
+        and ``stop.value`` are the driver's business and are ignored here."""
+        if self.state is _CLOSED:
+            return  # nothing is processed after the close (as receive_data)
+        frames = stop.frames
+        if self._pos >= len(self._frames):
+            self._frames = frames
+            self._pos = stop.pos
+        else:
+            self._frames.extend(frames[stop.pos :])
+        if stop.error is not None and self._error is None:
+            self._error = stop.error
 
     def events_received(self) -> list[Event]:
         """Every event the received bytes complete (convenience for clients and tests)."""
@@ -427,14 +434,15 @@ class Connection:
         self._set_state(_CLOSED)
 
     def _set_state(self, state: State) -> None:
+        """The one setter of ``state``; it keeps the outbox's mirror of it true.
+
+        Invariant: ``outbox.open is (state is State.OPEN)``. The outbox drops data messages
+        unless open, and the per-read loop (which reads only the outbox) stops delivering
+        messages once it is not: after our close frame, data is discarded (RFC 6455 §1.4), and
+        after a failure nothing is delivered at all.
+        """
         self.state = state
         self._out.open = state is _OPEN
-
-    @property
-    def outbox(self) -> Any:
-        """The ``core.Outbox`` that queues this connection's frames (a handle's ``SendHandle``
-        writes into it directly)."""
-        return self._out
 
     def data_to_send(self) -> bytes:
         """Everything queued for the network since the last call, as one buffer."""
@@ -442,11 +450,6 @@ class Connection:
         if not out:
             return b""
         return out[0] if len(out) == 1 else b"".join(out)
-
-    def buffers_to_send(self) -> list[bytes]:
-        """Everything queued since the last call, as a list of immutable buffers for a vectored
-        write (``transport.writelines``): big payloads are not copied into one buffer."""
-        return self._out.take()
 
     @property
     def pending_output(self) -> bool:

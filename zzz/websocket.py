@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zzz import core
-from zzz.readloop import ReadLoop, SendHandle
 from zzz.frames import Binary, CloseCode, Text, encode_close
 from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, ReadStop, State
+from zzz.readloop import ReadLoop, SendHandle
 
 _OPEN = State.OPEN
 
 if TYPE_CHECKING:
     from zzz.server import ServerState
 
-__all__ = ["WsConfig", "WebSocket", "WebSocketProtocol", "broadcast"]
+__all__ = ["WebSocket", "WebSocketProtocol", "WsConfig", "broadcast"]
 
 logger = logging.getLogger("zzz")
 
@@ -68,16 +68,16 @@ class WebSocket(SendHandle):
     """
 
     __slots__ = (
+        "__weakref__",
         "_proto",
         "_thread_id",
-        "params",
-        "query",
         "assigns",
-        "path",
         "headers",
+        "params",
+        "path",
+        "query",
         "remote_address",
         "subprotocol",
-        "__weakref__",
     )
 
     def __init__(
@@ -92,7 +92,7 @@ class WebSocket(SendHandle):
         remote_address: Any,
         subprotocol: str | None,
     ) -> None:
-        super().__init__(proto.conn.outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
+        super().__init__(proto._outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
         self._proto = proto
         self._thread_id = threading.get_ident()
         self.params = params
@@ -183,14 +183,15 @@ class WebSocketProtocol(asyncio.Protocol):
         self.config = config
         self.transport: asyncio.Transport | None = transport
         self.conn: Connection = conn
+        # in_read is True while a read (or a callback run) is handled: sends wait for its end.
+        reader, outbox = conn.fast_path()
+        self._outbox: core.Outbox = outbox
         self.ws = WebSocket(self, **handle_kwargs)
         self._on_message = config.on_message
         # A sync on_message gets every whole message of a read in one call into the core; async
         # ones pull events one at a time (decompression waits for them too).
         self._batch_on_message = None if _is_async(config.on_message) else config.on_message
         self._max_backpressure = state.settings.max_backpressure
-        # in_read is True while a read (or a callback run) is handled: sends wait for its end.
-        self._outbox = conn.outbox
         self._paused = 0
         self._busy = False  # an async callback is running; events wait for it
         self._task: asyncio.Task[Any] | None = None
@@ -208,7 +209,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._readloop: ReadLoop | None = None
         if self._batch_on_message is not None:
             self._readloop = ReadLoop(
-                conn.reader,
+                reader,
                 self._outbox,
                 self._batch_on_message,
                 self.ws,
@@ -289,7 +290,7 @@ class WebSocketProtocol(asyncio.Protocol):
         try:
             if stop.raised or stop.value is not None:
                 stop = self._dispatch_on(stop)
-            self.conn.adopt(stop.frames, stop.pos, stop.error)
+            self.conn.resume(stop)
             self._process()
         finally:
             outbox.in_read = False
@@ -305,7 +306,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """A batch run of a sync ``on_message`` stopped: a callback raised (``stop.value`` is the
         exception) or returned something. Handle it, then run the rest of the batch; a callback
         that returned an awaitable after all is awaited before anything else is delivered.
-        Returns where delivery ended, for ``Connection.adopt``."""
+        Returns where delivery ended, for ``Connection.resume``."""
         readloop = self._readloop
         assert readloop is not None
         while True:
