@@ -1,7 +1,10 @@
-"""The server side of one WebSocket connection: the user's ``WebSocket`` handle and the asyncio
-protocol that drives ``zzz.protocol.Connection`` for it (callbacks, heartbeats, backpressure).
+"""The server side of one WebSocket connection: the user's ``WebSocket`` handle and the
+``WebSocketProtocol`` that runs the route's callbacks on top of the shared driver
+(``zzz.driver.ConnectionDriver``: flush, backpressure, drain, timers, heartbeats, phases).
 
 Everything the callbacks send while one read is handled goes out in one ``transport.write``.
+With a sync ``on_message`` the transport calls the per-read loop (``zzz.readloop.ReadLoop``)
+directly, and it comes back here only for what is not a whole message.
 """
 
 from __future__ import annotations
@@ -9,18 +12,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zzz import core
+from zzz.driver import PAUSED_BY_CALLBACK, Change, ConnectionDriver, Phase
 from zzz.frames import Binary, CloseCode, Text, encode_close
-from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, ReadStop, State
 from zzz.readloop import ReadLoop, SendHandle
-
-_OPEN = State.OPEN
 
 if TYPE_CHECKING:
     from zzz.server import ServerState
@@ -33,9 +33,9 @@ OnOpen = Callable[["WebSocket"], Any]
 OnMessage = Callable[["WebSocket", Any], Any]
 OnClose = Callable[["WebSocket", int, str], Any]
 
-# Reasons to stop reading from the socket; reading resumes when none is left.
-_PAUSED_BY_CALLBACK = 1
-_PAUSED_BY_WRITER = 2
+_OPEN = State.OPEN
+_PHASE_OPEN = Phase.OPEN
+_PHASE_LOST = Phase.LOST
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,6 @@ class WebSocket(SendHandle):
     __slots__ = (
         "__weakref__",
         "_proto",
-        "_thread_id",
         "assigns",
         "headers",
         "params",
@@ -94,7 +93,6 @@ class WebSocket(SendHandle):
     ) -> None:
         super().__init__(proto._outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
         self._proto = proto
-        self._thread_id = threading.get_ident()
         self.params = params
         self.query = query
         self.assigns = assigns
@@ -135,15 +133,7 @@ class WebSocket(SendHandle):
         if not isinstance(reason, str):
             raise TypeError(f"close() reason must be a str, not {type(reason).__name__}")
         encode_close(code, reason)  # validate in the caller's thread, where the error is useful
-        if threading.get_ident() == self._thread_id:
-            self._proto.close(code, reason)
-            return
-        loop = self._proto.loop
-        try:
-            loop.call_soon_threadsafe(self._proto.close, code, reason)
-        except RuntimeError:  # the loop is closed, so is the connection: nothing to do
-            if not loop.is_closed():
-                raise
+        self._proto._call_soon(self._proto.close, code, reason)
 
     @property
     def closed(self) -> bool:
@@ -166,7 +156,7 @@ def _is_async(fn: Callable[..., Any] | None) -> bool:
     return fn is not None and inspect.iscoroutinefunction(fn)
 
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(ConnectionDriver):
     """Drives one upgraded connection: bytes to events to callbacks, sends to one write per read."""
 
     def __init__(
@@ -177,47 +167,38 @@ class WebSocketProtocol(asyncio.Protocol):
         conn: Connection,
         handle_kwargs: dict[str, Any],
     ) -> None:
-        self.loop: asyncio.AbstractEventLoop = state.loop
+        settings = state.settings
+        super().__init__(
+            state.loop,
+            phase=Phase.OPEN,
+            close_timeout=settings.close_timeout,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            max_backpressure=settings.max_backpressure,
+        )
         self.state = state
-        self.settings = state.settings
+        self.settings = settings
         self.config = config
-        self.transport: asyncio.Transport | None = transport
         self.conn: Connection = conn
         # in_read is True while a read (or a callback run) is handled: sends wait for its end.
-        reader, outbox = conn.fast_path()
-        self._outbox: core.Outbox = outbox
+        reader, _ = self._set_connection(transport, conn)
         self.ws = WebSocket(self, **handle_kwargs)
         self._on_message = config.on_message
-        # A sync on_message gets every whole message of a read in one call into the core; async
-        # ones pull events one at a time (decompression waits for them too).
-        self._batch_on_message = None if _is_async(config.on_message) else config.on_message
-        self._max_backpressure = state.settings.max_backpressure
-        self._paused = 0
-        self._busy = False  # an async callback is running; events wait for it
         self._task: asyncio.Task[Any] | None = None
-        self._lost = False
-        self._close_reported = False
-        self._final_code: tuple[int, str] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._writing_paused = False
-        self._close_timer: asyncio.TimerHandle | None = None
-        self._keepalive = Keepalive(
-            self.loop, state.settings.ping_interval, state.settings.ping_timeout, self._send_ping, self._on_ping_timeout
-        )
-        # With a sync on_message the transport calls the per-read loop directly; it comes back
-        # here (_receive, _finish_read) for everything but whole messages.
-        self._readloop: ReadLoop | None = None
-        if self._batch_on_message is not None:
+        # A sync on_message gets every whole message of a read from the per-read loop, which the
+        # transport calls directly; it comes back here (_receive, _finish_read) for everything
+        # else. Async ones pull events one at a time (decompression waits for them too).
+        if config.on_message is not None and not _is_async(config.on_message):
             self._readloop = ReadLoop(
                 reader,
                 self._outbox,
-                self._batch_on_message,
+                config.on_message,
                 self.ws,
                 self._receive,
                 self._finish_read,
                 transport,
-                self._max_backpressure,
-                self._fail_slow_reader,
+                settings.max_backpressure,
+                self._over_limit,
                 self._keepalive,
             )
             self.data_received = self._readloop.feed  # type: ignore[method-assign]
@@ -240,33 +221,28 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._run_callback(on_open, (self.ws,))
             if early_data:
                 self.conn.receive_data(early_data)
-            if not self._busy:
+            if self.phase is _PHASE_OPEN:
                 self._process()
         finally:
             self._outbox.in_read = False
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self.transport = None
-        self._cancel_timers()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._lost()
         self.state.unregister(self)
-        if not self._busy:
+        if self.phase is _PHASE_LOST:
             self._process()  # complete messages already received are still delivered
-            self._report_close()
+            if self.phase is _PHASE_LOST:
+                self._report_close()
 
     def _receive(self, data: bytes) -> None:
         """A read, the general way: events one at a time (the ``ReadLoop`` takes the reads it can
         handle whole when ``on_message`` is sync)."""
         self._keepalive.received = True
         conn = self.conn
-        if self._busy:
+        if self.phase is Phase.IN_CALLBACK:
             conn.receive_data(data)
-            self._pause(_PAUSED_BY_CALLBACK)
+            self._pause(PAUSED_BY_CALLBACK)
             return
         outbox = self._outbox
         outbox.in_read = True
@@ -275,7 +251,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._process()
         finally:
             outbox.in_read = False
-        if outbox.pending:
+        if outbox.size:
             self._flush()
 
     data_received = _receive
@@ -294,11 +270,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self._process()
         finally:
             outbox.in_read = False
-        if outbox.pending:
+        if outbox.size:
             self._flush()
-
-    def eof_received(self) -> bool | None:
-        return None  # let the transport close; connection_lost reports 1006 if no close frame came
 
     # Events to callbacks
 
@@ -320,11 +293,12 @@ class WebSocketProtocol(asyncio.Protocol):
             stop = readloop.deliver(stop)
 
     def _process(self) -> None:
-        """Pull events and run callbacks until none is left or an async callback must be awaited."""
+        """Pull events and run callbacks until none is left or an async callback must be awaited
+        (deliveries happen in the OPEN phase, and in LOST for what came before the loss)."""
         conn = self.conn
         ws = self.ws
         on_message = self._on_message
-        while not self._busy:
+        while self.phase is _PHASE_OPEN or self.phase is _PHASE_LOST:
             event = conn.next_event()
             if event is None:
                 return
@@ -333,7 +307,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 if on_message is not None and conn.state is _OPEN:
                     try:
                         result = on_message(ws, event)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a failing callback closes with 1011
                         self._callback_failed(exc)
                         continue
                     if result is not None and inspect.isawaitable(result):
@@ -344,12 +318,12 @@ class WebSocketProtocol(asyncio.Protocol):
     def _control_event(self, event: Any) -> None:
         cls = type(event)
         if cls is CloseReceived:
-            self._final_code = (event.code, event.reason)
+            self._close = (event.code, event.reason)
             self._flush()
             if self.transport is not None:
                 self.transport.close()
         elif cls is ConnectionFailed:
-            self._final_code = (event.code, event.reason)
+            self._close = (event.code, event.reason)
             logger.info("websocket failed %s: %s %s", self.ws.remote_address, event.code, event.reason)
             self._flush()
             self._linger()
@@ -359,20 +333,15 @@ class WebSocketProtocol(asyncio.Protocol):
     def _run_callback(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             result = fn(*args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing callback closes with 1011
             self._callback_failed(exc)
             return
         if result is not None and inspect.isawaitable(result):
             self._await_callback(result)
 
-    def _set_busy(self, busy: bool) -> None:
-        """An async callback is running (or no longer): reads wait for it, so the fast path is off."""
-        self._busy = busy
-        if self._readloop is not None:
-            self._readloop.enabled = not busy
-
     def _await_callback(self, awaitable: Awaitable[Any]) -> None:
-        self._set_busy(True)
+        """Await a callback's result before anything else is delivered: reads wait for it."""
+        self._advance(Change.AWAITING)
         self._task = self.loop.create_task(self._finish_callback(awaitable))
         self.state.tasks.add(self._task)
         self._task.add_done_callback(self.state.tasks.discard)
@@ -383,15 +352,15 @@ class WebSocketProtocol(asyncio.Protocol):
         except asyncio.CancelledError:
             # Shutdown cancels callbacks still running after close_timeout (or the loop's end
             # cancels every task): nothing more is delivered, and on_close still comes, once.
-            self._set_busy(False)
             self._task = None
+            self._advance(Change.CANCELLED)
             self.conn.abandon()
             self.abort()
             self._report_close()
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing callback closes with 1011
             self._callback_failed(exc)
-        self._set_busy(False)
+        self._advance(Change.RETURNED)
         self._task = None
         self._outbox.in_read = True
         try:
@@ -399,20 +368,20 @@ class WebSocketProtocol(asyncio.Protocol):
         finally:
             self._outbox.in_read = False
         self._flush()
-        if not self._busy:
-            self._resume(_PAUSED_BY_CALLBACK)
-            if self._lost:
-                self._report_close()
+        if self.phase is _PHASE_OPEN:
+            self._resume(PAUSED_BY_CALLBACK)
+        elif self.phase is _PHASE_LOST:
+            self._report_close()
 
     def _callback_failed(self, exc: BaseException) -> None:
         logger.error("callback raised on %s; closing with 1011", self.ws.path, exc_info=exc)
         self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _report_close(self) -> None:
-        if self._close_reported:
+        if self.phase is Phase.REPORTED:
             return
-        self._close_reported = True
-        code, reason = self._final_code or (CloseCode.ABNORMAL_CLOSURE, "")
+        self._advance(Change.REPORTED)
+        code, reason = self.final_close
         logger.info("websocket closed %s %s code=%s", self.ws.path, self.ws.remote_address, code)
         on_close = self.config.on_close
         if on_close is None:
@@ -435,10 +404,6 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # Sending (loop thread only; WebSocket hands calls from other threads over)
 
-    @property
-    def closed(self) -> bool:
-        return self.transport is None or self.conn.state is not _OPEN
-
     def send_text(self, text: str) -> None:
         self.conn.send_text(text)
         if not self._outbox.in_read:
@@ -456,136 +421,34 @@ class WebSocketProtocol(asyncio.Protocol):
             self._flush()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.transport is None or self.conn.state is not State.OPEN:
+        if self.transport is None or self.conn.state is not _OPEN:
             return
         self.conn.send_close(code, reason)
-        self._final_code = (code, reason)
+        self._close = (code, reason)
         if not self._outbox.in_read:
             self._flush()
-        timeout = self.settings.close_timeout
-        if timeout is not None and self._close_timer is None:
-            self._close_timer = self.loop.call_later(timeout, self._on_close_timeout)
+        self._arm_close_timer(self._close_timeout, self._on_close_timeout)
 
-    def _flush(self) -> None:
-        outbox = self._outbox
-        if not outbox.pending:
-            return
-        buffers = outbox.take()
-        transport = self.transport
-        if transport is None:
-            return
-        if len(buffers) == 1:
-            transport.write(buffers[0])
-        else:
-            transport.writelines(buffers)
-        limit = self._max_backpressure
-        if limit is not None and transport.get_write_buffer_size() > limit:
-            self._fail_slow_reader()
-
-    def _linger(self) -> None:
-        """Close after failing the connection without losing our close frame.
-
-        A peer that broke the protocol is usually still sending; closing with its bytes unread
-        makes the kernel reset the connection, and the peer then drops our close frame unread
-        (it sees 1006, not the code that says what it did wrong). So shut down our side and
-        discard what still comes (the failed Connection ignores it) until the peer closes, or
-        abort after ``close_timeout`` (2 s when that is None). ``on_close`` gets our code.
-        """
-        transport = self.transport
-        if transport is None:
-            return
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        if self._close_timer is None:
-            self._close_timer = self.loop.call_later(self.settings.close_timeout or 2.0, self.abort)
-
-    def _fail_slow_reader(self) -> None:
+    def _over_limit(self) -> None:
         logger.warning("closing %s: write buffer over max_backpressure", self.ws.remote_address)
-        self._final_code = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
+        self._close = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.abort()  # the close frame sits behind unread data: on_close keeps 1008
 
     def _on_close_timeout(self) -> None:
-        self._close_timer = None
         if self.transport is not None:
             if self.conn.close_rcvd is None:
-                self._final_code = None  # we sent a close and never heard back: report 1006
+                self._close = None  # we sent a close and never heard back: report 1006
             self.transport.abort()
-
-    @property
-    def buffered_amount(self) -> int:
-        transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
-
-    async def drain(self) -> None:
-        if self.transport is None or not self._writing_paused:
-            await asyncio.sleep(0)  # always a turn for the loop: a send/drain loop must not starve it
-            return
-        waiter = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    # Flow control
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-        # A peer that doesn't read must not make us buffer pongs without end: stop reading too.
-        self._pause(_PAUSED_BY_WRITER)
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._resume(_PAUSED_BY_WRITER)
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _pause(self, reason: int) -> None:
-        if not self._paused and self.transport is not None:
-            self.transport.pause_reading()
-        self._paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if not self._paused & reason:
-            return
-        self._paused &= ~reason
-        if not self._paused and self.transport is not None:
-            self.transport.resume_reading()
-
-    # Heartbeats and timers
-
-    def _send_ping(self) -> bool:
-        if self.closed:
-            return False
-        self.conn.send_ping(b"zzz")
-        self._flush()
-        return True
 
     def _on_ping_timeout(self) -> None:
         logger.info("websocket %s: no pong within ping_timeout; closing", self.ws.remote_address)
-        if self.conn.state is State.OPEN:
-            self.conn.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            self._flush()
-        self._final_code = None  # the peer vanished: on_close sees 1006
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _cancel_timers(self) -> None:
-        self._keepalive.cancel()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        super()._on_ping_timeout()
 
     # Shutdown
 
     def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         self.close(code, reason)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
 
 def broadcast(sockets: Sequence[WebSocket], message: str | bytes) -> None:
