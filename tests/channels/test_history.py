@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from typing import Any
 
@@ -374,3 +375,44 @@ def test_many_topics_do_not_grow_the_store() -> None:
         store.append("one", "e", "{}", None, h)
     assert len(store._streams["one"].entries) == 10
     assert time.monotonic() - t0 < 5
+
+
+async def test_offsets_arrive_in_order_when_threads_broadcast() -> None:
+    ep = endpoint(config())
+    c = await Client.open(ep)
+    await c.join("h:t")
+    c.ws.take()
+    per_thread, threads = 3000, 4
+
+    def publish(k: int) -> None:
+        for n in range(per_thread):
+            ep.pubsub.broadcast("h:t", "m", {"k": k, "n": n})
+
+    workers = [threading.Thread(target=publish, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    frames = c.ws.take()
+    assert [f["meta"]["offset"] for f in frames] == list(range(1, per_thread * threads + 1))
+    for k in range(threads):  # and each thread's broadcasts in the order it made them
+        assert [f["payload"]["n"] for f in frames if f["payload"]["k"] == k] == list(range(per_thread))
+
+
+async def test_an_intercept_that_broadcasts_keeps_the_offsets_in_order() -> None:
+    pubsub = InMemoryPubSub()
+
+    def echo_once(socket: Any, topic: str, event: str, payload: Any) -> Any:
+        if payload.get("first"):
+            pubsub.broadcast(topic, "m", {"second": True})  # delivered after this one, to everybody
+        return payload
+
+    room = ChannelDef("h:*", history=History(10), intercept={"m": echo_once})
+    ep = endpoint(ChannelConfig(channels=[room], pubsub=pubsub))
+    a, b = await Client.open(ep), await Client.open(ep)
+    await a.join("h:1")
+    await b.join("h:1")
+    a.ws.take(), b.ws.take()
+    pubsub.broadcast("h:1", "m", {"first": True})
+    for c in (a, b):
+        assert [f["meta"]["offset"] for f in c.ws.take()] == [1, 2, 3]
