@@ -15,12 +15,17 @@ import uuid
 from typing import Any
 
 from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
+from zzz.channels.history import History, Position, Publication
 from zzz.channels.pubsub import PubSub
 from zzz.channels.wire import MalformedMessage, Message, decode, encode, reply_payload
 
 __all__ = ["ChannelEndpoint", "ChannelSocket"]
 
 log = logging.getLogger("zzz")
+
+# The longest a join waits for its topic's history (a backend's I/O, e.g. a stalled Redis) before it
+# is answered with {"reason": "history unavailable"}.
+HISTORY_TIMEOUT = 5.0
 
 
 async def _call(fn: Any, *args: Any) -> Any:
@@ -161,6 +166,7 @@ class ChannelEndpoint:
         assert config.pubsub is not None  # ChannelConfig.__post_init__ fills it
         self.config = config
         self.pubsub: PubSub = config.pubsub
+        self.pubsub.register_channels(config.channels)
         self._sockets: dict[int, ChannelSocket] = {}
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -255,7 +261,14 @@ class ChannelEndpoint:
                 await self.pubsub.start()
                 self._started = True
 
-    def _reply(self, sock: ChannelSocket, message: Message, status: str, response: Any) -> None:
+    def _reply(
+        self,
+        sock: ChannelSocket,
+        message: Message,
+        status: str,
+        response: Any,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         try:
             text = encode(
                 message.array_form,
@@ -264,6 +277,7 @@ class ChannelEndpoint:
                 reply_payload(status, response),
                 message.ref,
                 message.join_ref,
+                meta,
             )
         except (TypeError, ValueError, RecursionError):  # not JSON, circular, or nested too deeply
             log.exception("zzz.channels: reply to %r on %r is not JSON", message.event, message.topic)
@@ -274,6 +288,7 @@ class ChannelEndpoint:
                 reply_payload("error", {"reason": "internal error"}),
                 message.ref,
                 message.join_ref,
+                meta,
             )
         sock.send_text(text)
 
@@ -318,7 +333,7 @@ class ChannelEndpoint:
             return
         # phoenix.js sends join_ref == ref on joins; zzz.js object frames may omit join_ref.
         join_ref = message.join_ref if message.join_ref is not None else message.ref
-        message = Message(topic, message.event, message.payload, message.ref, join_ref, message.array_form)
+        message = dataclasses.replace(message, join_ref=join_ref)
         status: str = "ok"
         response: Any = {}
         if channel.join is not None:
@@ -334,9 +349,59 @@ class ChannelEndpoint:
                 self._reply(sock, message, status, response)
             return
         sock._joins[topic] = (join_ref, channel)
+        history = self.pubsub.history_for(topic)
+        if history is not None:
+            await self._join_history(sock, message, history, response)
+            return
         self.pubsub.subscribe(topic, sock)
         self._reply(sock, message, "ok", response)
         sock.push(topic, "presence_state", self.pubsub.presence_list(topic))
+
+    async def _join_history(
+        self, sock: ChannelSocket, message: Message, history: History, response: Any
+    ) -> None:
+        """The end of a join on a topic with history: recover what the client missed, then go live.
+
+        The socket is subscribed first, holding its deliveries; the stream is read; the reply says
+        where the topic stands; the missed broadcasts follow, then ``presence_state``, then whatever
+        arrived meanwhile and is newer than the reply's position: no gap and no duplicate.
+        """
+        topic = message.topic
+        pubsub = self.pubsub
+        join = sock._joins[topic]
+        want = _recover_position(message.meta)
+        pubsub.begin_recovery(topic, sock, history)
+        missed: list[Publication]
+        try:
+            if want is None:
+                recovered, missed, current = (
+                    False,
+                    [],
+                    await asyncio.wait_for(pubsub.position(topic, history), HISTORY_TIMEOUT),
+                )
+            else:
+                recovered, missed, current = await asyncio.wait_for(
+                    pubsub.since(topic, history, want), HISTORY_TIMEOUT
+                )
+        except Exception as exc:  # noqa: BLE001 (any backend failure: the stream cannot be read now)
+            log.warning("zzz.channels: history of %r unavailable (%r); join refused", topic, exc)
+            if sock._joins.get(topic) is join:
+                await self._leave(sock, topic)
+            if not sock.closed:
+                self._reply(sock, message, "error", {"reason": "history unavailable"})
+            return
+        if sock.closed or sock._joins.get(topic) is not join:
+            return  # the connection went away meanwhile; its leave cleaned up
+        meta = {"recovered": recovered, "offset": current.offset, "epoch": current.epoch}
+        self._reply(sock, message, "ok", response, meta)
+        if missed:
+            pubsub.replay(topic, sock, missed, current.epoch)
+        sock.push(topic, "presence_state", pubsub.presence_list(topic))
+        if not pubsub.finish_recovery(topic, sock, current):
+            # More arrived during the join than may be held: some were dropped, so the client must
+            # not carry on as if it had everything. It reconnects and recovers (or is told it cannot).
+            log.warning("zzz.channels: a join on %r received too much while recovering; closing it", topic)
+            sock.close(1013, "recovery overflow")
 
     async def _leave(self, sock: ChannelSocket, topic: str) -> None:
         _join_ref, channel = sock._joins.pop(topic)
@@ -387,6 +452,27 @@ class ChannelEndpoint:
             for sock in list(self._sockets.values()):
                 if sock.last_seen < deadline:
                     sock.close(1000, "heartbeat timeout")
+
+
+def _recover_position(meta: dict[str, Any] | None) -> Position | None:
+    """The position a join's ``meta`` asks to recover from; None when it asks for none.
+
+    A ``recover`` that is not ``{"offset": non-negative int, "epoch": str}`` gets a position that never
+    recovers, so the client hears ``recovered: false`` rather than an error.
+    """
+    want = None if meta is None else meta.get("recover")
+    if want is None:
+        return None
+    if isinstance(want, dict):
+        offset, epoch = want.get("offset"), want.get("epoch")
+        if (
+            isinstance(offset, int)
+            and not isinstance(offset, bool)
+            and offset >= 0
+            and isinstance(epoch, str)
+        ):
+            return Position(offset, epoch)
+    return Position(-1, "")
 
 
 def _join_outcome(result: Any) -> tuple[str, Any]:
