@@ -19,7 +19,6 @@ import ssl as ssl_module
 import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from zzz.frames import encode_close
 from zzz.http import HttpError, Request, RequestParser, Response
 from zzz.protocol import Connection
 from zzz.routing import Router, RouteTable, run_chain
+from zzz.settings import FLAT_NAMES, Settings
 from zzz.websocket import WebSocketProtocol, WsConfig
 
 __all__ = ["App", "Server", "Settings"]
@@ -36,58 +36,6 @@ __all__ = ["App", "Server", "Settings"]
 logger = logging.getLogger("zzz")
 
 _STATIC = Path(__file__).with_name("static")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every knob of an ``App``, passed as keyword arguments. ``None`` turns a limit off.
-
-    Limits:
-        max_message_size: a message after reassembly and decompression (1 MiB); over it: 1009.
-        max_frame_size: one frame's payload (None: same as max_message_size); over it: 1009.
-        max_fragments: frames in one message (4096); over it: 1008.
-        max_request_line: request line bytes (8192); over it: 414.
-        max_header_size: one header line (8192) / max_header_count (128) / max_head_size (64 KiB): 431.
-        max_body_size: HTTP request body (1 MiB); over it: 413.
-        max_backpressure: unsent bytes per connection (8 MiB); over it the connection is closed, 1008.
-        write_high_water / write_low_water: send buffer marks for drain() and read pausing.
-        max_connections: open TCP connections (50,000); beyond it new ones get 503.
-    Timeouts (seconds):
-        open_timeout: from accept to a complete request head, and on idle keep-alive (10).
-        close_timeout: wait for the peer's close frame before aborting (10).
-        ping_interval / ping_timeout: heartbeats (20 / 20); no pong in time: 1011 sent, 1006 reported.
-    Compression:
-        compression: negotiate permessage-deflate when a client offers it (True).
-        deflate: a ``zzz.deflate.DeflateConfig`` (window bits, memory level, context takeover).
-    Security:
-        allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
-    """
-
-    # Limits
-    max_message_size: int | None = 1 << 20
-    max_frame_size: int | None = None
-    max_fragments: int | None = 4096
-    max_request_line: int = 8192
-    max_header_size: int = 8192
-    max_header_count: int = 128
-    max_head_size: int = 65536
-    max_body_size: int = 1 << 20
-    max_backpressure: int | None = 8 << 20
-    write_high_water: int = 64 * 1024
-    write_low_water: int = 16 * 1024
-    max_connections: int | None = 50_000
-    # Timeouts
-    open_timeout: float | None = 10.0
-    close_timeout: float | None = 10.0
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    # Compression
-    compression: bool = True
-    deflate: Any = None
-    # Security
-    allowed_origins: Sequence[str] | None = None
-    # Static files
-    static_max_age: int = 86400
 
 
 class ServerState:
@@ -670,8 +618,7 @@ class App:
     """
 
     def __init__(self, routes: Iterable[Any] = (), *, middleware: Sequence[Any] = (), **settings: Any) -> None:
-        known = {f.name for f in fields(Settings)}
-        unknown = set(settings) - known
+        unknown = set(settings) - FLAT_NAMES.keys()
         if unknown:
             raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
         self.settings = Settings(**settings)
