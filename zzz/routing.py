@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from .http import HttpError, Request, Response
+from zzz._grammar import is_token
+from zzz.http import HttpError, Request, Response
 
 __all__ = [
     "CallNext",
@@ -35,7 +36,6 @@ CallNext = Callable[..., Awaitable[Response]]
 Middleware = Callable[[Request, CallNext], ResponseLike | Awaitable[ResponseLike]]
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+\Z")
 # Allow header order: the common methods first, anything custom after them alphabetically.
 _METHOD_ORDER = {m: i for i, m in enumerate(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))}
 
@@ -129,7 +129,7 @@ class Router:
             ValueError: invalid method or pattern.
             TypeError: handler or a middleware is not callable.
         """
-        if not isinstance(method, str) or not _METHOD.match(method.upper()):
+        if not isinstance(method, str) or not is_token(method.upper()):
             raise ValueError(f"invalid HTTP method: {method!r}")
         _parse_pattern(pattern)
         _check_callable(handler, "route handler")
@@ -380,14 +380,24 @@ class RouteTable:
         self._root = _Node()
         self._add_all(routes, "", self.middleware)
 
-    def _add_all(self, items: Iterable[Route | Controller], prefix: str, chain: tuple[Middleware, ...]) -> None:
+    def _add_all(
+        self, items: Iterable[Route | Controller], prefix: str, chain: tuple[Middleware, ...]
+    ) -> None:
         for item in items:
             if isinstance(item, Controller):
-                self._add_all(item.routes, _join(prefix, item.prefix) if item.prefix else prefix,
-                              chain + item.middleware)
+                self._add_all(
+                    item.routes,
+                    _join(prefix, item.prefix) if item.prefix else prefix,
+                    chain + item.middleware,
+                )
             elif isinstance(item, Route):
-                full = Route(item.method, _join(prefix, item.pattern), item.handler, item.ws_config,
-                             chain + item.middleware)
+                full = Route(
+                    item.method,
+                    _join(prefix, item.pattern),
+                    item.handler,
+                    item.ws_config,
+                    chain + item.middleware,
+                )
                 self._insert(full)
             else:
                 raise TypeError(f"expected a Route or Controller, got {type(item).__name__}")
@@ -519,7 +529,9 @@ def to_response(result: object) -> Response:
         return result
     if isinstance(result, (str, bytes, bytearray, memoryview)):
         return Response(result)
-    raise TypeError(f"handlers and middleware must return a Response, str or bytes, not {type(result).__name__}")
+    raise TypeError(
+        f"handlers and middleware must return a Response, str or bytes, not {type(result).__name__}"
+    )
 
 
 async def run_chain(

@@ -24,8 +24,10 @@ from typing import Any
 
 from zzz import deflate as deflate_module
 from zzz import handshake
+from zzz._grammar import HOST
 from zzz.frames import encode_close
-from zzz.http import HttpError, Request, RequestParser, Response
+from zzz.http import HttpError, Request, Response, error_response
+from zzz.http_parser import RequestParser
 from zzz.protocol import Connection
 from zzz.routing import Router, RouteTable, run_chain
 from zzz.settings import FLAT_NAMES, Settings
@@ -70,7 +72,9 @@ class ServerState:
 class UpgradeResponse(Response):
     """What the endpoint of a WebSocket route returns: middleware may still replace it."""
 
-    def __init__(self, config: WsConfig, key: str, subprotocol: str | None, deflate: Any, ext_header: str | None):
+    def __init__(
+        self, config: WsConfig, key: str, subprotocol: str | None, deflate: Any, ext_header: str | None
+    ):
         super().__init__(b"", status=101)
         self.config = config
         self.key = key
@@ -167,7 +171,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.upgrading:
             self._keep_early(data)
         elif self.unparsed:  # paused; a transport may still hand over what it had read
-            self.unparsed = self.unparsed[self.unparsed_pos:] + data
+            self.unparsed = self.unparsed[self.unparsed_pos :] + data
             self.unparsed_pos = 0
         else:
             self._parse(data, 0)
@@ -185,7 +189,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.unparsed, self.unparsed_pos = data, pos  # no copy: refills walk the same bytes
                 self._pause(_PAUSED_BY_QUEUE)
                 break
-            piece = data if pos == 0 and end <= _FEED_SLICE else data[pos:pos + _FEED_SLICE]
+            piece = data if pos == 0 and end <= _FEED_SLICE else data[pos : pos + _FEED_SLICE]
             pos += len(piece)
             try:
                 requests = parser.feed(piece)
@@ -389,7 +393,7 @@ class HttpProtocol(asyncio.Protocol):
                 if origin is None or not _origin_allowed(origin, settings.allowed_origins):
                     raise handshake.HandshakeError(403, "Forbidden: origin not allowed")
         except handshake.HandshakeError as exc:
-            self._write(HttpError(exc.status, exc.message, exc.headers).to_response(), request, False)
+            self._write(error_response(exc), request, False)
             return False
 
         def endpoint(req: Request) -> Response:
@@ -435,7 +439,9 @@ class HttpProtocol(asyncio.Protocol):
             max_frame_size=settings.max_frame_size,
             max_fragments=settings.max_fragments,
         )
-        transport.write(handshake.build_response(up.key, subprotocol=up.subprotocol, extensions=up.ext_header))
+        transport.write(
+            handshake.build_response(up.key, subprotocol=up.subprotocol, extensions=up.ext_header)
+        )
         proto = WebSocketProtocol(
             self.state,
             up.config,
@@ -475,11 +481,6 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-# RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ], where uri-host is an
-# IP-literal in brackets, an IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims).
-_HOST = re.compile(r"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?\Z")
-
-
 def _bad_request(request: Request) -> HttpError | None:
     """The 400 a request gets before routing, whatever its route, or None.
 
@@ -493,7 +494,7 @@ def _bad_request(request: Request) -> HttpError | None:
     if len(hosts) > 1:
         return HttpError(400, "more than one Host header")
     if hosts:
-        if not _HOST.match(hosts[0].strip(" \t")):
+        if not HOST.match(hosts[0].strip(" \t")):
             return HttpError(400, "invalid Host header")
     elif request.http_version != "1.0":
         return HttpError(400, "missing Host header")
@@ -617,7 +618,9 @@ class App:
         TypeError: an unknown setting.
     """
 
-    def __init__(self, routes: Iterable[Any] = (), *, middleware: Sequence[Any] = (), **settings: Any) -> None:
+    def __init__(
+        self, routes: Iterable[Any] = (), *, middleware: Sequence[Any] = (), **settings: Any
+    ) -> None:
         unknown = set(settings) - FLAT_NAMES.keys()
         if unknown:
             raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
@@ -655,7 +658,12 @@ class App:
             srv = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=backlog, **extra)
         else:
             srv = await loop.create_server(
-                lambda: HttpProtocol(state), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
+                lambda: HttpProtocol(state),
+                host,
+                port,
+                reuse_port=reuse_port or None,
+                backlog=backlog,
+                **extra,
             )
         server = Server(state, [srv])
         logger.info("zzz listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
@@ -714,7 +722,9 @@ def _loop_factory(kind: str) -> Any:
             import uvloop
         except ImportError:
             if kind == "uvloop":
-                raise RuntimeError("loop='uvloop' but uvloop is not installed (pip install zzz[uvloop])") from None
+                raise RuntimeError(
+                    "loop='uvloop' but uvloop is not installed (pip install zzz[uvloop])"
+                ) from None
             return asyncio.new_event_loop
         return uvloop.new_event_loop
     return asyncio.new_event_loop
@@ -803,8 +813,6 @@ def _serve_static(name: str, max_age: int) -> Any:
         return Response(body, headers=headers, content_type="application/javascript; charset=utf-8")
 
     return handler
-
-
 
 
 # An entity-tag, weak or strong (RFC 9110 section 8.8.3): etagc is any visible byte but DQUOTE.
