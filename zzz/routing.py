@@ -1,7 +1,9 @@
 """Routing for zzz: routes with ``:param`` and ``*wildcard`` patterns, controllers, middleware chains.
 
 Pure and sans-I/O: ``RouteTable.match`` maps (method, path) to a route, its decoded parameters and
-its middleware chain through a segment trie; ``run_chain`` runs middleware around an endpoint.
+its middleware chain through a segment trie; ``run_chain`` runs middleware around an endpoint;
+``RouteTable.handle`` does both for every request the server answers (HTTP routes, WebSocket
+upgrades, 404 and 405).
 """
 
 from __future__ import annotations
@@ -474,17 +476,23 @@ class RouteTable:
         request: Request,
         *,
         websocket_endpoint: Callable[[Request, Route], Any] | None = None,
+        before_upgrade: Callable[[Request, Route], Response | None] | None = None,
     ) -> Response:
-        """Route ``request`` and run its middleware chain and endpoint.
+        """Route ``request`` and run its middleware chain and endpoint: the one dispatcher.
 
-        Sets ``request.params``. A 404/405 is rendered as a response after the app middleware
-        ran (so logging or CORS middleware see it too).
+        Sets ``request.params``. A 404/405 (and a 400 for a path that is not valid UTF-8) is
+        rendered as a response after the app middleware ran, so logging or CORS middleware see
+        it too.
 
         Args:
             request: the parsed request.
             websocket_endpoint: ``endpoint(request, route)`` for WebSocket routes (sync or async),
                 called after the route's middleware let the request through; it returns the
                 upgrade response.
+            before_upgrade: ``check(request, route)`` for WebSocket routes, called before any
+                middleware: a Response it returns is the answer (the middleware and the endpoint
+                don't run), None goes on. The server checks the opening handshake here, so a
+                request that cannot be upgraded is refused whatever the middleware would do.
 
         Returns:
             The response. Exceptions other than HttpError from user code propagate.
@@ -503,6 +511,10 @@ class RouteTable:
         if route.is_websocket:
             if websocket_endpoint is None:
                 raise RuntimeError(f"{route!r} is a WebSocket route but no websocket_endpoint was given")
+            if before_upgrade is not None:
+                refusal = before_upgrade(request, route)
+                if refusal is not None:
+                    return refusal
             ws_endpoint = websocket_endpoint
 
             def endpoint(req: Request) -> Any:
