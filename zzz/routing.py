@@ -12,7 +12,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from zzz._grammar import is_token
@@ -23,6 +23,7 @@ __all__ = [
     "Controller",
     "Handler",
     "Middleware",
+    "MountsRoutes",
     "ResponseLike",
     "Route",
     "RouteMatch",
@@ -79,6 +80,14 @@ class Route:
     def __repr__(self) -> str:
         kind = "ws" if self.is_websocket else self.method
         return f"<Route {kind} {self.pattern}>"
+
+
+class MountsRoutes(Protocol):
+    """What ``Router.channel`` mounts: an object that makes its own routes for a path."""
+
+    def routes(self, path: str) -> Iterable[Route | Controller]:
+        """The routes (and controllers) to serve at ``path``."""
+        ...
 
 
 def _parse_pattern(pattern: str) -> list[tuple[int, str]]:
@@ -189,12 +198,14 @@ class Router:
         return Route("GET", pattern, None, config, tuple(middleware))
 
     @staticmethod
-    def channel(path: str, config: Any, *, middleware: Sequence[Middleware] = ()) -> Controller:
+    def channel(path: str, config: MountsRoutes, *, middleware: Sequence[Middleware] = ()) -> Controller:
         """A Channels endpoint (``zzz.ChannelConfig``) at ``path`` and at ``path + "/websocket"``
-        (where phoenix.js connects), grouped as one controller with ``middleware``."""
-        from zzz.channels import channel_routes  # the feature layer sits above routing
+        (where phoenix.js connects), grouped as one controller with ``middleware``.
 
-        return Controller.define(channel_routes(path, config), middleware=middleware)
+        ``config`` is anything with a ``routes(path)`` method, so routing needs no import of the
+        feature that provides it: ``ChannelConfig.routes`` builds the endpoint's routes.
+        """
+        return Controller.define(config.routes(path), middleware=middleware)
 
 
 @dataclass(frozen=True, eq=False)
