@@ -16,13 +16,11 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from zzz.channels.history import History, LocalHistory, Position, Publication
 from zzz.channels.wire import dumps, encode_raw, position_meta
 
-if TYPE_CHECKING:
-    from zzz.channels.channel import ChannelDef
 
 __all__ = ["InMemoryPubSub", "InterceptFn", "PresenceEntry", "PubSub", "Subscriber", "active_backends"]
 
@@ -44,6 +42,21 @@ class Subscriber(Protocol):
 
 # ``intercept(socket, topic, event, payload)`` -> the payload for that subscriber, or None to skip it.
 InterceptFn = Callable[[Any, str, str, Any], Any]
+
+
+class ChannelSpec(Protocol):
+    """What the pub/sub reads of a channel definition (a ``zzz.ChannelDef``, which lives a layer up
+    in ``zzz.channels.socket``): which topics it covers, and their history and intercepts."""
+
+    @property
+    def history(self) -> History | None: ...
+
+    @property
+    def intercept(self) -> Mapping[str, InterceptFn] | None: ...
+
+    def matches(self, topic: str) -> bool:
+        """True when ``topic`` belongs to this channel."""
+        ...
 
 # The least a recovering subscriber may buffer (it may always buffer its topic's History.size).
 _RECOVERY_BUFFER_MIN = 1000
@@ -96,7 +109,7 @@ class PubSub:
         self._lock = threading.Lock()
         self._topics: dict[str, dict[str, Subscriber]] = {}
         # The channel definitions of the endpoints on this backend, and (history, intercepts) by topic.
-        self._channel_defs: list[ChannelDef] = []
+        self._channel_defs: list[ChannelSpec] = []
         self._info: dict[str, tuple[History | None, Mapping[str, InterceptFn] | None]] = {}
         # topic -> socket id -> its recovery state (only for subscribers not yet fully live).
         self._recovering: dict[str, dict[str, _Recovery]] = {}
@@ -125,7 +138,7 @@ class PubSub:
 
     # -- channel definitions -------------------------------------------------------------------------------
 
-    def register_channels(self, channels: Sequence[ChannelDef]) -> None:
+    def register_channels(self, channels: Sequence[ChannelSpec]) -> None:
         """Learn the channel definitions of an endpoint that uses this backend (each one once).
 
         ``history_for`` and ``intercepts_for`` look topics up in them, the first match winning, in the

@@ -1,7 +1,9 @@
-"""The channel layer of one WebSocket endpoint: per-connection sockets, joins, routing of events, replies.
+"""The channel layer of one WebSocket endpoint: what an application declares, per-connection sockets,
+joins, routing of events, replies.
 
-``ChannelEndpoint`` provides the ``on_open``/``on_message``/``on_close`` callbacks of a ``WsConfig``;
-``ChannelSocket`` is what join and event handlers receive.
+``ChannelDef`` and ``ChannelConfig`` declare the channels and the endpoint's settings;
+``ChannelConfig.routes`` mounts it. ``ChannelEndpoint`` provides the ``on_open``/``on_message``/
+``on_close`` callbacks of a ``WsConfig``; ``ChannelSocket`` is what join and event handlers receive.
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ import inspect
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
+from zzz.channels.channel import JoinResult, Reply
 from zzz.channels.history import History, Position, Publication
-from zzz.channels.pubsub import PubSub
+from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
 from zzz.channels.wire import MalformedMessage, Message, decode, encode, reply_payload
+from zzz.routing import Route, Router
+from zzz.websocket import WsConfig
 
-__all__ = ["ChannelEndpoint", "ChannelSocket"]
+__all__ = [
+    "ChannelConfig",
+    "ChannelDef",
+    "ChannelEndpoint",
+    "ChannelSocket",
+    "EventHandler",
+    "JoinHandler",
+    "LeaveHandler",
+]
 
 log = logging.getLogger("zzz")
 
@@ -34,6 +48,114 @@ async def _call(fn: Any, *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+# -- what an application declares ------------------------------------------------------------------------
+
+JoinHandler = Callable[["ChannelSocket", str, Any], JoinResult | Reply | bool | Awaitable[Any]]
+LeaveHandler = Callable[["ChannelSocket", str], None | Awaitable[None]]
+EventHandler = Callable[["ChannelSocket", str, str, Any], Any]
+
+
+@dataclass(frozen=True)
+class ChannelDef:
+    """Handlers for the topics that match a pattern.
+
+    Attributes:
+        topic_pattern: ``"prefix:*"`` matches every topic starting with ``"prefix:"``; anything else
+            matches exactly.
+        join: ``join(socket, topic, payload)`` returning True/False, a ``JoinResult`` or a ``Reply``
+            (sync or async). None accepts every join.
+        leave: ``leave(socket, topic)`` called when the client leaves or disconnects (sync or async).
+        handlers: event name -> ``handler(socket, topic, event, payload)`` (sync or async); its return
+            value is the reply (see ``Reply``).
+        history: keep the topics' last broadcasts, numbered, so that clients that reconnect recover
+            what they missed (see ``History``); None: no history, no ``meta`` on the wire.
+        intercept: event name -> ``fn(socket, topic, event, payload)``, a plain function called once per
+            subscriber for each broadcast of that event (replays included); it returns the payload to
+            send to that subscriber, or None to skip it. Other events keep the encode-once path.
+
+    Raises:
+        TypeError: ``history`` is not a ``History``, or an intercept is not callable.
+    """
+
+    topic_pattern: str
+    join: JoinHandler | None = None
+    leave: LeaveHandler | None = None
+    handlers: Mapping[str, EventHandler] = field(default_factory=dict)
+    history: History | None = None
+    intercept: Mapping[str, InterceptFn] | None = None
+
+    def __post_init__(self) -> None:
+        if self.history is not None and not isinstance(self.history, History):
+            raise TypeError("ChannelDef history must be a zzz.History (or None)")
+        for event, fn in (self.intercept or {}).items():
+            if not isinstance(event, str) or not callable(fn):
+                raise TypeError("ChannelDef intercept maps event names to functions")
+
+    def matches(self, topic: str) -> bool:
+        """True when ``topic`` belongs to this channel."""
+        if self.topic_pattern.endswith("*"):
+            return topic.startswith(self.topic_pattern[:-1])
+        return topic == self.topic_pattern
+
+
+@dataclass
+class ChannelConfig:
+    """Settings of one channel endpoint (``Router.channel(path, config)``).
+
+    Attributes:
+        channels: the channel definitions; the first whose pattern matches a topic handles it.
+        pubsub: the backend; None gives this endpoint its own ``InMemoryPubSub``.
+        heartbeat_timeout: seconds without any message from a client before its socket is closed
+            (clients send a heartbeat every 30 s by default); None disables the check.
+        max_topics_per_socket: joins beyond this are refused with ``{"reason": "too many topics"}``;
+            None is unlimited.
+        rate_limit: ``(burst, per_second)`` token bucket per socket for every message but heartbeats;
+            None disables it.
+        rate_limit_action: ``"drop"`` answers excess pushes with ``{"reason": "rate_limited"}``;
+            ``"disconnect"`` closes the socket with 1008.
+    """
+
+    channels: list[ChannelDef]
+    pubsub: PubSub | None = None
+    heartbeat_timeout: float | None = 60.0
+    max_topics_per_socket: int | None = 100
+    rate_limit: tuple[float, float] | None = None
+    rate_limit_action: Literal["drop", "disconnect"] = "drop"
+
+    def __post_init__(self) -> None:
+        if self.pubsub is None:
+            self.pubsub = InMemoryPubSub()
+        if self.rate_limit_action not in ("drop", "disconnect"):
+            raise ValueError("rate_limit_action must be 'drop' or 'disconnect'")
+        if self.rate_limit is not None:
+            burst, rate = self.rate_limit
+            if burst < 1 or rate <= 0:
+                raise ValueError("rate_limit needs burst >= 1 and per_second > 0")
+
+    def find(self, topic: str) -> ChannelDef | None:
+        """The channel definition that handles ``topic``, if any."""
+        for channel in self.channels:
+            if channel.matches(topic):
+                return channel
+        return None
+
+    def routes(self, path: str) -> list[Route]:
+        """The WebSocket routes of this endpoint: ``path`` and ``path + "/websocket"``.
+
+        phoenix.js appends ``/websocket`` to the URL it is given; zzz.js uses the URL as it is.
+        ``Router.channel(path, config)`` mounts them; both share one ``ChannelEndpoint``.
+
+        Args:
+            path: the mount point, e.g. ``"/socket"``.
+        """
+        ws_config = ChannelEndpoint(self).ws_config()
+        base = path.rstrip("/") or ""
+        return [Router.ws(path, ws_config), Router.ws(f"{base}/websocket", ws_config)]
+
+
+# -- one connection --------------------------------------------------------------------------------------
 
 
 class ChannelSocket:
@@ -172,10 +294,8 @@ class ChannelEndpoint:
         self._start_lock: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
-    def ws_config(self) -> Any:
+    def ws_config(self) -> WsConfig:
         """A ``zzz.WsConfig`` wired to this endpoint."""
-        from zzz.websocket import WsConfig  # lazy: keeps the channel logic importable without the server
-
         return WsConfig(on_open=self.on_open, on_message=self.on_message, on_close=self.on_close)
 
     @property
