@@ -107,6 +107,7 @@ class Scenario:
 
 
 RAW_FANOUT = "raw fan-out"
+ZZZ_HISTORY = "zzz history"
 CHANNEL_TOPIC_PATH = "/socket/websocket"  # zzz.Router.channel("/socket") also serves this (phoenix.js's)
 SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
@@ -119,6 +120,16 @@ SERVERS: list[Server] = [
     # uWebSockets' C pub/sub: the fastest peer on fan-out; it runs the broadcast rows.
     Server("socketify", "server_socketify.py", kinds=("bcast",)),
     Server("zzz", "server_zzz.py", wire="phoenix", wire_path=CHANNEL_TOPIC_PATH),
+    # The same Channels server with a History on its topics (issue #15): what numbering, storing and
+    # the meta on every frame cost on the fan-out rows.
+    Server(
+        ZZZ_HISTORY,
+        "server_zzz.py",
+        ("--history", "1000"),
+        wire="phoenix",
+        wire_path=CHANNEL_TOPIC_PATH,
+        only=("ch-bcast-1000", "ch-burst10-1000"),
+    ),
     Server(
         "python-socketio", "server_socketio.py", kinds=("channel",), wire="socketio", wire_path=SOCKETIO_PATH
     ),
@@ -319,6 +330,8 @@ def _targets() -> list[Target]:
         out += [
             Target(key, "zzz", "python-socketio", minimum=10.0),
             Target(key, "zzz", "zzz", plain, minimum=0.8),
+            # issue #15: history costs at most 20 % of Channels broadcast throughput (in-memory backend)
+            Target(key, ZZZ_HISTORY, "zzz", minimum=0.8),
         ]
     out.append(Target("ch-rr", "zzz", "zzz", "rr-32", minimum=0.8))
     for key in ("rr-32", "rr-1k", "conns-100"):

@@ -14,16 +14,14 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zzz import core
 from zzz.driver import PAUSED_BY_CALLBACK, Change, ConnectionDriver, Phase
 from zzz.frames import Binary, CloseCode, Text, encode_close
+from zzz.hub import ConnectionHub
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, ReadStop, State
 from zzz.readloop import ReadLoop, SendHandle
-
-if TYPE_CHECKING:
-    from zzz.server import ServerState
 
 __all__ = ["WebSocket", "WebSocketProtocol", "WsConfig", "broadcast"]
 
@@ -161,7 +159,7 @@ class WebSocketProtocol(ConnectionDriver):
 
     def __init__(
         self,
-        state: ServerState,
+        state: ConnectionHub,
         config: WsConfig,
         transport: asyncio.Transport,
         conn: Connection,

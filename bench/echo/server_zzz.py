@@ -11,6 +11,8 @@ accepted for symmetry with the other scripts and changes nothing here.
 ``--server-no-context-takeover`` answers every offer with ``server_no_context_takeover``
 (``DeflateConfig(server_no_context_takeover=True)``), which lets a broadcast compress once for
 all receivers; with a zzz whose ``DeflateConfig`` has no such field the script says so and exits.
+``--history N`` gives ``bench:*`` a ``zzz.History(N)`` (issue #15): every broadcast is numbered,
+stored and carries its position as ``meta``; the cost of that is the ``zzz history`` rows.
 """
 
 from __future__ import annotations
@@ -84,9 +86,15 @@ def deflate_settings(no_context_takeover: bool) -> dict[str, Any]:
     return {"deflate": DeflateConfig(server_no_context_takeover=True)}
 
 
-def build_app(no_context_takeover: bool = False) -> Any:
-    """The app: echo on ``/``, broadcast on ``/broadcast``, Channels on ``/socket``."""
-    bench = zzz.ChannelDef("bench:*", handlers={"pub": on_pub, "echo": on_echo})
+def build_app(no_context_takeover: bool = False, history: int = 0) -> Any:
+    """The app: echo on ``/``, broadcast on ``/broadcast``, Channels on ``/socket``.
+
+    Args:
+        no_context_takeover: see ``deflate_settings``.
+        history: when > 0, ``bench:*`` keeps that many broadcasts (``zzz.History``).
+    """
+    hist = zzz.History(history) if history > 0 else None
+    bench = zzz.ChannelDef("bench:*", handlers={"pub": on_pub, "echo": on_echo}, history=hist)
     # Heartbeats off: the load client's receivers send nothing after joining.
     channels = zzz.ChannelConfig(channels=[bench], heartbeat_timeout=None, max_topics_per_socket=None)
     return zzz.App(
@@ -106,12 +114,20 @@ def _options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="answer every permessage-deflate offer with server_no_context_takeover",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give the Channels topics a History(N): numbered, stored broadcasts (0: none)",
+    )
 
 
 def main() -> None:
-    """Entry point: ``python server_zzz.py --port P [--server-no-context-takeover]``."""
+    """Entry point: ``python server_zzz.py --port P [--server-no-context-takeover] [--history N]``."""
     args = parse_args("zzz echo, broadcast and Channels server", _options)
-    build_app(args.server_no_context_takeover).run(host=args.host, port=args.port, loop="uvloop")
+    app = build_app(args.server_no_context_takeover, args.history)
+    app.run(host=args.host, port=args.port, loop="uvloop")
 
 
 if __name__ == "__main__":

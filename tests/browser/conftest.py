@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.channels.conftest import RedisServer
 from tests.channels.procs import AppProcess
 
 CHROMIUM = os.environ.get("ZZZ_CHROMIUM", "/usr/bin/chromium")
@@ -84,3 +86,13 @@ def new_page(browser: Any, app: AppProcess) -> Iterator[Any]:
     finally:
         for c in contexts:
             c.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server for one test (the test app's processes share it)."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -76,3 +76,47 @@ def test_phoenix_js_joins_pushes_and_tracks_presence(page: Any, phoenix_js: Path
     assert result["fail"] == {"reason": "nope"}
     assert result["connected"] is True
     assert "/socket/websocket?" in result["transport"] and "vsn=2.0.0" in result["transport"]
+
+
+def test_phoenix_js_on_a_topic_with_history(page: Any, phoenix_js: Path) -> None:
+    """Frames on history topics carry a 6th element (meta); phoenix.js, unmodified, ignores it."""
+    page.add_script_tag(path=str(phoenix_js))
+    result = page.evaluate(
+        """() => new Promise((resolve, reject) => {
+            const out = {msgs: [], raw: []};
+            // phoenix.js's own WebSocket, spied on: the raw frames it parses
+            class Spy extends WebSocket {
+              constructor(url, protocols) {
+                super(url, protocols);
+                this.addEventListener("message", (e) => out.raw.push(JSON.parse(e.data)));
+              }
+            }
+            const s = new Phoenix.Socket("/socket", {heartbeatIntervalMs: 200, transport: Spy});
+            s.connect();
+            const ch = s.channel("hist:phx", {user: "pat"});
+            ch.on("new_msg", (m) => { out.msgs.push(m); });
+            ch.join()
+              .receive("ok", (resp) => {
+                out.join = resp;
+                ch.push("new_msg", {body: "one"}).receive("ok", (r) => {
+                  out.reply = r;
+                  ch.push("new_msg", {body: "two"});
+                });
+                setTimeout(() => {
+                  out.connected = s.isConnected();
+                  out.state = ch.state;
+                  resolve(out);
+                }, 1000);
+              })
+              .receive("error", (e) => reject(new Error(JSON.stringify(e))));
+        })"""
+    )
+    assert result["join"] == {"joined": "hist:phx"}
+    assert result["reply"] == {"accepted": True}
+    assert result["msgs"] == [{"user": "pat", "body": "one"}, {"user": "pat", "body": "two"}]
+    assert result["connected"] is True and result["state"] == "joined"
+    broadcasts = [f for f in result["raw"] if f[3] == "new_msg"]
+    assert [len(f) for f in broadcasts] == [6, 6]
+    assert [f[5]["offset"] for f in broadcasts] == [1, 2]
+    join_reply = next(f for f in result["raw"] if f[3] == "phx_reply" and f[1] == f[0])
+    assert join_reply[5] == {"recovered": False, "offset": 0, "epoch": broadcasts[0][5]["epoch"]}

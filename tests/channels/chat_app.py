@@ -17,6 +17,7 @@ from zzz.channels import (
     ChannelConfig,
     ChannelDef,
     ChannelSocket,
+    History,
     JoinResult,
     Presence,
     RedisPubSub,
@@ -108,14 +109,15 @@ def build_app(
     heartbeat_timeout: float = 60.0,
     **settings: Any,
 ) -> zzz.App:
-    """The test app; with ``redis_url`` its broadcasts and presence are shared through Redis."""
+    """The test app; with ``redis_url`` its broadcasts and presence are shared through Redis.
+
+    ``room:*`` topics have no history; ``hist:*`` topics are the same rooms with a history of 1000.
+    """
     pubsub = RedisPubSub(redis_url, prefix="zzztest", node_ttl=node_ttl) if redis_url else None
-    room = ChannelDef(
-        "room:*",
-        join=_join,
-        handlers={"new_msg": _new_msg, "who": _who, "fail": _fail, "silent": _silent, "tick": _tick},
-    )
-    config = ChannelConfig(channels=[room], pubsub=pubsub, heartbeat_timeout=heartbeat_timeout)
+    handlers = {"new_msg": _new_msg, "who": _who, "fail": _fail, "silent": _silent, "tick": _tick}
+    room = ChannelDef("room:*", join=_join, handlers=handlers)
+    hist = ChannelDef("hist:*", join=_join, handlers=handlers, history=History(1000))
+    config = ChannelConfig(channels=[room, hist], pubsub=pubsub, heartbeat_timeout=heartbeat_timeout)
     return zzz.App(
         [
             *channel_routes("/socket", config),

@@ -1,7 +1,9 @@
-"""The channel layer of one WebSocket endpoint: per-connection sockets, joins, routing of events, replies.
+"""The channel layer of one WebSocket endpoint: what an application declares, per-connection sockets,
+joins, routing of events, replies.
 
-``ChannelEndpoint`` provides the ``on_open``/``on_message``/``on_close`` callbacks of a ``WsConfig``;
-``ChannelSocket`` is what join and event handlers receive.
+``ChannelDef`` and ``ChannelConfig`` declare the channels and the endpoint's settings;
+``ChannelConfig.routes`` mounts it. ``ChannelEndpoint`` provides the ``on_open``/``on_message``/
+``on_close`` callbacks of a ``WsConfig``; ``ChannelSocket`` is what join and event handlers receive.
 """
 
 from __future__ import annotations
@@ -12,15 +14,32 @@ import inspect
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
-from zzz.channels.pubsub import PubSub
+from zzz.channels.channel import JoinResult, Reply
+from zzz.channels.history import History, Position, Publication
+from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
 from zzz.channels.wire import MalformedMessage, Message, decode, encode, reply_payload
+from zzz.routing import Route, Router
+from zzz.websocket import WsConfig
 
-__all__ = ["ChannelEndpoint", "ChannelSocket"]
+__all__ = [
+    "ChannelConfig",
+    "ChannelDef",
+    "ChannelEndpoint",
+    "ChannelSocket",
+    "EventHandler",
+    "JoinHandler",
+    "LeaveHandler",
+]
 
 log = logging.getLogger("zzz")
+
+# The longest a join waits for its topic's history (a backend's I/O, e.g. a stalled Redis) before it
+# is answered with {"reason": "history unavailable"}.
+HISTORY_TIMEOUT = 5.0
 
 
 async def _call(fn: Any, *args: Any) -> Any:
@@ -29,6 +48,114 @@ async def _call(fn: Any, *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+# -- what an application declares ------------------------------------------------------------------------
+
+JoinHandler = Callable[["ChannelSocket", str, Any], JoinResult | Reply | bool | Awaitable[Any]]
+LeaveHandler = Callable[["ChannelSocket", str], None | Awaitable[None]]
+EventHandler = Callable[["ChannelSocket", str, str, Any], Any]
+
+
+@dataclass(frozen=True)
+class ChannelDef:
+    """Handlers for the topics that match a pattern.
+
+    Attributes:
+        topic_pattern: ``"prefix:*"`` matches every topic starting with ``"prefix:"``; anything else
+            matches exactly.
+        join: ``join(socket, topic, payload)`` returning True/False, a ``JoinResult`` or a ``Reply``
+            (sync or async). None accepts every join.
+        leave: ``leave(socket, topic)`` called when the client leaves or disconnects (sync or async).
+        handlers: event name -> ``handler(socket, topic, event, payload)`` (sync or async); its return
+            value is the reply (see ``Reply``).
+        history: keep the topics' last broadcasts, numbered, so that clients that reconnect recover
+            what they missed (see ``History``); None: no history, no ``meta`` on the wire.
+        intercept: event name -> ``fn(socket, topic, event, payload)``, a plain function called once per
+            subscriber for each broadcast of that event (replays included); it returns the payload to
+            send to that subscriber, or None to skip it. Other events keep the encode-once path.
+
+    Raises:
+        TypeError: ``history`` is not a ``History``, or an intercept is not callable.
+    """
+
+    topic_pattern: str
+    join: JoinHandler | None = None
+    leave: LeaveHandler | None = None
+    handlers: Mapping[str, EventHandler] = field(default_factory=dict)
+    history: History | None = None
+    intercept: Mapping[str, InterceptFn] | None = None
+
+    def __post_init__(self) -> None:
+        if self.history is not None and not isinstance(self.history, History):
+            raise TypeError("ChannelDef history must be a zzz.History (or None)")
+        for event, fn in (self.intercept or {}).items():
+            if not isinstance(event, str) or not callable(fn):
+                raise TypeError("ChannelDef intercept maps event names to functions")
+
+    def matches(self, topic: str) -> bool:
+        """True when ``topic`` belongs to this channel."""
+        if self.topic_pattern.endswith("*"):
+            return topic.startswith(self.topic_pattern[:-1])
+        return topic == self.topic_pattern
+
+
+@dataclass
+class ChannelConfig:
+    """Settings of one channel endpoint (``Router.channel(path, config)``).
+
+    Attributes:
+        channels: the channel definitions; the first whose pattern matches a topic handles it.
+        pubsub: the backend; None gives this endpoint its own ``InMemoryPubSub``.
+        heartbeat_timeout: seconds without any message from a client before its socket is closed
+            (clients send a heartbeat every 30 s by default); None disables the check.
+        max_topics_per_socket: joins beyond this are refused with ``{"reason": "too many topics"}``;
+            None is unlimited.
+        rate_limit: ``(burst, per_second)`` token bucket per socket for every message but heartbeats;
+            None disables it.
+        rate_limit_action: ``"drop"`` answers excess pushes with ``{"reason": "rate_limited"}``;
+            ``"disconnect"`` closes the socket with 1008.
+    """
+
+    channels: list[ChannelDef]
+    pubsub: PubSub | None = None
+    heartbeat_timeout: float | None = 60.0
+    max_topics_per_socket: int | None = 100
+    rate_limit: tuple[float, float] | None = None
+    rate_limit_action: Literal["drop", "disconnect"] = "drop"
+
+    def __post_init__(self) -> None:
+        if self.pubsub is None:
+            self.pubsub = InMemoryPubSub()
+        if self.rate_limit_action not in ("drop", "disconnect"):
+            raise ValueError("rate_limit_action must be 'drop' or 'disconnect'")
+        if self.rate_limit is not None:
+            burst, rate = self.rate_limit
+            if burst < 1 or rate <= 0:
+                raise ValueError("rate_limit needs burst >= 1 and per_second > 0")
+
+    def find(self, topic: str) -> ChannelDef | None:
+        """The channel definition that handles ``topic``, if any."""
+        for channel in self.channels:
+            if channel.matches(topic):
+                return channel
+        return None
+
+    def routes(self, path: str) -> list[Route]:
+        """The WebSocket routes of this endpoint: ``path`` and ``path + "/websocket"``.
+
+        phoenix.js appends ``/websocket`` to the URL it is given; zzz.js uses the URL as it is.
+        ``Router.channel(path, config)`` mounts them; both share one ``ChannelEndpoint``.
+
+        Args:
+            path: the mount point, e.g. ``"/socket"``.
+        """
+        ws_config = ChannelEndpoint(self).ws_config()
+        base = path.rstrip("/") or ""
+        return [Router.ws(path, ws_config), Router.ws(f"{base}/websocket", ws_config)]
+
+
+# -- one connection --------------------------------------------------------------------------------------
 
 
 class ChannelSocket:
@@ -161,15 +288,14 @@ class ChannelEndpoint:
         assert config.pubsub is not None  # ChannelConfig.__post_init__ fills it
         self.config = config
         self.pubsub: PubSub = config.pubsub
+        self.pubsub.register_channels(config.channels)
         self._sockets: dict[int, ChannelSocket] = {}
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
-    def ws_config(self) -> Any:
+    def ws_config(self) -> WsConfig:
         """A ``zzz.WsConfig`` wired to this endpoint."""
-        from zzz.websocket import WsConfig  # lazy: keeps the channel logic importable without the server
-
         return WsConfig(on_open=self.on_open, on_message=self.on_message, on_close=self.on_close)
 
     @property
@@ -255,7 +381,14 @@ class ChannelEndpoint:
                 await self.pubsub.start()
                 self._started = True
 
-    def _reply(self, sock: ChannelSocket, message: Message, status: str, response: Any) -> None:
+    def _reply(
+        self,
+        sock: ChannelSocket,
+        message: Message,
+        status: str,
+        response: Any,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         try:
             text = encode(
                 message.array_form,
@@ -264,6 +397,7 @@ class ChannelEndpoint:
                 reply_payload(status, response),
                 message.ref,
                 message.join_ref,
+                meta,
             )
         except (TypeError, ValueError, RecursionError):  # not JSON, circular, or nested too deeply
             log.exception("zzz.channels: reply to %r on %r is not JSON", message.event, message.topic)
@@ -274,6 +408,7 @@ class ChannelEndpoint:
                 reply_payload("error", {"reason": "internal error"}),
                 message.ref,
                 message.join_ref,
+                meta,
             )
         sock.send_text(text)
 
@@ -318,7 +453,7 @@ class ChannelEndpoint:
             return
         # phoenix.js sends join_ref == ref on joins; zzz.js object frames may omit join_ref.
         join_ref = message.join_ref if message.join_ref is not None else message.ref
-        message = Message(topic, message.event, message.payload, message.ref, join_ref, message.array_form)
+        message = dataclasses.replace(message, join_ref=join_ref)
         status: str = "ok"
         response: Any = {}
         if channel.join is not None:
@@ -334,9 +469,59 @@ class ChannelEndpoint:
                 self._reply(sock, message, status, response)
             return
         sock._joins[topic] = (join_ref, channel)
+        history = self.pubsub.history_for(topic)
+        if history is not None:
+            await self._join_history(sock, message, history, response)
+            return
         self.pubsub.subscribe(topic, sock)
         self._reply(sock, message, "ok", response)
         sock.push(topic, "presence_state", self.pubsub.presence_list(topic))
+
+    async def _join_history(
+        self, sock: ChannelSocket, message: Message, history: History, response: Any
+    ) -> None:
+        """The end of a join on a topic with history: recover what the client missed, then go live.
+
+        The socket is subscribed first, holding its deliveries; the stream is read; the reply says
+        where the topic stands; the missed broadcasts follow, then ``presence_state``, then whatever
+        arrived meanwhile and is newer than the reply's position: no gap and no duplicate.
+        """
+        topic = message.topic
+        pubsub = self.pubsub
+        join = sock._joins[topic]
+        want = _recover_position(message.meta)
+        pubsub.begin_recovery(topic, sock, history)
+        missed: list[Publication]
+        try:
+            if want is None:
+                recovered, missed, current = (
+                    False,
+                    [],
+                    await asyncio.wait_for(pubsub.position(topic, history), HISTORY_TIMEOUT),
+                )
+            else:
+                recovered, missed, current = await asyncio.wait_for(
+                    pubsub.since(topic, history, want), HISTORY_TIMEOUT
+                )
+        except Exception as exc:  # noqa: BLE001 (any backend failure: the stream cannot be read now)
+            log.warning("zzz.channels: history of %r unavailable (%r); join refused", topic, exc)
+            if sock._joins.get(topic) is join:
+                await self._leave(sock, topic)
+            if not sock.closed:
+                self._reply(sock, message, "error", {"reason": "history unavailable"})
+            return
+        if sock.closed or sock._joins.get(topic) is not join:
+            return  # the connection went away meanwhile; its leave cleaned up
+        meta = {"recovered": recovered, "offset": current.offset, "epoch": current.epoch}
+        self._reply(sock, message, "ok", response, meta)
+        if missed:
+            pubsub.replay(topic, sock, missed, current.epoch)
+        sock.push(topic, "presence_state", pubsub.presence_list(topic))
+        if not pubsub.finish_recovery(topic, sock, current):
+            # More arrived during the join than may be held: some were dropped, so the client must
+            # not carry on as if it had everything. It reconnects and recovers (or is told it cannot).
+            log.warning("zzz.channels: a join on %r received too much while recovering; closing it", topic)
+            sock.close(1013, "recovery overflow")
 
     async def _leave(self, sock: ChannelSocket, topic: str) -> None:
         _join_ref, channel = sock._joins.pop(topic)
@@ -387,6 +572,27 @@ class ChannelEndpoint:
             for sock in list(self._sockets.values()):
                 if sock.last_seen < deadline:
                     sock.close(1000, "heartbeat timeout")
+
+
+def _recover_position(meta: dict[str, Any] | None) -> Position | None:
+    """The position a join's ``meta`` asks to recover from; None when it asks for none.
+
+    A ``recover`` that is not ``{"offset": non-negative int, "epoch": str}`` gets a position that never
+    recovers, so the client hears ``recovered: false`` rather than an error.
+    """
+    want = None if meta is None else meta.get("recover")
+    if want is None:
+        return None
+    if isinstance(want, dict):
+        offset, epoch = want.get("offset"), want.get("epoch")
+        if (
+            isinstance(offset, int)
+            and not isinstance(offset, bool)
+            and offset >= 0
+            and isinstance(epoch, str)
+        ):
+            return Position(offset, epoch)
+    return Position(-1, "")
 
 
 def _join_outcome(result: Any) -> tuple[str, Any]:

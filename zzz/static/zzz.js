@@ -1,5 +1,6 @@
 /* zzz.js: the browser client of zzz. Raw WebSockets with reconnection, and Phoenix-compatible
- * channels (join, push with replies and timeouts, broadcasts, presence) over one connection.
+ * channels (join, push with replies and timeouts, broadcasts, presence, recovery of the broadcasts
+ * missed while away on topics with history) over one connection.
  *
  * No build step, no dependencies. Load it as a classic script (<script src="/__zzz/zzz.js">, then use
  * the global `Zzz`) or as an ES module (import { Zzz } from "/__zzz/zzz.mjs"; that wrapper loads this
@@ -292,8 +293,9 @@
     var msg;
     try {
       var raw = JSON.parse(data);
+      // zzz's extension: an optional meta, the 6th element of the array form ("meta" in objects).
       msg = Array.isArray(raw)
-        ? { join_ref: raw[0], ref: raw[1], topic: raw[2], event: raw[3], payload: raw[4] }
+        ? { join_ref: raw[0], ref: raw[1], topic: raw[2], event: raw[3], payload: raw[4], meta: raw[5] }
         : raw;
     } catch (err) {
       return;
@@ -309,7 +311,7 @@
       if (entry) {
         this._forget(msg.ref);
         var p = msg.payload || {};
-        entry.onReply(p.status === "ok" ? "ok" : "error", p.response);
+        entry.onReply(p.status === "ok" ? "ok" : "error", p.response, msg.meta);
       }
       return;
     }
@@ -317,7 +319,7 @@
       // join_ref tells replies and pushes of an old join (before a rejoin) from current ones;
       // broadcasts carry none and go to every channel on the topic.
       if (ch.topic === msg.topic && (msg.join_ref == null || msg.join_ref === ch.joinRef)) {
-        ch._onEvent(msg.event, msg.payload);
+        ch._onEvent(msg.event, msg.payload, msg.meta);
       }
     });
   };
@@ -338,9 +340,44 @@
     this._rejoinTimer = null;
     this._rejoinTries = 0;
     this._presence = null;
+    // Topics with history: the last {offset, epoch} received, sent back as meta.recover on rejoin.
+    this._position = null;
+    this._recovery = null; // {recovered, missed, upTo, epoch} from a rejoin's reply until its replay ends
+    this._recoverFns = [];
   }
   Channel.prototype = Object.create(Emitter.prototype);
   Channel.prototype.constructor = Channel;
+
+  /** The last stream position received on a topic with history ({offset, epoch}), or null. */
+  Object.defineProperty(Channel.prototype, "position", {
+    get: function () {
+      return this._position ? { offset: this._position.offset, epoch: this._position.epoch } : null;
+    },
+  });
+
+  /**
+   * Call fn({recovered, missed}) after each rejoin of a topic with history, once the broadcasts missed
+   * while away have been replayed (they reach on(event, cb) first, like live ones). recovered false:
+   * the server no longer had them (or the stream restarted): reload the state. Chainable.
+   */
+  Channel.prototype.onRecover = function (fn) {
+    this._recoverFns.push(fn);
+    return this;
+  };
+
+  Channel.prototype._recovered = function () {
+    var rec = this._recovery;
+    if (!rec) return;
+    this._recovery = null;
+    var info = { recovered: rec.recovered, missed: rec.missed };
+    this._recoverFns.slice().forEach(function (fn) {
+      try {
+        fn(info);
+      } catch (err) {
+        setTimeout(function () { throw err; }, 0);
+      }
+    });
+  };
 
   /** Join the topic; resolves with the join reply's response, rejects with the error one. */
   Channel.prototype.join = function () {
@@ -371,19 +408,44 @@
     this.state = "joining";
     if (!socket.connected) return; // _onSocketOpen sends it
     var ref = (this.joinRef = socket.nextRef());
+    var frame = { topic: this.topic, event: "phx_join", payload: this.params, ref: ref, join_ref: ref };
+    var asked = this._position;
+    if (asked) frame.meta = { recover: { offset: asked.offset, epoch: asked.epoch } };
+    this._recovery = null;
     socket._request(
-      { topic: this.topic, event: "phx_join", payload: this.params, ref: ref, join_ref: ref },
-      function (status, response) {
+      frame,
+      function (status, response, meta) {
         if (ref !== self.joinRef || self.state !== "joining") return;
         var settle = self._joinSettle;
         self._joinSettle = null;
         if (status === "ok") {
           self.state = "joined";
           self._rejoinTries = 0;
+          var replay = false;
+          if (meta && typeof meta.offset === "number") {
+            var current = { offset: meta.offset, epoch: meta.epoch };
+            if (meta.recovered && asked && asked.epoch === current.epoch) {
+              // The missed broadcasts follow this reply; each one moves _position forward.
+              replay = current.offset > asked.offset;
+            } else {
+              self._position = current;
+            }
+            if (asked) {
+              self._recovery = {
+                recovered: !!meta.recovered, missed: 0, upTo: current.offset, epoch: current.epoch,
+              };
+            }
+          }
           if (settle) settle.resolve(response);
+          if (self._recovery && !replay) self._recovered();
           var buffered = self._buffer;
           self._buffer = [];
           buffered.forEach(function (send) { send(); });
+        } else if (status === "error" && response && response.reason === "history unavailable") {
+          // The server could not read the topic's history just now (its backend is down): try again.
+          self.state = "errored";
+          if (settle) settle.reject(response);
+          self._scheduleRejoin();
         } else if (status === "error") {
           self.state = "closed";
           if (settle) settle.reject(response);
@@ -416,7 +478,22 @@
     if (this.state === "joined" || this.state === "joining") this.state = "errored";
   };
 
-  Channel.prototype._onEvent = function (event, payload) {
+  Channel.prototype._onEvent = function (event, payload, meta) {
+    if (meta && typeof meta.offset === "number") {
+      var pos = this._position;
+      // Once each: an offset already seen in this epoch is not delivered again.
+      if (pos && pos.epoch === meta.epoch && meta.offset <= pos.offset) return;
+      this._position = { offset: meta.offset, epoch: meta.epoch };
+      var rec = this._recovery;
+      if (rec) {
+        if (meta.epoch === rec.epoch && meta.offset <= rec.upTo) rec.missed += 1;
+        this._emit(event, payload);
+        // The replay ends with the reply's offset (or, if an intercept held that one back, with the
+        // presence_state that follows every replay).
+        if (meta.epoch !== rec.epoch || meta.offset >= rec.upTo) this._recovered();
+        return;
+      }
+    }
     if (event === "phx_close") {
       this.state = "closed";
     } else if (event === "phx_error") {
@@ -426,6 +503,7 @@
       }
     }
     this._emit(event, payload);
+    if (event === "presence_state" && this._recovery) this._recovered();
   };
 
   /**
