@@ -14,6 +14,7 @@ import atheris
 with atheris.instrument_imports():
     from zzz import _purepy, deflate
     from zzz.protocol import Connection, ConnectionFailed
+    from zzz.settings import WsLimits
 
 from zzz import _speedups
 
@@ -69,7 +70,7 @@ def TestOneInput(data: bytes) -> None:
     results = []
     for impl in (_purepy, _speedups):
         pmd = deflate.PerMessageDeflate(params, is_server=True) if compress else None
-        conn = Connection(is_server=True, deflate=pmd, **options)
+        conn = Connection(is_server=True, deflate=pmd, limits=WsLimits(**options))
         max_frame = options["max_frame_size"]
         conn._reader = impl.FrameReader(
             require_mask=True,

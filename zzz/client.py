@@ -12,6 +12,7 @@ import ssl as ssl_module
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from zzz.driver import PAUSED_BY_QUEUE, Change, ConnectionDriver, Phase
 from zzz.errors import ConnectionClosed
 from zzz.frames import Binary, CloseCode, Text, WsMessage, encode_close
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
+from zzz.settings import Compression, FlowControl, Timeouts, WsLimits
 
 __all__ = ["ClientWebSocket", "InvalidURI", "connect"]
 
@@ -31,6 +33,31 @@ _NORMAL_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_ST
 
 class InvalidURI(ValueError):
     """The URL is not a ``ws://`` or ``wss://`` URL."""
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What ``connect`` was given: the groups the server uses too (``zzz.settings``), and what
+    only a client says.
+
+    Attributes:
+        ws: what the server may send (``WsLimits``).
+        timeouts: ``open`` (TCP, TLS and the handshake together), ``close``, the heartbeats.
+        flow: ``write_high_water`` (``write_limit``) and ``write_low_water`` (a quarter of it) for
+            ``drain()``; ``max_queue`` received messages before reading pauses.
+        permessage_deflate: whether to offer compression, and its ``DeflateConfig``.
+        subprotocols: offered, in order of preference (None: none).
+        extra_headers: more request headers (a mapping or pairs).
+        ssl: the ``ssl.SSLContext`` for ``wss://`` (None: the system's trust store).
+    """
+
+    ws: WsLimits
+    timeouts: Timeouts
+    flow: FlowControl
+    permessage_deflate: Compression
+    subprotocols: list[str] | None
+    extra_headers: Any
+    ssl: ssl_module.SSLContext | None
 
 
 class _ClientProtocol(ConnectionDriver):
@@ -44,30 +71,22 @@ class _ClientProtocol(ConnectionDriver):
 
     def __init__(self, ws: ClientWebSocket) -> None:
         settings = ws._settings
-        super().__init__(
-            ws._loop,
-            phase=Phase.CONNECTING,
-            close_timeout=settings["close_timeout"],
-            ping_interval=settings["ping_interval"],
-            ping_timeout=settings["ping_timeout"],
-            max_backpressure=None,
-        )
+        super().__init__(ws._loop, phase=Phase.CONNECTING, timeouts=settings.timeouts, flow=settings.flow)
         self.ws = ws
-        self._max_queue: int = settings["max_queue"]
+        self._max_queue = settings.flow.max_queue
         self.head = bytearray()
         self.handshake: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]] = ws._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def opened(self, conn: Connection, write_limit: int, rest: bytes) -> None:
+    def opened(self, conn: Connection, rest: bytes) -> None:
         """The handshake is done: drive ``conn`` from now on, starting with ``rest``."""
         transport = self.transport
         assert transport is not None
         self._set_connection(transport, conn)
         self._advance(Change.OPENED)
-        transport.set_write_buffer_limits(high=write_limit, low=write_limit // 4)
-        self._keepalive.start()
+        self._start()
         if rest:
             self.data_received(rest)
 
@@ -193,7 +212,7 @@ class ClientWebSocket:
         response_headers: the handshake response's headers, names lower-cased.
     """
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: ClientSettings) -> None:
         self._settings = settings
         self._loop = asyncio.get_running_loop()
         self._messages: deque[WsMessage] = deque()
@@ -228,7 +247,7 @@ class ClientWebSocket:
             raise InvalidURI(f"not a ws:// or wss:// URL: {url!r}")
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
-        ssl_ctx = s["ssl"]
+        ssl_ctx = s.ssl
         if secure and ssl_ctx is None:
             ssl_ctx = ssl_module.create_default_context()
         elif not secure and ssl_ctx is not None:
@@ -236,8 +255,8 @@ class ClientWebSocket:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = parts.netloc.rpartition("@")[2]
         key = handshake.generate_key()
-        config = s["deflate"] or deflate_module.DeflateConfig()
-        offer = deflate_module.client_offer(config) if s["compression"] else None
+        config = s.permessage_deflate.config or deflate_module.DeflateConfig()
+        offer = deflate_module.client_offer(config) if s.permessage_deflate.enabled else None
         proto = self._proto
         await self._loop.create_connection(
             lambda: proto,
@@ -252,13 +271,13 @@ class ClientWebSocket:
                 host_header,
                 path,
                 key,
-                subprotocols=s["subprotocols"],
+                subprotocols=s.subprotocols,
                 extensions=offer,
-                extra_headers=list(_header_items(s["extra_headers"])),
+                extra_headers=list(_header_items(s.extra_headers)),
             )
         )
         status, headers, rest = await proto.handshake
-        handshake.check_response(status, headers, key, subprotocols_offered=s["subprotocols"] or ())
+        handshake.check_response(status, headers, key, subprotocols_offered=s.subprotocols or ())
         self.response_headers = headers
         self.subprotocol = next((v for n, v in headers if n == "sec-websocket-protocol"), None)
         deflate = None
@@ -271,14 +290,7 @@ class ClientWebSocket:
             except ValueError as exc:
                 raise handshake.InvalidHandshake(f"invalid extension answer: {exc}") from None
             deflate = deflate_module.PerMessageDeflate.from_config(params, config, is_server=False)
-        conn = Connection(
-            is_server=False,
-            deflate=deflate,
-            max_message_size=s["max_message_size"],
-            max_frame_size=s["max_frame_size"],
-            max_fragments=s["max_fragments"],
-        )
-        proto.opened(conn, s["write_limit"], rest)
+        proto.opened(Connection(is_server=False, deflate=deflate, limits=s.ws), rest)
 
     # Receiving
 
@@ -433,28 +445,31 @@ class connect:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self._url = url
-        self._open_timeout = open_timeout
-        self._settings = dict(
+        self._settings = ClientSettings(
+            ws=WsLimits(
+                max_message_size=max_message_size, max_frame_size=max_frame_size, max_fragments=max_fragments
+            ),
+            timeouts=Timeouts(
+                open=open_timeout, close=close_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout
+            ),
+            # A client has no backpressure limit: its sends are the application's own.
+            flow=FlowControl(
+                write_high_water=write_limit,
+                write_low_water=write_limit // 4,
+                max_backpressure=None,
+                max_queue=max_queue,
+            ),
+            permessage_deflate=Compression(enabled=compression, config=deflate),
             subprotocols=list(subprotocols) if subprotocols else None,
-            compression=compression,
             extra_headers=extra_headers,
-            max_message_size=max_message_size,
-            max_frame_size=max_frame_size,
-            max_fragments=max_fragments,
-            close_timeout=close_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            max_queue=max_queue,
-            write_limit=write_limit,
             ssl=ssl,
-            deflate=deflate,
         )
         self._ws: ClientWebSocket | None = None
 
     async def _connect(self) -> ClientWebSocket:
         ws = ClientWebSocket(self._settings)
         try:
-            await asyncio.wait_for(ws._open(self._url), self._open_timeout)
+            await asyncio.wait_for(ws._open(self._url), self._settings.timeouts.open)
         except BaseException:
             ws._abort()
             raise
@@ -473,7 +488,7 @@ class connect:
         ws = self._ws
         assert ws is not None
         ws.close()
-        timeout = self._settings["close_timeout"]
+        timeout = self._settings.timeouts.close
         try:
             await asyncio.wait_for(ws.wait_closed(), None if timeout is None else timeout + 1)
         except asyncio.TimeoutError:

@@ -56,6 +56,7 @@ from zzz.frames import CloseCode
 from zzz.keepalive import Keepalive
 from zzz.protocol import Connection, State
 from zzz.readloop import ReadLoop
+from zzz.settings import FlowControl, Timeouts
 
 __all__ = ["TRANSITIONS", "Change", "ConnectionDriver", "Phase"]
 
@@ -127,9 +128,10 @@ class ConnectionDriver(asyncio.Protocol):
     Args:
         loop: the loop this connection lives on; calls from other threads are handed to it.
         phase: ``Phase.OPEN`` (server, created after the handshake) or ``Phase.CONNECTING``.
-        close_timeout: seconds to wait for the peer after our close frame (None: forever).
-        ping_interval, ping_timeout: heartbeats (``zzz.keepalive.Keepalive``).
-        max_backpressure: unsent bytes the transport may hold after a write before
+        timeouts: ``close`` (seconds to wait for the peer after our close frame; None: forever),
+            ``ping_interval`` and ``ping_timeout`` (heartbeats, ``zzz.keepalive.Keepalive``).
+        flow: the transport's write-buffer marks (``write_high_water``, ``write_low_water``) and
+            ``max_backpressure``, the unsent bytes it may hold after a write before
             ``_over_limit()`` (None: no limit).
 
     Subclasses set ``transport`` and ``conn`` (``_set_connection``), and define ``_process``
@@ -148,10 +150,8 @@ class ConnectionDriver(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         *,
         phase: Phase,
-        close_timeout: float | None,
-        ping_interval: float | None,
-        ping_timeout: float | None,
-        max_backpressure: int | None,
+        timeouts: Timeouts,
+        flow: FlowControl,
     ) -> None:
         self.loop = loop
         self.phase = phase
@@ -161,8 +161,9 @@ class ConnectionDriver(asyncio.Protocol):
         self._outbox: core.Outbox = core.Outbox()
         self._readloop: ReadLoop | None = None
         self._thread_id = threading.get_ident()
-        self._close_timeout = close_timeout
-        self._max_backpressure = max_backpressure
+        self._flow = flow
+        self._close_timeout = timeouts.close
+        self._max_backpressure = flow.max_backpressure
         # The code and reason the end is reported with: the peer's close frame, the one we sent
         # when failing the connection (or closing it, on the server). None until one is known;
         # the end reports 1006 then (the transport went without a close handshake).
@@ -171,7 +172,9 @@ class ConnectionDriver(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
-        self._keepalive = Keepalive(loop, ping_interval, ping_timeout, self._send_ping, self._on_ping_timeout)
+        self._keepalive = Keepalive(
+            loop, timeouts.ping_interval, timeouts.ping_timeout, self._send_ping, self._on_ping_timeout
+        )
 
     def _set_connection(self, transport: asyncio.Transport, conn: Connection) -> tuple[Any, core.Outbox]:
         """Drive ``conn`` over ``transport``; return the connection's ``fast_path()``."""
@@ -179,6 +182,14 @@ class ConnectionDriver(asyncio.Protocol):
         self.conn = conn
         reader, self._outbox = conn.fast_path()
         return reader, self._outbox
+
+    def _start(self) -> None:
+        """The connection is open on the transport: set its write-buffer marks (they decide when
+        ``pause_writing`` comes and ``drain`` waits) and start the heartbeats."""
+        assert self.transport is not None
+        flow = self._flow
+        self.transport.set_write_buffer_limits(high=flow.write_high_water, low=flow.write_low_water)
+        self._keepalive.start()
 
     # The phase
 

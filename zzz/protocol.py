@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from zzz import core
-from zzz.deflate import compressed_size_bound
+from zzz.deflate import PerMessageDeflate, compressed_size_bound
 from zzz.errors import InvalidUtf8, MessageTooBig, WebSocketError
 from zzz.frames import Binary, CloseCode, Text, encode_close, parse_close
+from zzz.settings import WsLimits
 
 __all__ = [
     "CloseReceived",
@@ -106,6 +107,8 @@ class ReadStop(NamedTuple):
     value: Any
 
 
+_NO_LIMITS = WsLimits(max_message_size=None, max_frame_size=None, max_fragments=None)
+
 # Module-level aliases: looking up an Enum member through its class is slow on the hot path.
 _OPEN = State.OPEN
 _CLOSING = State.CLOSING
@@ -122,10 +125,10 @@ class Connection:
     Args:
         is_server: server side expects masked frames and sends unmasked ones; the client the reverse.
         deflate: a ``zzz.deflate.PerMessageDeflate`` when permessage-deflate was negotiated.
-        max_message_size: limit on a message after reassembly and decompression (None: none).
-        max_frame_size: limit on one frame's payload (None: ``max_message_size``, raised to
-            ``deflate.compressed_size_bound(max_message_size)`` when compressing).
-        max_fragments: limit on frames in one message (None: none).
+        limits: what the peer may send (``zzz.settings.WsLimits``; None: no limit at all).
+            ``max_message_size`` applies after reassembly and decompression; ``max_frame_size``
+            None means ``max_message_size``, raised to ``deflate.compressed_size_bound`` of it when
+            compressing; ``max_fragments`` counts the frames of one message.
     """
 
     __slots__ = (
@@ -153,11 +156,13 @@ class Connection:
         self,
         *,
         is_server: bool = True,
-        deflate: Any = None,
-        max_message_size: int | None = None,
-        max_frame_size: int | None = None,
-        max_fragments: int | None = None,
+        deflate: PerMessageDeflate | None = None,
+        limits: WsLimits | None = None,
     ) -> None:
+        if limits is None:
+            limits = _NO_LIMITS
+        max_message_size = limits.max_message_size
+        max_frame_size = limits.max_frame_size
         self.is_server = is_server
         self.state = State.OPEN
         self.close_sent: tuple[int, str] | None = None
@@ -177,7 +182,7 @@ class Connection:
             allow_rsv1=deflate is not None,
             max_frame_size=max_frame_size,
             max_message_size=max_message_size,
-            max_fragments=max_fragments,
+            max_fragments=limits.max_fragments,
             messages=True,
         )
         # What the reader delivered: whole messages as Text/Binary, other frames as tuples.
@@ -187,7 +192,7 @@ class Connection:
         # A server without compression has its frames built by the outbox itself.
         self._out = core.Outbox(None if is_server and deflate is None else self.encode_message)
         self._max_message_size = max_message_size
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._msg_opcode = 0
         self._msg_compressed = False
         self._msg_size = 0
@@ -319,7 +324,9 @@ class Connection:
         self._pos = 0
         return CloseReceived(code, reason)
 
-    def _handle_fragment(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> Event | None:
+    def _handle_fragment(
+        self, opcode: int, fin: bool, rsv1: bool, payload: bytes | bytearray
+    ) -> Event | None:
         if opcode:  # first frame of a message
             self._msg_opcode = opcode
             self._msg_compressed = rsv1
@@ -330,9 +337,11 @@ class Connection:
                 else:
                     self._utf8.reset()
         if self._msg_compressed:
+            deflate = self._deflate
+            assert deflate is not None  # the reader refuses RSV1 unless deflate was negotiated
             limit = self._max_message_size
             budget = None if limit is None else limit - self._msg_size
-            payload = self._deflate.decompress_frame(payload, fin, budget)
+            payload = deflate.decompress_frame(payload, fin, budget)
             if self._msg_opcode == OP_TEXT and self._utf8.feed(payload) >= 0:
                 raise InvalidUtf8("invalid UTF-8")
         self._msg_size += len(payload)

@@ -166,16 +166,8 @@ class WebSocketProtocol(ConnectionDriver):
         handle_kwargs: dict[str, Any],
     ) -> None:
         settings = state.settings
-        super().__init__(
-            state.loop,
-            phase=Phase.OPEN,
-            close_timeout=settings.close_timeout,
-            ping_interval=settings.ping_interval,
-            ping_timeout=settings.ping_timeout,
-            max_backpressure=settings.max_backpressure,
-        )
+        super().__init__(state.loop, phase=Phase.OPEN, timeouts=settings.timeouts, flow=settings.flow)
         self.state = state
-        self.settings = settings
         self.config = config
         self.conn: Connection = conn
         # in_read is True while a read (or a callback run) is handled: sends wait for its end.
@@ -195,7 +187,7 @@ class WebSocketProtocol(ConnectionDriver):
                 self._receive,
                 self._finish_read,
                 transport,
-                settings.max_backpressure,
+                settings.flow.max_backpressure,
                 self._over_limit,
                 self._keepalive,
             )
@@ -205,12 +197,8 @@ class WebSocketProtocol(ConnectionDriver):
 
     def start(self, early_data: bytes) -> None:
         """Called once the 101 response is written: run on_open, then feed what came with it."""
-        settings = self.settings
-        transport = self.transport
-        assert transport is not None
-        transport.set_write_buffer_limits(high=settings.write_high_water, low=settings.write_low_water)
         self.state.register(self)
-        self._keepalive.start()
+        self._start()
         logger.info("websocket open %s %s", self.ws.path, self.ws.remote_address)
         on_open = self.config.on_open
         self._outbox.in_read = True

@@ -13,6 +13,7 @@ import pytest
 import zzz
 from tests.server.helpers import RawClient, serve
 from zzz.driver import TRANSITIONS, Change, ConnectionDriver, Phase
+from zzz.settings import FlowControl, Timeouts
 
 
 class FakeReadLoop:
@@ -23,10 +24,8 @@ def bare(phase: Phase) -> ConnectionDriver:
     driver = ConnectionDriver(
         asyncio.new_event_loop(),
         phase=phase,
-        close_timeout=None,
-        ping_interval=None,
-        ping_timeout=None,
-        max_backpressure=None,
+        timeouts=Timeouts(close=None, ping_interval=None, ping_timeout=None),
+        flow=FlowControl(max_backpressure=None),
     )
     driver.loop.close()
     driver._readloop = FakeReadLoop()  # type: ignore[assignment]

@@ -8,6 +8,7 @@ from zzz import core
 from zzz.errors import MessageTooBig, WebSocketError
 from zzz.frames import Binary, Text, encode_close
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Ping, Pong, ReadStop, State
+from zzz.settings import WsLimits
 
 KEY = b"\x01\x02\x03\x04"
 
@@ -97,10 +98,10 @@ def test_messages_before_an_error_in_the_same_read_are_delivered_first() -> None
 
 
 def test_message_size_limit_across_fragments_exact_and_over() -> None:
-    conn = Connection(max_message_size=10)
+    conn = Connection(limits=WsLimits(max_message_size=10))
     conn.receive_data(frame(2, b"12345", fin=False) + frame(0, b"67890"))
     assert conn.events_received() == [Binary(b"1234567890")]
-    conn = Connection(max_message_size=10)
+    conn = Connection(limits=WsLimits(max_message_size=10))
     conn.receive_data(frame(2, b"12345", fin=False) + frame(0, b"678901"))
     assert conn.events_received() == [ConnectionFailed(1009, "message too big")]
 
@@ -296,10 +297,15 @@ def test_compressed_message_of_exactly_the_limit_is_accepted_even_if_incompressi
     compressor = zlib.compressobj(wbits=-15)
     payload = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     assert len(payload) > limit
-    conn = Connection(deflate=PerMessageDeflate(DeflateParams(), is_server=True), max_message_size=limit)
+    conn = Connection(
+        deflate=PerMessageDeflate(DeflateParams(), is_server=True), limits=WsLimits(max_message_size=limit)
+    )
     conn.receive_data(frame(2, payload[:-4], rsv1=True))
     assert conn.events_received() == [Binary(data)]
-    conn = Connection(deflate=PerMessageDeflate(DeflateParams(), is_server=True), max_message_size=limit - 1)
+    conn = Connection(
+        deflate=PerMessageDeflate(DeflateParams(), is_server=True),
+        limits=WsLimits(max_message_size=limit - 1),
+    )
     conn.receive_data(frame(2, payload[:-4], rsv1=True))
     assert conn.events_received() == [ConnectionFailed(1009, "message too big")]
 

@@ -13,6 +13,7 @@ from server.helpers import RawClient, recorder, serve
 import zzz
 from zzz import core
 from zzz.protocol import Connection
+from zzz.settings import WsLimits
 
 from .hostile import cpu_seconds, frame, header, traced, ws_app
 
@@ -214,7 +215,7 @@ async def test_exactly_max_fragments_is_accepted() -> None:
 
 
 def _dribble_cost(size: int, text: bool) -> float:
-    conn = Connection(is_server=True, max_message_size=4 << 20)
+    conn = Connection(is_server=True, limits=WsLimits(max_message_size=4 << 20))
     payload = ("é" * (size // 2)).encode() if text else b"\xab" * size
     data = frame(1 if text else 2, payload)
     start = cpu_seconds()
