@@ -358,7 +358,7 @@ class ClientWebSocket:
             data = bytes(data)  # copy now: the caller may reuse its buffer before the loop gets to it
         self._proto._call_soon(self._proto.send_binary, data)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake (thread-safe); ``await ws.wait_closed()`` to wait for its end.
 
         Raises:

@@ -118,7 +118,7 @@ class WebSocket(SendHandle):
 
     # Sending
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake; the TCP connection is aborted after ``close_timeout`` if the
         peer does not answer.
 
@@ -406,7 +406,7 @@ class WebSocketProtocol(ConnectionDriver):
         if not self._outbox.in_read:
             self._flush()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         if self.transport is None or self.conn.state is not _OPEN:
             return
         self.conn.send_close(code, reason)
