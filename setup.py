@@ -23,7 +23,7 @@ class OptionalBuildExt(build_ext):
     def run(self):
         try:
             super().run()
-        except Exception as exc:  # no compiler, no Cython: the twin takes over
+        except Exception as exc:  # noqa: BLE001 - no compiler, no Cython: the twin takes over
             self._fallback(exc)
 
     def build_extensions(self):
@@ -31,7 +31,7 @@ class OptionalBuildExt(build_ext):
         for ext in self.extensions:
             try:
                 self.build_extension(ext)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the twin takes over
                 # Both or neither: drop what was built, so nothing installs a half-compiled zzz.
                 for done in built:
                     path = self.get_ext_fullpath(done.name)
@@ -86,6 +86,7 @@ def _extensions():
         extra_compile_args=_OPTIMIZE,
     )
     return cythonize([core, readloop], compiler_directives=directives)
+
 
 setup(
     ext_modules=_extensions(),

@@ -60,11 +60,11 @@ def TestOneInput(data: bytes) -> None:
     params = deflate.DeflateParams(
         client_no_context_takeover=fdp.ConsumeBool(), client_max_window_bits=fdp.ConsumeIntInRange(8, 15)
     )
-    options = dict(
-        max_message_size=_util.limit(fdp, SIZES),
-        max_frame_size=_util.limit(fdp, SIZES),
-        max_fragments=_util.limit(fdp, (None, 1, 2, 4)),
-    )
+    options = {
+        "max_message_size": _util.limit(fdp, SIZES),
+        "max_frame_size": _util.limit(fdp, SIZES),
+        "max_fragments": _util.limit(fdp, (None, 1, 2, 4)),
+    }
     stream = _stream(fdp) if fdp.ConsumeBool() else fdp.ConsumeBytes(2048)
     pieces = _util.chunks(fdp, stream)
     results = []
