@@ -32,7 +32,7 @@ __all__ = ["EARLY_FLUSH_SIZE", "ReadLoop", "SendHandle"]
 # While a read is handled, replies are held for its one write; past this many bytes they go out early.
 _EARLY_FLUSH_SIZE = 256 * 1024
 EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
-# A ReadStop without the call through its class's __new__ (the slow path still counts).
+# A ReadStop without the Python call of the named tuple's own __new__ (the slow path counts too).
 _TUPLE_NEW = tuple.__new__
 
 

@@ -71,12 +71,9 @@ cdef class FrameReader:
 
     cpdef list feed(self, object data)
     cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1
-    cdef Py_ssize_t _header(self, const unsigned char *p, Py_ssize_t avail) except -2
-    cdef bint _validates_text(self) noexcept
     cdef object _whole_payload(self, const unsigned char *src, Py_ssize_t n)
     cdef int _append(self, const unsigned char *src, Py_ssize_t take) except -1
     cdef object _accumulated_payload(self)
-    cdef int _deliver(self, object payload, list frames) except -1
 
 
 @cython.final

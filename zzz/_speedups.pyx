@@ -508,7 +508,7 @@ cdef class FrameReader:
             if take > n:
                 take = n
             memcpy(&self._stash[self._stash_len], p, take)
-            header = self._header(self._stash, self._stash_len + take)
+            header = _read_header(self, self._stash, self._stash_len + take)
             if header < 0:
                 self._stash_len += take  # a short header means all of data went in
                 return 0
@@ -516,7 +516,7 @@ cdef class FrameReader:
             self._stash_len = 0
         while True:
             if not self._in_payload:
-                header = self._header(p + pos, n - pos)
+                header = _read_header(self, p + pos, n - pos)
                 if header < 0:
                     memcpy(self._stash, p + pos, n - pos)
                     self._stash_len = n - pos
@@ -525,7 +525,7 @@ cdef class FrameReader:
             want = self._length - self._received
             if self._received == 0 and <uint64_t>(n - pos) >= want:
                 # The whole payload is here: build the result straight from the caller's data.
-                self._deliver(self._whole_payload(p + pos, <Py_ssize_t>want), frames)
+                _deliver(self, self._whole_payload(p + pos, <Py_ssize_t>want), frames)
                 pos += <Py_ssize_t>want
                 continue
             take = n - pos
@@ -536,103 +536,14 @@ cdef class FrameReader:
                 pos += take
             if self._received < self._length:
                 return 0
-            self._deliver(self._accumulated_payload(), frames)
-
-    cdef Py_ssize_t _header(self, const unsigned char *p, Py_ssize_t avail) except -2:
-        """Parse a header; return its length, or -1 if incomplete. Checks in the twin's order."""
-        cdef unsigned int b0, b1
-        cdef int opcode
-        cdef bint fin, rsv1, masked, compressed
-        cdef uint64_t length
-        cdef Py_ssize_t offset
-        if avail < 2:
-            return -1
-        b0 = p[0]
-        b1 = p[1]
-        fin = (b0 & 0x80) != 0
-        rsv1 = (b0 & 0x40) != 0
-        opcode = b0 & 0x0F
-        masked = (b1 & 0x80) != 0
-        length = b1 & 0x7F
-        if b0 & 0x30:
-            raise ProtocolError("reserved bits set")
-        if not ((_KNOWN_OPCODES >> opcode) & 1):
-            raise ProtocolError(f"invalid opcode {opcode}")
-        if opcode >= 8:
-            if not fin:
-                raise ProtocolError("fragmented control frame")
-            if length > 125:
-                raise ProtocolError("control frame too long")
-            if rsv1:
-                raise ProtocolError("reserved bits set")
-        elif rsv1:
-            if not self.allow_rsv1:
-                raise ProtocolError("reserved bits set")
-            if opcode == 0:
-                raise ProtocolError("RSV1 set on continuation frame")
-        if opcode == 0:
-            if not self._msg_opcode:
-                raise ProtocolError("unexpected continuation frame")
-        elif opcode < 8 and self._msg_opcode:
-            raise ProtocolError("expected continuation frame")
-        if masked != self.require_mask:
-            raise ProtocolError("frame not masked" if self.require_mask else "frame masked by server")
-        offset = 2
-        if length == 126:
-            if avail < 4:
-                return -1
-            length = (<uint64_t>p[2] << 8) | p[3]
-            offset = 4
-        elif length == 127:
-            if avail < 10:
-                return -1
-            length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40)
-                      | (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16)
-                      | (<uint64_t>p[8] << 8) | <uint64_t>p[9])
-            if length >> 63:
-                raise ProtocolError("invalid frame length")
-            offset = 10
-        if masked:
-            if avail < offset + 4:
-                return -1
-            memcpy(self._key, p + offset, 4)
-            offset += 4
-        if self._frame_limit.negative or length > self._frame_limit.value:
-            raise MessageTooBig("frame too big")
-        if opcode < 8:
-            if self._fragment_limit.negative or self._msg_frames >= self._fragment_limit.value:
-                raise PolicyViolation("too many fragments")
-            compressed = rsv1 if opcode != 0 else self._msg_compressed
-            # Subtract, never add: the declared length may be anything up to 2**63 - 1.
-            if not compressed and (
-                self._message_limit.negative
-                or self._msg_size > self._message_limit.value
-                or length > self._message_limit.value - self._msg_size
-            ):
-                raise MessageTooBig("message too big")
-            if opcode != 0:
-                self._msg_opcode = opcode
-                self._msg_compressed = rsv1
-            self._msg_frames += 1
-            self._msg_size += length
-        self._length = length
-        self._received = 0
-        self._opcode = opcode
-        self._fin = fin
-        self._rsv1 = rsv1
-        self._masked = masked
-        self._in_payload = True
-        return offset
-
-    cdef bint _validates_text(self) noexcept:
-        return self._msg_opcode == 1 and not self._msg_compressed and self._opcode < 8
+            _deliver(self, self._accumulated_payload(), frames)
 
     cdef object _whole_payload(self, const unsigned char *src, Py_ssize_t n):
         """The payload of a frame that arrived whole: unmasked, validated, decoded if text."""
         cdef object payload
         cdef unsigned char *dst
         cdef unsigned char small[_SMALL_TEXT]
-        cdef bint text = self._validates_text()
+        cdef bint text = _validates_text(self)
         if text and self._fin and self._opcode == 1:
             if n == 0:
                 return ""
@@ -696,7 +607,7 @@ cdef class FrameReader:
         else:
             memcpy(dst, src, take)
         self._received += take
-        if self._validates_text() and zzz_utf8_feed(&self._utf8, dst, <size_t>take) >= 0:
+        if _validates_text(self) and zzz_utf8_feed(&self._utf8, dst, <size_t>take) >= 0:
             raise InvalidUtf8("invalid UTF-8")
         return 0
 
@@ -710,28 +621,123 @@ cdef class FrameReader:
         Py_DECREF(payload)  # drop the accumulator's own reference, ``payload`` keeps one
         self._acc = NULL
         self._acc_cap = 0
-        if self._validates_text():
+        if _validates_text(self):
             if self._fin and self._utf8 != ZZZ_UTF8_ACCEPT:
                 raise InvalidUtf8("invalid UTF-8")
             if self._fin and self._opcode == 1:
                 return _decode(<const unsigned char *>PyBytes_AS_STRING(payload), n)
         return payload
 
-    cdef int _deliver(self, object payload, list frames) except -1:
-        cdef int opcode = self._opcode
-        cdef bint fin = self._fin
-        if fin and opcode < 8:
-            self._msg_opcode = 0
-            self._msg_compressed = False
-            self._msg_size = 0
-            self._msg_frames = 0
-            self._utf8 = ZZZ_UTF8_ACCEPT
-        self._in_payload = False
-        if self.messages and fin and not self._rsv1 and (opcode == 1 or opcode == 2):
-            PyList_Append(frames, _message(opcode, payload))
-        else:
-            PyList_Append(frames, (opcode, fin, self._rsv1, payload))
-        return 0
+
+# The reader's per-frame steps, module-level so that C inlines them into ``_parse`` (methods
+# declared in ``_speedups.pxd`` can't be inline).
+
+cdef inline Py_ssize_t _read_header(FrameReader self, const unsigned char *p, Py_ssize_t avail) except -2:
+    """Parse a header; return its length, or -1 if incomplete. Checks in the twin's order."""
+    cdef unsigned int b0, b1
+    cdef int opcode
+    cdef bint fin, rsv1, masked, compressed
+    cdef uint64_t length
+    cdef Py_ssize_t offset
+    if avail < 2:
+        return -1
+    b0 = p[0]
+    b1 = p[1]
+    fin = (b0 & 0x80) != 0
+    rsv1 = (b0 & 0x40) != 0
+    opcode = b0 & 0x0F
+    masked = (b1 & 0x80) != 0
+    length = b1 & 0x7F
+    if b0 & 0x30:
+        raise ProtocolError("reserved bits set")
+    if not ((_KNOWN_OPCODES >> opcode) & 1):
+        raise ProtocolError(f"invalid opcode {opcode}")
+    if opcode >= 8:
+        if not fin:
+            raise ProtocolError("fragmented control frame")
+        if length > 125:
+            raise ProtocolError("control frame too long")
+        if rsv1:
+            raise ProtocolError("reserved bits set")
+    elif rsv1:
+        if not self.allow_rsv1:
+            raise ProtocolError("reserved bits set")
+        if opcode == 0:
+            raise ProtocolError("RSV1 set on continuation frame")
+    if opcode == 0:
+        if not self._msg_opcode:
+            raise ProtocolError("unexpected continuation frame")
+    elif opcode < 8 and self._msg_opcode:
+        raise ProtocolError("expected continuation frame")
+    if masked != self.require_mask:
+        raise ProtocolError("frame not masked" if self.require_mask else "frame masked by server")
+    offset = 2
+    if length == 126:
+        if avail < 4:
+            return -1
+        length = (<uint64_t>p[2] << 8) | p[3]
+        offset = 4
+    elif length == 127:
+        if avail < 10:
+            return -1
+        length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40)
+                  | (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16)
+                  | (<uint64_t>p[8] << 8) | <uint64_t>p[9])
+        if length >> 63:
+            raise ProtocolError("invalid frame length")
+        offset = 10
+    if masked:
+        if avail < offset + 4:
+            return -1
+        memcpy(self._key, p + offset, 4)
+        offset += 4
+    if self._frame_limit.negative or length > self._frame_limit.value:
+        raise MessageTooBig("frame too big")
+    if opcode < 8:
+        if self._fragment_limit.negative or self._msg_frames >= self._fragment_limit.value:
+            raise PolicyViolation("too many fragments")
+        compressed = rsv1 if opcode != 0 else self._msg_compressed
+        # Subtract, never add: the declared length may be anything up to 2**63 - 1.
+        if not compressed and (
+            self._message_limit.negative
+            or self._msg_size > self._message_limit.value
+            or length > self._message_limit.value - self._msg_size
+        ):
+            raise MessageTooBig("message too big")
+        if opcode != 0:
+            self._msg_opcode = opcode
+            self._msg_compressed = rsv1
+        self._msg_frames += 1
+        self._msg_size += length
+    self._length = length
+    self._received = 0
+    self._opcode = opcode
+    self._fin = fin
+    self._rsv1 = rsv1
+    self._masked = masked
+    self._in_payload = True
+    return offset
+
+
+cdef inline bint _validates_text(FrameReader self) noexcept:
+    return self._msg_opcode == 1 and not self._msg_compressed and self._opcode < 8
+
+
+cdef inline int _deliver(FrameReader self, object payload, list frames) except -1:
+    cdef int opcode = self._opcode
+    cdef bint fin = self._fin
+    if fin and opcode < 8:
+        self._msg_opcode = 0
+        self._msg_compressed = False
+        self._msg_size = 0
+        self._msg_frames = 0
+        self._utf8 = ZZZ_UTF8_ACCEPT
+    self._in_payload = False
+    if self.messages and fin and not self._rsv1 and (opcode == 1 or opcode == 2):
+        PyList_Append(frames, _message(opcode, payload))
+    else:
+        PyList_Append(frames, (opcode, fin, self._rsv1, payload))
+    return 0
 
 
 cdef inline object _message(int opcode, object payload):

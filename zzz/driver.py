@@ -230,7 +230,7 @@ class ConnectionDriver(asyncio.Protocol):
     def _flush(self) -> None:
         """Write everything queued, in one call; fail the connection past ``max_backpressure``."""
         outbox = self._outbox
-        if not outbox.size:
+        if not outbox.pending:  # a bool, no int object to make: cheaper than testing size
             return
         buffers = outbox.take()
         transport = self.transport

@@ -237,7 +237,7 @@ class WebSocketProtocol(ConnectionDriver):
             self._process()
         finally:
             outbox.in_read = False
-        if outbox.size:
+        if outbox.pending:
             self._flush()
 
     data_received = _receive
@@ -250,13 +250,13 @@ class WebSocketProtocol(ConnectionDriver):
         outbox = self._outbox
         outbox.in_read = True
         try:
-            if stop.raised or stop.value is not None:
+            if stop.value is not None:  # a callback raised (the value is its exception) or returned
                 stop = self._dispatch_on(stop)
             self.conn.resume(stop)
             self._process()
         finally:
             outbox.in_read = False
-        if outbox.size:
+        if outbox.pending:
             self._flush()
 
     # Events to callbacks
