@@ -277,17 +277,16 @@ class Connection:
         """Take back what the fast path read and did not deliver: ``stop.frames[stop.pos:]`` come
         before anything received later, and ``stop.error`` (the reader's violation) fails the
         connection once they are processed. ``next_event`` goes on from there. ``stop.raised``
-        and ``stop.value`` are the driver's business and are ignored here."""
-        if self.state is _CLOSED:
-            return  # nothing is processed after the close (as receive_data)
-        frames = stop.frames
-        if self._pos >= len(self._frames):
-            self._frames = frames
+        and ``stop.value`` are the driver's business and are ignored here. After the close,
+        nothing of it is processed (``next_event`` drops data and stops at the first frame)."""
+        if self._pos >= len(self._frames):  # nothing pending: the common case
+            self._frames = stop.frames
             self._pos = stop.pos
         else:
-            self._frames.extend(frames[stop.pos :])
-        if stop.error is not None and self._error is None:
-            self._error = stop.error
+            self._frames.extend(stop.frames[stop.pos :])
+        error = stop.error
+        if error is not None and self._error is None:
+            self._error = error
 
     def events_received(self) -> list[Event]:
         """Every event the received bytes complete (convenience for clients and tests)."""
