@@ -121,9 +121,15 @@ class Security:
 
     Attributes:
         allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
+        proxy_headers: believe ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from a
+            trusted proxy (False).
+        forwarded_allow_ips: the peers whose forwarding headers are believed: addresses or CIDRs,
+            ``"*"`` for any (``("127.0.0.1",)``).
     """
 
     allowed_origins: Sequence[str] | None = None
+    proxy_headers: bool = False
+    forwarded_allow_ips: Sequence[str] = ("127.0.0.1",)
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,8 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     "deflate": ("permessage_deflate", "config"),
     # Security
     "allowed_origins": ("security", "allowed_origins"),
+    "proxy_headers": ("security", "proxy_headers"),
+    "forwarded_allow_ips": ("security", "forwarded_allow_ips"),
     # Static files
     "static_max_age": ("static", "max_age"),
 }
@@ -195,7 +203,7 @@ class Settings:
         flow: ``FlowControl`` (``write_high_water``, ``write_low_water``, ``max_backpressure``;
             its ``max_queue`` is the client's and has no flat name here).
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
-        security: ``Security`` (``allowed_origins``).
+        security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
         static: ``StaticFiles`` (``static_max_age``).
     """
 
@@ -346,6 +354,16 @@ class Settings:
     def allowed_origins(self) -> Sequence[str] | None:
         """``security.allowed_origins``."""
         return self.security.allowed_origins
+
+    @property
+    def proxy_headers(self) -> bool:
+        """``security.proxy_headers``."""
+        return self.security.proxy_headers
+
+    @property
+    def forwarded_allow_ips(self) -> Sequence[str]:
+        """``security.forwarded_allow_ips``."""
+        return self.security.forwarded_allow_ips
 
     @property
     def static_max_age(self) -> int:
