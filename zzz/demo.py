@@ -1,22 +1,20 @@
-"""``python -m zzz``: the demo server on 127.0.0.1:8080: a Channels chat with rooms and presence
-at ``/`` (zzz.js), plus raw WebSocket routes ``/ws/echo`` and ``/ws/chat/:room`` (page at ``/raw``).
+"""The demo ``python -m zzz`` serves when it is given no app: a Channels chat with rooms and
+presence at ``/`` (zzz.js), plus raw WebSocket routes ``/ws/echo`` and ``/ws/chat/:room`` (page at
+``/raw``).
 
-Options: ``--host``, ``--port``, ``--loop auto|uvloop|asyncio``, ``--workers N``, ``--redis URL``
-(the Channels chat's rooms and presence on ``zzz.RedisPubSub(URL)``, required with ``--workers`` > 1).
+The CLI (``zzz.cli``) serves it with every option; ``--redis URL`` puts the Channels chat's rooms and
+presence on Redis, and is required with ``--workers`` > 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import logging
 from collections import defaultdict
 from typing import Any
 
 import zzz
 from zzz import core
 from zzz.channels import demo as channels_demo
-from zzz.runner import http_url
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zzz demo</title>
@@ -114,43 +112,3 @@ def build_app(pubsub: zzz.PubSub | None = None, **settings: Any) -> zzz.App:
 
 def _name(ws: zzz.WebSocket) -> str:
     return f"{ws.query_param('name') or 'guest'}#{ws.get_assign('user_id')}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zzz", description="Run the zzz demo server.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--loop", default="auto", choices=["auto", "uvloop", "asyncio"])
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--redis", metavar="URL", help="keep the chat's rooms and presence in this Redis")
-    args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535:  # one line and exit 2, before anything binds
-        parser.exit(2, f"{parser.prog}: error: --port {args.port} is outside 0-65535\n")
-    if args.workers > 1 and not args.redis:
-        # Each worker would have its own rooms and presence: users on different workers would not meet.
-        parser.exit(
-            2,
-            f"zzz: --workers {args.workers} needs --redis URL: "
-            "without Redis every worker has its own rooms and presence\n",
-        )
-    pubsub: zzz.PubSub | None = None
-    if args.redis:
-        try:
-            pubsub = zzz.RedisPubSub(args.redis)
-        except ImportError as exc:
-            parser.exit(2, f"zzz: {exc}\n")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    print(
-        f"zzz demo: core={core.IMPLEMENTATION}; open {http_url(args.host, args.port)} "
-        f"(Channels chat) or /raw (raw WebSocket chat)",
-        flush=True,
-    )
-    if args.workers > 1:
-        logging.getLogger("zzz.demo").warning(
-            "the raw chat at /raw keeps its rooms per worker (only the chat at / uses Redis)"
-        )
-    build_app(pubsub=pubsub).run(host=args.host, port=args.port, loop=args.loop, workers=args.workers)
-
-
-if __name__ == "__main__":
-    main()
