@@ -45,6 +45,7 @@ def run(args: list[str], listen: runner.Listen) -> int:
     except OSError as exc:
         logger.error("zzz: cannot listen on %s: %s", listen.url(), exc.strerror or exc)
         return 1
+    path = runner.unix_path(sock)
     root = Path.cwd()
     stopping = threading.Event()
     changes: queue.Queue[str] = queue.Queue()
@@ -86,8 +87,7 @@ def run(args: list[str], listen: runner.Listen) -> int:
             _stop(child)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if listen.uds is not None:
-            runner._unlink_socket(sock)
+        runner.unlink_socket(path)
         sock.close()
 
 
@@ -124,6 +124,7 @@ def _watch(root: Path, changes: queue.Queue[str], stopping: threading.Event) -> 
         except ImportError:
             pass
         else:
+            logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we say what changed ourselves
             for batch in watchfiles.watch(
                 root, watch_filter=watchfiles.PythonFilter(), stop_event=stopping, raise_interrupt=False
             ):

@@ -56,6 +56,8 @@ __all__ = [
     "loop_factory",
     "multiprocess_metrics",
     "run",
+    "unix_path",
+    "unlink_socket",
 ]
 
 logger = logging.getLogger("zzz")
@@ -220,11 +222,19 @@ def _remove_stale_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, f"a server already listens on {path}")
 
 
-def _unlink_socket(sock: socket.socket) -> None:
-    if sock.family == socket.AF_UNIX:
+def unix_path(sock: socket.socket) -> str | None:
+    """The path of a Unix socket (read while it is open), None for any other."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    path = sock.getsockname()
+    return path if isinstance(path, str) and path else None
+
+
+def unlink_socket(path: str | None) -> None:
+    """Remove the Unix socket file this process made (not a file that replaced it)."""
+    if path is not None:
         with contextlib.suppress(OSError):
-            path = sock.getsockname()
-            if isinstance(path, str) and path and stat.S_ISSOCK(os.stat(path).st_mode):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
                 os.unlink(path)
 
 
@@ -294,11 +304,12 @@ def run(
     except OSError as exc:
         logger.error("zzz: cannot listen on %s: %s", listen.url(), exc.strerror or exc)
         raise SystemExit(1) from None
+    path = unix_path(sock)
     try:
         code = _Supervisor(load, sock, listen, loop_kind, ssl, workers).run()
     finally:
         if listen.sock is None:
-            _unlink_socket(sock)
+            unlink_socket(path)
             sock.close()
     if code:
         raise SystemExit(code)
@@ -354,6 +365,7 @@ def _serve_here(
             sock = bind(listen)
         except OSError as exc:
             raise _CannotListen(exc.strerror or str(exc)) from None
+    path = None if sock is None or listen.sock is not None else unix_path(sock)
 
     async def main() -> None:
         try:
@@ -372,8 +384,8 @@ def _serve_here(
     try:
         _run_loop(main, loop_kind)
     finally:
+        unlink_socket(path)
         if sock is not None and listen.sock is None:
-            _unlink_socket(sock)
             sock.close()
 
 
