@@ -86,7 +86,6 @@ class Options:
     proxy_headers: bool | None
     forwarded_allow_ips: tuple[str, ...] | None
     redis: str | None
-    argv: list[str]
 
 
 def parse(argv: Sequence[str]) -> Options:
@@ -132,7 +131,7 @@ def parse(argv: Sequence[str]) -> Options:
     return Options(
         app=a.app, factory=a.factory, listen=listen, workers=workers, loop=a.loop, reload=a.reload,
         log_level=a.log_level, ssl=ssl, proxy_headers=a.proxy_headers, forwarded_allow_ips=allow,
-        redis=redis, argv=list(argv),
+        redis=redis,
     )
 
 

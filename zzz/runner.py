@@ -512,6 +512,7 @@ class _Supervisor:
         if self.stopping:
             if not self.forced:  # a second SIGINT/SIGTERM: do not wait for the drains
                 self.forced = True
+                self.exit_code = 1  # not a graceful shutdown
                 logger.warning("zzz: stopping now: killing %d workers", len(self.children))
                 for child in self.children.values():
                     _signal(child.pid, signal.SIGKILL)

@@ -27,6 +27,14 @@ import zzz
 def pid(request):
     return str(os.getpid())
 
+def worker(request):
+    from zzz.runner import current_worker
+    me = current_worker()
+    return "-" if me is None else f"{me.index} {me.id} {me.pid} {me.pid == os.getpid()} {os.environ['ZZZ_WORKER']}"
+
+def metrics_dir(request):
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "-")
+
 def settings(request):
     s = app.settings
     return f"{s.proxy_headers} {','.join(s.forwarded_allow_ips)}"
@@ -35,6 +43,8 @@ app = zzz.App(
     [
         zzz.Router.get("/pid", pid),
         zzz.Router.get("/settings", settings),
+        zzz.Router.get("/worker", worker),
+        zzz.Router.get("/metrics-dir", metrics_dir),
         zzz.Router.ws("/ws", zzz.WsConfig(on_open=lambda ws: ws.send(str(os.getpid())))),
     ],
     health_path="/healthz",

@@ -183,3 +183,60 @@ def test_health_is_503_while_draining_and_sigterm_exits_0(
     keep.close()
     assert z.wait(30) == 0
     assert {ws.close_code for ws in sockets} == {1001}
+
+
+def test_each_worker_knows_its_slot_and_id(procs: list[Zzz], app_dir: Path) -> None:
+    z = _serve(procs, app_dir, "--workers", "2")
+    seen = {get(tcp(z.port), "/worker")[1] for _ in range(60)}
+    assert {w.split()[0] for w in seen} == {"1", "2"} and all(w.endswith(" True " + w.split()[0]) for w in seen)
+    assert {int(w.split()[2]) for w in seen} == children(z.pid)
+    ids = {w.split()[1] for w in seen}
+    assert ids == {"1", "2"}
+    victim = min(children(z.pid))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(children(z.pid)) == 2 and victim not in children(z.pid), 5, "the replacement")
+    later: dict[str, str] = {}  # id -> slot
+
+    def new_one_answered() -> bool:
+        index, worker_id = get(tcp(z.port), "/worker")[1].split()[:2]
+        later[worker_id] = index
+        return "3" in later
+
+    wait_for(new_one_answered, 10, "the new worker answering")
+    dead_slot = next(w.split()[0] for w in seen if int(w.split()[2]) == victim)
+    assert later["3"] == dead_slot  # a new id, in the slot of the one that died
+    assert z.stop() == 0
+
+
+def test_workers_share_a_metrics_directory_removed_at_exit(procs: list[Zzz], app_dir: Path) -> None:
+    z = _serve(procs, app_dir, "--workers", "2")
+    dirs = {get(tcp(z.port), "/metrics-dir")[1] for _ in range(20)}
+    assert len(dirs) == 1
+    (path,) = dirs
+    assert path != "-" and os.path.isdir(path)
+    assert z.stop() == 0
+    assert not os.path.exists(path)
+    single = _serve(procs, app_dir)
+    assert get(tcp(single.port), "/metrics-dir")[1] in ("-", os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    assert single.stop() == 0
+
+
+def test_multiprocess_metrics_marks_exited_workers_dead(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from zzz.runner import multiprocess_metrics
+
+    calls: list[tuple[int, str]] = []
+    fake = types.ModuleType("prometheus_client.multiprocess")
+    fake.mark_process_dead = lambda pid, path: calls.append((pid, path))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "prometheus_client", types.ModuleType("prometheus_client"))
+    monkeypatch.setitem(sys.modules, "prometheus_client.multiprocess", fake)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/somewhere/else")
+    with multiprocess_metrics() as worker_exited:
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        assert path != "/somewhere/else" and os.path.isdir(path) and not os.listdir(path)
+        worker_exited(1234)
+    assert calls == [(1234, path)]
+    assert not os.path.exists(path)
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/somewhere/else"  # put back
