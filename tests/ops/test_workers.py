@@ -240,3 +240,24 @@ def test_multiprocess_metrics_marks_exited_workers_dead(monkeypatch: pytest.Monk
     assert calls == [(1234, path)]
     assert not os.path.exists(path)
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/somewhere/else"  # put back
+
+
+def test_workers_leave_when_their_supervisor_is_killed(procs: list[Zzz], app_dir: Path) -> None:
+    z = _serve(procs, app_dir, "--workers", "2")
+    workers = children(z.pid)
+    assert len(workers) == 2
+    os.kill(z.pid, signal.SIGKILL)
+    z.proc.wait(10)
+
+    def gone() -> bool:
+        alive = set()
+        for pid in workers:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                        alive.add(pid)
+            except OSError:
+                continue
+        return not alive
+
+    wait_for(gone, 10, "the orphaned workers to exit")
