@@ -352,7 +352,7 @@ async def _serve_until_signal(
 
         loop.call_later(_ORPHAN_CHECK, check_parent)
     code, reason = await stop
-    logger.info("zzz: %s (pid %d)", "restarting" if code == _SERVICE_RESTART else "shutting down", os.getpid())
+    logger.info("zzz: draining with %d (pid %d)", code, os.getpid())
     await server.close(code, reason)
 
 
