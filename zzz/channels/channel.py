@@ -139,6 +139,19 @@ class ChannelConfig:
             None disables it.
         rate_limit_action: ``"drop"`` answers excess pushes with ``{"reason": "rate_limited"}``;
             ``"disconnect"`` closes the socket with 1008.
+        slow_subscriber: what a broadcast does for a subscriber that does not read fast enough.
+            ``"close"``: it queues the frame like any other, and the server closes the connection with
+            1008 once its unsent bytes pass ``max_backpressure``. ``"skip"``: while the subscriber's
+            unsent bytes (``ws.buffered_amount``) are over ``skip_if_buffered_over``, broadcasts skip it
+            (they are lost to it, as if the network had dropped them) instead of queueing more; replies,
+            ``push``, ``push_to``, replays and ``presence_diff`` are never skipped.
+        skip_if_buffered_over: the threshold of ``slow_subscriber="skip"``, in bytes (default 1 MiB);
+            keep it under the server's ``max_backpressure`` (8 MiB by default), which still applies.
+
+    Raises:
+        ValueError: an unknown ``rate_limit_action`` or ``slow_subscriber``, a bad ``rate_limit``, or a
+            negative ``skip_if_buffered_over``.
+        TypeError: ``skip_if_buffered_over`` is not an int.
     """
 
     channels: list[ChannelDef]
@@ -147,12 +160,20 @@ class ChannelConfig:
     max_topics_per_socket: int | None = 100
     rate_limit: tuple[float, float] | None = None
     rate_limit_action: Literal["drop", "disconnect"] = "drop"
+    slow_subscriber: Literal["close", "skip"] = "close"
+    skip_if_buffered_over: int = 1 << 20
 
     def __post_init__(self) -> None:
         if self.pubsub is None:
             self.pubsub = InMemoryPubSub()
         if self.rate_limit_action not in ("drop", "disconnect"):
             raise ValueError("rate_limit_action must be 'drop' or 'disconnect'")
+        if self.slow_subscriber not in ("close", "skip"):
+            raise ValueError("slow_subscriber must be 'close' or 'skip'")
+        if not isinstance(self.skip_if_buffered_over, int) or isinstance(self.skip_if_buffered_over, bool):
+            raise TypeError("skip_if_buffered_over must be an int (bytes)")
+        if self.skip_if_buffered_over < 0:
+            raise ValueError("skip_if_buffered_over must be >= 0")
         if self.rate_limit is not None:
             burst, rate = self.rate_limit
             if burst < 1 or rate <= 0:
