@@ -34,10 +34,16 @@ HISTORY_TIMEOUT = 5.0
 _Steps = Generator[Awaitable[Any], Any, None]
 
 
+_HANDLER_RAISED = "zzz.channels: handler for %r on %r raised"
+
+# Results that are never awaitable: checked first, as inspect.isawaitable is slow on non-awaitables.
+_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple, Reply, JoinResult})
+
+
 def _call(fn: Any, *args: Any) -> Generator[Awaitable[Any], Any, Any]:
     """Call a callback that may be a plain function or ``async``; yield its result only when awaitable."""
     result = fn(*args)
-    if result is not None and inspect.isawaitable(result):
+    if result is not None and type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
         result = yield result
     return result
 
@@ -328,7 +334,7 @@ class ChannelEndpoint:
             return _run(self._join(sock, message))
         if message.event == "phx_leave":
             return _run(self._leave_steps(sock, message))
-        return _run(self._event(sock, message))
+        return self._event(sock, message)
 
     def _socket_for(self, ws: Any) -> ChannelSocket:
         sock = self._sockets.get(id(ws))
@@ -405,9 +411,10 @@ class ChannelEndpoint:
             return True
         return False
 
-    # The steps below are generators run by ``_run``: plain code up to each ``yield``, which hands over
-    # an awaitable (an async callback's result, a history read); the value it resolves to (or its
+    # Joins and leaves are steps: generators run by ``_run``, plain code up to each ``yield``, which hands
+    # over an awaitable (an async callback's result, a history read); the value it resolves to (or its
     # exception) comes back at the ``yield``. Without a yield, a message is handled with no await at all.
+    # Pushes (``_event``, the hot path) do the same with a plain function and an async tail.
 
     def _join(self, sock: ChannelSocket, message: Message) -> _Steps:
         topic = message.topic
@@ -519,7 +526,8 @@ class ChannelEndpoint:
             yield from self._leave(sock, topic)
         self.pubsub.forget(sock)
 
-    def _event(self, sock: ChannelSocket, message: Message) -> _Steps:
+    def _event(self, sock: ChannelSocket, message: Message) -> Coroutine[Any, Any, None] | None:
+        # Every push comes here: a plain function rather than steps, as it has one await at most.
         join = sock._joins.get(message.topic)
         if join is None or (message.join_ref is not None and message.join_ref != join[0]):
             # Phoenix's answer to a topic the socket has not joined (or a push from a join since replaced).
@@ -529,17 +537,35 @@ class ChannelEndpoint:
                 sock.send_text(
                     encode(sock.array_form, message.topic, "phx_error", {"reason": "unmatched topic"})
                 )
-            return
+            return None
         handler = join[1].handlers.get(message.event)
         if handler is None:
             if message.ref is not None:
                 self._reply(sock, message, "error", {"reason": "unknown event"})
-            return
+            return None
         try:
-            result = yield from _call(handler, sock, message.topic, message.event, message.payload)
+            result = handler(sock, message.topic, message.event, message.payload)
         except Exception:
-            log.exception("zzz.channels: handler for %r on %r raised", message.event, message.topic)
+            log.exception(_HANDLER_RAISED, message.event, message.topic)
             result = Reply.error("internal error")
+        else:
+            if result is not None and type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+                return self._event_reply_later(sock, message, result)
+        self._answer(sock, message, result)
+        return None
+
+    async def _event_reply_later(
+        self, sock: ChannelSocket, message: Message, awaitable: Awaitable[Any]
+    ) -> None:
+        try:
+            result = await awaitable
+        except Exception:
+            log.exception(_HANDLER_RAISED, message.event, message.topic)
+            result = Reply.error("internal error")
+        self._answer(sock, message, result)
+
+    def _answer(self, sock: ChannelSocket, message: Message, result: Any) -> None:
+        """Reply to a push with what its handler returned (None, or a push without a ref: no reply)."""
         if result is None or message.ref is None:
             return
         if isinstance(result, Reply):
