@@ -1,4 +1,4 @@
-"""Atheris target: HTTP request handling (``zzz.http.RequestParser`` then
+"""Atheris target: HTTP request handling (``zzz.http_parser.RequestParser`` then
 ``zzz.handshake.validate_request`` on every request).
 
 Only the documented exceptions may come out (``HttpError`` from the parser, ``HandshakeError``
@@ -17,15 +17,16 @@ import atheris
 
 with atheris.instrument_imports():
     from zzz import handshake
-    from zzz.http import HttpError, RequestParser
+    from zzz.http import HttpError
+    from zzz.http_parser import RequestParser
 
 LINE = (16, 64, 1024, 8192, None)
 COUNT = (1, 2, 8, 128, None)
 BODY = (0, 10, 1 << 20, None)
 
 SEEDS = [
-    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
     b"POST /x?a=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 ]
 
@@ -67,13 +68,13 @@ def _run(options: dict, pieces: list[bytes]) -> tuple[str, list, bytes]:
 
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    options = dict(
-        max_request_line=_util.limit(fdp, LINE),
-        max_header_size=_util.limit(fdp, LINE),
-        max_header_count=_util.limit(fdp, COUNT),
-        max_head_size=_util.limit(fdp, LINE),
-        max_body_size=_util.limit(fdp, BODY),
-    )
+    options = {
+        "max_request_line": _util.limit(fdp, LINE),
+        "max_header_size": _util.limit(fdp, LINE),
+        "max_header_count": _util.limit(fdp, COUNT),
+        "max_head_size": _util.limit(fdp, LINE),
+        "max_body_size": _util.limit(fdp, BODY),
+    }
     raw = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4096))
     if fdp.ConsumeBool():
         raw = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)] + raw

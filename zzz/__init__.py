@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "App": "zzz.server",
     "Server": "zzz.server",
-    "Settings": "zzz.server",
+    "Settings": "zzz.settings",
     "ChannelConfig": "zzz.channels",
     "ChannelDef": "zzz.channels",
     "ChannelSocket": "zzz.channels",
@@ -107,56 +107,58 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from zzz.channels import (
-        ChannelConfig as ChannelConfig,
-        ChannelDef as ChannelDef,
-        ChannelSocket as ChannelSocket,
-        History as History,
-        InMemoryPubSub as InMemoryPubSub,
-        JoinResult as JoinResult,
-        Presence as Presence,
-        PubSub as PubSub,
-        RedisPubSub as RedisPubSub,
-        Reply as Reply,
+        ChannelConfig,
+        ChannelDef,
+        ChannelSocket,
+        History,
+        InMemoryPubSub,
+        JoinResult,
+        Presence,
+        PubSub,
+        RedisPubSub,
+        Reply,
     )
     from zzz.client import (
-        ClientWebSocket as ClientWebSocket,
-        connect as connect,
+        ClientWebSocket,
+        connect,
     )
     from zzz.errors import (
-        ConnectionClosed as ConnectionClosed,
-        InvalidUtf8 as InvalidUtf8,
-        MessageTooBig as MessageTooBig,
-        PolicyViolation as PolicyViolation,
-        ProtocolError as ProtocolError,
-        WebSocketError as WebSocketError,
+        ConnectionClosed,
+        InvalidUtf8,
+        MessageTooBig,
+        PolicyViolation,
+        ProtocolError,
+        WebSocketError,
     )
     from zzz.frames import (
-        Binary as Binary,
-        CloseCode as CloseCode,
-        Opcode as Opcode,
-        Text as Text,
-        WsMessage as WsMessage,
+        Binary,
+        CloseCode,
+        Opcode,
+        Text,
+        WsMessage,
     )
     from zzz.handshake import (
-        InvalidHandshake as InvalidHandshake,
+        InvalidHandshake,
     )
     from zzz.http import (
-        Headers as Headers,
-        HttpError as HttpError,
-        Request as Request,
-        Response as Response,
+        Headers,
+        HttpError,
+        Request,
+        Response,
     )
     from zzz.routing import (
-        Controller as Controller,
-        Router as Router,
+        Controller,
+        Router,
     )
     from zzz.server import (
-        App as App,
-        Server as Server,
-        Settings as Settings,
+        App,
+        Server,
+    )
+    from zzz.settings import (
+        Settings,
     )
     from zzz.websocket import (
-        WebSocket as WebSocket,
-        WsConfig as WsConfig,
-        broadcast as broadcast,
+        WebSocket,
+        WsConfig,
+        broadcast,
     )

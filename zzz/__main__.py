@@ -16,7 +16,7 @@ from typing import Any
 import zzz
 from zzz import core
 from zzz.channels import demo as channels_demo
-from zzz.server import _http_url
+from zzz.runner import http_url
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zzz demo</title>
@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: --port {args.port} is outside 0-65535\n")
     if args.workers > 1 and not args.redis:
         # Each worker would have its own rooms and presence: users on different workers would not meet.
-        parser.exit(2, f"zzz: --workers {args.workers} needs --redis URL: "
-                       "without Redis every worker has its own rooms and presence\n")
+        parser.exit(
+            2,
+            f"zzz: --workers {args.workers} needs --redis URL: "
+            "without Redis every worker has its own rooms and presence\n",
+        )
     pubsub: zzz.PubSub | None = None
     if args.redis:
         try:
@@ -137,11 +140,15 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError as exc:
             parser.exit(2, f"zzz: {exc}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    print(f"zzz demo: core={core.IMPLEMENTATION}; open {_http_url(args.host, args.port)} "
-          f"(Channels chat) or /raw (raw WebSocket chat)", flush=True)
+    print(
+        f"zzz demo: core={core.IMPLEMENTATION}; open {http_url(args.host, args.port)} "
+        f"(Channels chat) or /raw (raw WebSocket chat)",
+        flush=True,
+    )
     if args.workers > 1:
         logging.getLogger("zzz.demo").warning(
-            "the raw chat at /raw keeps its rooms per worker (only the chat at / uses Redis)")
+            "the raw chat at /raw keeps its rooms per worker (only the chat at / uses Redis)"
+        )
     build_app(pubsub=pubsub).run(host=args.host, port=args.port, loop=args.loop, workers=args.workers)
 
 

@@ -1,4 +1,5 @@
-"""Exceptions that carry the WebSocket close code a failure maps to.
+"""Exceptions that carry the answer a failure maps to: a WebSocket close code, or an HTTP status
+(``HttpRefusal``).
 
 Shared by the compiled core, its pure-Python twin and the protocol layer, so both cores raise
 the very same classes.
@@ -6,14 +7,19 @@ the very same classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from zzz._grammar import reason_phrase
+
 __all__ = [
-    "WebSocketError",
-    "ProtocolError",
+    "ConnectionClosed",
+    "HttpRefusal",
     "InvalidPayload",
     "InvalidUtf8",
     "MessageTooBig",
     "PolicyViolation",
-    "ConnectionClosed",
+    "ProtocolError",
+    "WebSocketError",
 ]
 
 
@@ -70,3 +76,27 @@ class ConnectionClosed(Exception):
         super().__init__(f"connection closed: code={code} reason={reason!r}")
         self.code = code
         self.reason = reason
+
+
+class HttpRefusal(Exception):
+    """A request zzz (or the application) answers with an error status instead of serving it.
+
+    The base of ``zzz.http.HttpError`` (parser, router, handlers) and
+    ``zzz.handshake.HandshakeError`` (the opening handshake), so the server renders both the
+    same way (``zzz.http.error_response``). ``message`` must never hold request bytes: it is
+    sent as the response body.
+
+    Attributes:
+        status: the HTTP status code.
+        message: text for the response body (defaults to the reason phrase).
+        headers: extra response headers the status calls for, e.g. ``[("Allow", "GET")]``.
+    """
+
+    def __init__(self, status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.status = int(status)
+        self.message = message or reason_phrase(self.status)
+        self.headers: list[tuple[str, str]] = list(headers)
+        super().__init__(self.status, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"

@@ -36,12 +36,14 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 
+from zzz._grammar import CTL, OWS, QDTEXT, QUOTABLE, TCHAR, is_token
+from zzz.errors import HttpRefusal
+
 __all__ = [
     "GUID",
     "HandshakeError",
     "InvalidHandshake",
     "accept_key",
-    "build_error_response",
     "build_request",
     "build_response",
     "check_response",
@@ -57,33 +59,8 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 Headers = Iterable[tuple[str, str]]
 
-# RFC 7230 §3.2.6 tchar: the characters a token may contain.
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_OWS = " \t"
-# Bytes that would split or smuggle a header when written (RFC 7230 §3.2: field-value excludes
-# CTLs other than HTAB). NUL, CR and LF are the dangerous ones; the rest are rejected for hygiene.
-_FORBIDDEN_IN_VALUE = frozenset(chr(c) for c in range(0x20) if c != 0x09) | {"\x7f"}
-# qdtext per RFC 7230 §3.2.6: HTAB, SP, 0x21, 0x23-0x5B, 0x5D-0x7E, obs-text 0x80-0xFF.
-_QDTEXT = frozenset("\t \x21" + "".join(chr(c) for c in range(0x23, 0x5C))
-                    + "".join(chr(c) for c in range(0x5D, 0x7F))
-                    + "".join(chr(c) for c in range(0x80, 0x100)))
-# quoted-pair may escape HTAB, SP, VCHAR and obs-text.
-_QUOTABLE = frozenset("\t " + "".join(chr(c) for c in range(0x21, 0x7F))
-                      + "".join(chr(c) for c in range(0x80, 0x100)))
 
-_REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
-class HandshakeError(Exception):
+class HandshakeError(HttpRefusal):
     """The server refuses an upgrade request; the fields say what to answer.
 
     Attributes:
@@ -92,12 +69,6 @@ class HandshakeError(Exception):
             echoes request bytes).
         headers: extra response headers the status calls for (e.g. ``Allow: GET`` with 405).
     """
-
-    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(f"{status} {message}")
-        self.status = status
-        self.message = message
-        self.headers: list[tuple[str, str]] = list(headers)
 
 
 class InvalidHandshake(Exception):
@@ -134,16 +105,6 @@ def generate_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-def is_token(value: str) -> bool:
-    """Tell whether ``value`` is a non-empty RFC 7230 token."""
-    if not value:
-        return False
-    for char in value:
-        if char not in _TCHAR:
-            return False
-    return True
-
-
 def _is_zero(value: str) -> bool:
     return value.isascii() and value.isdigit() and int(value) == 0
 
@@ -168,7 +129,7 @@ def parse_header_tokens(values: Sequence[str]) -> list[str]:
     out: list[str] = []
     for value in values:
         for element in value.split(","):
-            element = element.strip(_OWS)
+            element = element.strip(OWS)
             if element:
                 out.append(element)
     return out
@@ -240,19 +201,20 @@ def validate_request(method: str, http_version: str, headers: Headers) -> str:
     if len(hosts) != 1:
         raise HandshakeError(400, "missing Host header" if not hosts else "more than one Host header")
     if _values(headers, "transfer-encoding") or any(
-        not _is_zero(value.strip(_OWS)) for value in _values(headers, "content-length")
+        not _is_zero(value.strip(OWS)) for value in _values(headers, "content-length")
     ):
         raise HandshakeError(400, "a WebSocket upgrade request must not have a body")
     versions = _values(headers, "sec-websocket-version")
-    if len(versions) != 1 or versions[0].strip(_OWS) != "13":
-        raise HandshakeError(426, "unsupported WebSocket version: only 13 is supported",
-                             [("Sec-WebSocket-Version", "13")])
+    if len(versions) != 1 or versions[0].strip(OWS) != "13":
+        raise HandshakeError(
+            426, "unsupported WebSocket version: only 13 is supported", [("Sec-WebSocket-Version", "13")]
+        )
     keys = _values(headers, "sec-websocket-key")
     if not keys:
         raise HandshakeError(400, "missing Sec-WebSocket-Key header")
     if len(keys) > 1:
         raise HandshakeError(400, "more than one Sec-WebSocket-Key header")
-    key = keys[0].strip(_OWS)
+    key = keys[0].strip(OWS)
     if not _valid_key(key):
         raise HandshakeError(400, "invalid Sec-WebSocket-Key: must be base64 of 16 bytes")
     return key
@@ -285,14 +247,14 @@ def select_subprotocol(header_values: Sequence[str], supported: Sequence[str]) -
 
 def _skip_ows(text: str, pos: int) -> int:
     end = len(text)
-    while pos < end and text[pos] in _OWS:
+    while pos < end and text[pos] in OWS:
         pos += 1
     return pos
 
 
 def _scan_token(text: str, pos: int) -> int:
     end = len(text)
-    while pos < end and text[pos] in _TCHAR:
+    while pos < end and text[pos] in TCHAR:
         pos += 1
     return pos
 
@@ -307,10 +269,10 @@ def _scan_quoted(text: str, pos: int) -> tuple[str, int]:
             return "".join(chars), pos + 1
         if char == "\\":
             pos += 1
-            if pos >= end or text[pos] not in _QUOTABLE:
+            if pos >= end or text[pos] not in QUOTABLE:
                 raise ValueError("invalid escape in quoted string")
             chars.append(text[pos])
-        elif char in _QDTEXT:
+        elif char in QDTEXT:
             chars.append(char)
         else:
             raise ValueError("invalid character in quoted string")
@@ -390,7 +352,7 @@ def _check_header(name: str, value: str) -> None:
     if not is_token(name):
         raise ValueError(f"invalid header name {name!r}")
     for char in value:
-        if char in _FORBIDDEN_IN_VALUE:
+        if char in CTL:
             raise ValueError(f"control character in value of header {name!r}")
 
 
@@ -446,39 +408,8 @@ def build_response(
     return _encode_head("HTTP/1.1 101 Switching Protocols", headers)
 
 
-def build_error_response(
-    status: int,
-    message: str,
-    headers: Sequence[tuple[str, str]] = (),
-) -> bytes:
-    """Build a complete plain-text HTTP/1.1 error response that closes the connection.
-
-    Convenience for answering a ``HandshakeError``: ``build_error_response(e.status, e.message,
-    e.headers)``.
-
-    Args:
-        status: HTTP status code.
-        message: body text (UTF-8 encoded; no request bytes should be echoed in it).
-        headers: extra headers, validated like ``build_response``'s.
-
-    Returns:
-        Status line, headers (``Content-Type``, ``Content-Length``, ``Connection: close``,
-        ``Server: zzz``), blank line and body.
-    """
-    body = (message + "\n").encode("utf-8")
-    reason = _REASONS.get(status, "Error")
-    all_headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-        ("Server", "zzz"),
-        *headers,
-    ]
-    return _encode_head(f"HTTP/1.1 {status} {reason}", all_headers) + body
-
-
 def _check_request_target(name: str, value: str) -> None:
-    if not value or any(char in _FORBIDDEN_IN_VALUE or char == " " for char in value):
+    if not value or any(char in CTL or char == " " for char in value):
         raise ValueError(f"invalid {name} {value!r}")
 
 
@@ -566,7 +497,7 @@ def check_response(
     accepts = _values(headers, "sec-websocket-accept")
     if len(accepts) != 1:
         raise InvalidHandshake("expected exactly one Sec-WebSocket-Accept header")
-    if accepts[0].strip(_OWS) != accept_key(key):
+    if accepts[0].strip(OWS) != accept_key(key):
         raise InvalidHandshake("wrong Sec-WebSocket-Accept value")
     chosen = parse_header_tokens(_values(headers, "sec-websocket-protocol"))
     if not chosen:

@@ -1,7 +1,9 @@
 """Routing for zzz: routes with ``:param`` and ``*wildcard`` patterns, controllers, middleware chains.
 
 Pure and sans-I/O: ``RouteTable.match`` maps (method, path) to a route, its decoded parameters and
-its middleware chain through a segment trie; ``run_chain`` runs middleware around an endpoint.
+its middleware chain through a segment trie; ``run_chain`` runs middleware around an endpoint;
+``RouteTable.handle`` does both for every request the server answers (HTTP routes, WebSocket
+upgrades, 404 and 405).
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
-from .http import HttpError, Request, Response
+from zzz._grammar import is_token
+from zzz.http import HttpError, Request, Response
 
 __all__ = [
     "CallNext",
     "Controller",
     "Handler",
     "Middleware",
+    "MountsRoutes",
     "ResponseLike",
     "Route",
     "RouteMatch",
@@ -35,7 +39,6 @@ CallNext = Callable[..., Awaitable[Response]]
 Middleware = Callable[[Request, CallNext], ResponseLike | Awaitable[ResponseLike]]
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+\Z")
 # Allow header order: the common methods first, anything custom after them alphabetically.
 _METHOD_ORDER = {m: i for i, m in enumerate(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))}
 
@@ -77,6 +80,14 @@ class Route:
     def __repr__(self) -> str:
         kind = "ws" if self.is_websocket else self.method
         return f"<Route {kind} {self.pattern}>"
+
+
+class MountsRoutes(Protocol):
+    """What ``Router.channel`` mounts: an object that makes its own routes for a path."""
+
+    def routes(self, path: str) -> Iterable[Route | Controller]:
+        """The routes (and controllers) to serve at ``path``."""
+        ...
 
 
 def _parse_pattern(pattern: str) -> list[tuple[int, str]]:
@@ -129,7 +140,7 @@ class Router:
             ValueError: invalid method or pattern.
             TypeError: handler or a middleware is not callable.
         """
-        if not isinstance(method, str) or not _METHOD.match(method.upper()):
+        if not isinstance(method, str) or not is_token(method.upper()):
             raise ValueError(f"invalid HTTP method: {method!r}")
         _parse_pattern(pattern)
         _check_callable(handler, "route handler")
@@ -187,12 +198,14 @@ class Router:
         return Route("GET", pattern, None, config, tuple(middleware))
 
     @staticmethod
-    def channel(path: str, config: Any, *, middleware: Sequence[Middleware] = ()) -> Controller:
+    def channel(path: str, config: MountsRoutes, *, middleware: Sequence[Middleware] = ()) -> Controller:
         """A Channels endpoint (``zzz.ChannelConfig``) at ``path`` and at ``path + "/websocket"``
-        (where phoenix.js connects), grouped as one controller with ``middleware``."""
-        from zzz.channels import channel_routes  # the feature layer sits above routing
+        (where phoenix.js connects), grouped as one controller with ``middleware``.
 
-        return Controller.define(channel_routes(path, config), middleware=middleware)
+        ``config`` is anything with a ``routes(path)`` method, so routing needs no import of the
+        feature that provides it: ``ChannelConfig.routes`` builds the endpoint's routes.
+        """
+        return Controller.define(config.routes(path), middleware=middleware)
 
 
 @dataclass(frozen=True, eq=False)
@@ -380,14 +393,24 @@ class RouteTable:
         self._root = _Node()
         self._add_all(routes, "", self.middleware)
 
-    def _add_all(self, items: Iterable[Route | Controller], prefix: str, chain: tuple[Middleware, ...]) -> None:
+    def _add_all(
+        self, items: Iterable[Route | Controller], prefix: str, chain: tuple[Middleware, ...]
+    ) -> None:
         for item in items:
             if isinstance(item, Controller):
-                self._add_all(item.routes, _join(prefix, item.prefix) if item.prefix else prefix,
-                              chain + item.middleware)
+                self._add_all(
+                    item.routes,
+                    _join(prefix, item.prefix) if item.prefix else prefix,
+                    chain + item.middleware,
+                )
             elif isinstance(item, Route):
-                full = Route(item.method, _join(prefix, item.pattern), item.handler, item.ws_config,
-                             chain + item.middleware)
+                full = Route(
+                    item.method,
+                    _join(prefix, item.pattern),
+                    item.handler,
+                    item.ws_config,
+                    chain + item.middleware,
+                )
                 self._insert(full)
             else:
                 raise TypeError(f"expected a Route or Controller, got {type(item).__name__}")
@@ -464,17 +487,23 @@ class RouteTable:
         request: Request,
         *,
         websocket_endpoint: Callable[[Request, Route], Any] | None = None,
+        before_upgrade: Callable[[Request, Route], Response | None] | None = None,
     ) -> Response:
-        """Route ``request`` and run its middleware chain and endpoint.
+        """Route ``request`` and run its middleware chain and endpoint: the one dispatcher.
 
-        Sets ``request.params``. A 404/405 is rendered as a response after the app middleware
-        ran (so logging or CORS middleware see it too).
+        Sets ``request.params``. A 404/405 (and a 400 for a path that is not valid UTF-8) is
+        rendered as a response after the app middleware ran, so logging or CORS middleware see
+        it too.
 
         Args:
             request: the parsed request.
             websocket_endpoint: ``endpoint(request, route)`` for WebSocket routes (sync or async),
                 called after the route's middleware let the request through; it returns the
                 upgrade response.
+            before_upgrade: ``check(request, route)`` for WebSocket routes, called before any
+                middleware: a Response it returns is the answer (the middleware and the endpoint
+                don't run), None goes on. The server checks the opening handshake here, so a
+                request that cannot be upgraded is refused whatever the middleware would do.
 
         Returns:
             The response. Exceptions other than HttpError from user code propagate.
@@ -493,6 +522,10 @@ class RouteTable:
         if route.is_websocket:
             if websocket_endpoint is None:
                 raise RuntimeError(f"{route!r} is a WebSocket route but no websocket_endpoint was given")
+            if before_upgrade is not None:
+                refusal = before_upgrade(request, route)
+                if refusal is not None:
+                    return refusal
             ws_endpoint = websocket_endpoint
 
             def endpoint(req: Request) -> Any:
@@ -519,7 +552,9 @@ def to_response(result: object) -> Response:
         return result
     if isinstance(result, (str, bytes, bytearray, memoryview)):
         return Response(result)
-    raise TypeError(f"handlers and middleware must return a Response, str or bytes, not {type(result).__name__}")
+    raise TypeError(
+        f"handlers and middleware must return a Response, str or bytes, not {type(result).__name__}"
+    )
 
 
 async def run_chain(

@@ -1,134 +1,38 @@
-"""The zzz server: ``App`` (routes, middleware, settings), the HTTP/1.1 side of every connection,
-the WebSocket upgrade, graceful shutdown and worker processes.
+"""The zzz server: ``App`` (routes, middleware, settings), the HTTP/1.1 side of every connection
+until it upgrades, and ``Server`` (a listening app, its graceful shutdown).
 
-HTTP requests are parsed by ``zzz.http`` (httptools); upgraded connections are handed to
-``zzz.websocket.WebSocketProtocol`` on the same transport.
+Requests are parsed by ``zzz.http_parser`` and answered through the one dispatcher,
+``RouteTable.handle``; the opening handshake is ``zzz.upgrade``; an upgraded connection is handed
+to ``zzz.websocket.WebSocketProtocol`` on the same transport. Running until a signal, and worker
+processes, are ``zzz.runner``; zzz's own files are ``zzz.static``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import os
-import re
-import signal
 import socket
 import ssl as ssl_module
-import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-from zzz import deflate as deflate_module
-from zzz import handshake
+from zzz import runner, upgrade
+from zzz._grammar import HOST
+from zzz.errors import HttpRefusal
 from zzz.frames import encode_close
-from zzz.http import HttpError, Request, RequestParser, Response
-from zzz.protocol import Connection
-from zzz.routing import Router, RouteTable, run_chain
-from zzz.websocket import WebSocketProtocol, WsConfig
+from zzz.http import HttpError, Request, Response, error_response
+from zzz.http_parser import RequestParser
+from zzz.hub import ConnectionHub
+from zzz.routing import Route, RouteTable
+from zzz.settings import FLAT_NAMES, Settings
+from zzz.static import CLIENT_FILES, static_route
+from zzz.upgrade import UpgradeResponse
+from zzz.websocket import WebSocketProtocol
 
 __all__ = ["App", "Server", "Settings"]
 
 logger = logging.getLogger("zzz")
-
-_STATIC = Path(__file__).with_name("static")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every knob of an ``App``, passed as keyword arguments. ``None`` turns a limit off.
-
-    Limits:
-        max_message_size: a message after reassembly and decompression (1 MiB); over it: 1009.
-        max_frame_size: one frame's payload (None: same as max_message_size); over it: 1009.
-        max_fragments: frames in one message (4096); over it: 1008.
-        max_request_line: request line bytes (8192); over it: 414.
-        max_header_size: one header line (8192) / max_header_count (128) / max_head_size (64 KiB): 431.
-        max_body_size: HTTP request body (1 MiB); over it: 413.
-        max_backpressure: unsent bytes per connection (8 MiB); over it the connection is closed, 1008.
-        write_high_water / write_low_water: send buffer marks for drain() and read pausing.
-        max_connections: open TCP connections (50,000); beyond it new ones get 503.
-    Timeouts (seconds):
-        open_timeout: from accept to a complete request head, and on idle keep-alive (10).
-        close_timeout: wait for the peer's close frame before aborting (10).
-        ping_interval / ping_timeout: heartbeats (20 / 20); no pong in time: 1011 sent, 1006 reported.
-    Compression:
-        compression: negotiate permessage-deflate when a client offers it (True).
-        deflate: a ``zzz.deflate.DeflateConfig`` (window bits, memory level, context takeover).
-    Security:
-        allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
-    """
-
-    # Limits
-    max_message_size: int | None = 1 << 20
-    max_frame_size: int | None = None
-    max_fragments: int | None = 4096
-    max_request_line: int = 8192
-    max_header_size: int = 8192
-    max_header_count: int = 128
-    max_head_size: int = 65536
-    max_body_size: int = 1 << 20
-    max_backpressure: int | None = 8 << 20
-    write_high_water: int = 64 * 1024
-    write_low_water: int = 16 * 1024
-    max_connections: int | None = 50_000
-    # Timeouts
-    open_timeout: float | None = 10.0
-    close_timeout: float | None = 10.0
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    # Compression
-    compression: bool = True
-    deflate: Any = None
-    # Security
-    allowed_origins: Sequence[str] | None = None
-    # Static files
-    static_max_age: int = 86400
-
-
-class ServerState:
-    """What all connections of one listening server share: settings, routes, live connections."""
-
-    def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
-        self.app = app
-        self.settings = app.settings
-        self.routes = app.route_table
-        self.loop = loop
-        self.connections: set[Any] = set()
-        self.websockets: set[WebSocketProtocol] = set()
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.refused: set[Any] = set()  # answered 503 and lingering; not counted as connections
-        self.closing = False
-        self.idle: asyncio.Event = asyncio.Event()
-        self.idle.set()
-
-    def register(self, proto: WebSocketProtocol) -> None:
-        self.websockets.add(proto)
-
-    def unregister(self, proto: WebSocketProtocol) -> None:
-        self.websockets.discard(proto)
-        self.connection_gone(proto)
-
-    def connection_gone(self, proto: Any) -> None:
-        self.connections.discard(proto)
-        if not self.connections:
-            self.idle.set()
-
-
-class UpgradeResponse(Response):
-    """What the endpoint of a WebSocket route returns: middleware may still replace it."""
-
-    def __init__(self, config: WsConfig, key: str, subprotocol: str | None, deflate: Any, ext_header: str | None):
-        super().__init__(b"", status=101)
-        self.config = config
-        self.key = key
-        self.subprotocol = subprotocol
-        self.deflate = deflate
-        self.ext_header = ext_header
 
 
 # How long a connection refused with an error response keeps reading (and discarding) after it,
@@ -158,9 +62,9 @@ def _error_bytes(status: int, message: str = "", headers: Iterable[tuple[str, st
 class HttpProtocol(asyncio.Protocol):
     """The HTTP/1.1 side of a connection until (and unless) it upgrades."""
 
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.settings = state.settings
+    def __init__(self, hub: ConnectionHub) -> None:
+        self.hub = hub
+        self.settings = hub.settings
         self.transport: asyncio.Transport | None = None
         s = self.settings
         self.parser = RequestParser(
@@ -186,19 +90,22 @@ class HttpProtocol(asyncio.Protocol):
         self.peer: Any = None
         self.closing = False
         self.lingering = False  # an error response was sent: read and discard until the peer closes
+        # Set by _before_upgrade while the request being answered is for a WebSocket route.
+        self.upgrade_key: str | None = None
+        self.websocket_route = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        state = self.state
+        hub = self.hub
         self.peer = transport.get_extra_info("peername")
         limit = self.settings.max_connections
-        if state.closing or (limit is not None and len(state.connections) >= limit):
+        if hub.closing or (limit is not None and len(hub.connections) >= limit):
             transport.write(_error_bytes(503, "Service Unavailable", [("Retry-After", "1")]))  # type: ignore[attr-defined]
-            state.refused.add(self)
+            hub.refused.add(self)
             self._linger()
             return
-        state.connections.add(self)
-        state.idle.clear()
+        hub.connections.add(self)
+        hub.idle.clear()
         s = self.settings
         transport.set_write_buffer_limits(high=s.write_high_water, low=s.write_low_water)  # type: ignore[attr-defined]
         self._arm_timer()
@@ -210,8 +117,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if not self.switched:
-            self.state.refused.discard(self)
-            self.state.connection_gone(self)
+            self.hub.refused.discard(self)
+            self.hub.connection_gone(self)
 
     def data_received(self, data: bytes) -> None:
         if self.lingering or self.error is not None:
@@ -219,7 +126,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.upgrading:
             self._keep_early(data)
         elif self.unparsed:  # paused; a transport may still hand over what it had read
-            self.unparsed = self.unparsed[self.unparsed_pos:] + data
+            self.unparsed = self.unparsed[self.unparsed_pos :] + data
             self.unparsed_pos = 0
         else:
             self._parse(data, 0)
@@ -237,7 +144,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.unparsed, self.unparsed_pos = data, pos  # no copy: refills walk the same bytes
                 self._pause(_PAUSED_BY_QUEUE)
                 break
-            piece = data if pos == 0 and end <= _FEED_SLICE else data[pos:pos + _FEED_SLICE]
+            piece = data if pos == 0 and end <= _FEED_SLICE else data[pos : pos + _FEED_SLICE]
             pos += len(piece)
             try:
                 requests = parser.feed(piece)
@@ -261,7 +168,7 @@ class HttpProtocol(asyncio.Protocol):
                 break
         if queue and self.task is None:
             self._cancel_timer()
-            self.task = self.state.loop.create_task(self._serve())
+            self.task = self.hub.loop.create_task(self._serve())
 
     def _refill(self) -> None:
         """The queue has room again: parse what was kept, and read again if all of it fit."""
@@ -346,12 +253,12 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
             return
         transport.write_eof()
-        self.timer = self.state.loop.call_later(_LINGER_SECONDS, self._on_timeout)
+        self.timer = self.hub.loop.call_later(_LINGER_SECONDS, self._on_timeout)
 
     def _arm_timer(self) -> None:
         timeout = self.settings.open_timeout
         if timeout is not None:
-            self.timer = self.state.loop.call_later(timeout, self._on_timeout)
+            self.timer = self.hub.loop.call_later(timeout, self._on_timeout)
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
@@ -383,41 +290,55 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(self.error)
             return
         if not self.upgrading:
-            if self.closing or self.state.closing:
+            if self.closing or self.hub.closing:
                 self.transport.close()
             else:
                 self._arm_timer()
 
     async def _handle(self, request: Request) -> bool:
         """Answer one request; False when the connection must not serve another."""
-        state = self.state
         refusal = _bad_request(request)
         if refusal is not None:
             self._write(refusal.to_response(), request, keep_alive=False)
             return False
+        self.upgrade_key = None
+        self.websocket_route = False
         try:
-            match = state.routes.match(request.method, request.raw_path)
-        except HttpError as exc:
-            self._write(exc.to_response(), request, keep_alive=not request.upgrade and request.keep_alive)
-            return not request.upgrade and request.keep_alive
-        request.params = match.params
-        route = match.route
-        if route.ws_config is not None:
-            return await self._handle_upgrade(request, route.ws_config, match.middleware)
-        assert route.handler is not None
-        try:
-            response = await run_chain(match.middleware, request, route.handler)
-        except HttpError as exc:
-            response = exc.to_response()
+            response = await self.hub.routes.handle(
+                request, websocket_endpoint=self._accept_upgrade, before_upgrade=self._before_upgrade
+            )
         except Exception:
-            logger.exception("handler raised for %s %s", request.method, request.path)
+            if self.websocket_route:
+                logger.exception("middleware raised for %s", request.path)
+            else:
+                logger.exception("handler raised for %s %s", request.method, request.path)
             response = HttpError(500).to_response()
-        keep_alive = request.keep_alive and not request.upgrade and not state.closing
+        if self.websocket_route:
+            # Whatever the answer to a WebSocket route, this connection serves no other request.
+            if isinstance(response, UpgradeResponse):
+                self._switch(request, response)
+            else:
+                self._write(response, request, False)
+            return False
+        keep_alive = request.keep_alive and not request.upgrade and not self.hub.closing
         self._write(response, request, keep_alive)
         return keep_alive
 
+    def _before_upgrade(self, request: Request, route: Route) -> Response | None:
+        # Before any middleware, as RFC 6455 (and the README's error table) want it.
+        self.websocket_route = True
+        try:
+            self.upgrade_key = upgrade.check(request, self.settings)
+        except HttpRefusal as exc:
+            return error_response(exc)
+        return None
+
+    def _accept_upgrade(self, request: Request, route: Route) -> UpgradeResponse:
+        assert self.upgrade_key is not None  # _before_upgrade ran for this route
+        return upgrade.accept(request, route.ws_config, self.upgrade_key, self.settings)
+
     async def _drain(self) -> None:
-        waiter = self.state.loop.create_future()
+        waiter = self.hub.loop.create_future()
         self.drain_waiter = waiter
         try:
             await waiter
@@ -431,65 +352,16 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             self._linger()
 
-    async def _handle_upgrade(self, request: Request, config: WsConfig, middleware: Sequence[Any]) -> bool:
-        settings = self.settings
-        headers = request.headers.items()
-        try:
-            key = handshake.validate_request(request.method, request.http_version, headers)
-            if settings.allowed_origins is not None:
-                origin = request.headers.get("origin")
-                if origin is None or not _origin_allowed(origin, settings.allowed_origins):
-                    raise handshake.HandshakeError(403, "Forbidden: origin not allowed")
-        except handshake.HandshakeError as exc:
-            self._write(HttpError(exc.status, exc.message, exc.headers).to_response(), request, False)
-            return False
-
-        def endpoint(req: Request) -> Response:
-            subprotocol = None
-            if config.subprotocols:
-                subprotocol = handshake.select_subprotocol(
-                    req.headers.get_all("sec-websocket-protocol"), config.subprotocols
-                )
-            negotiated = None
-            if settings.compression:
-                negotiated = _negotiate_deflate(req, settings)
-            ext_header, params = negotiated if negotiated else (None, None)
-            return UpgradeResponse(config, key, subprotocol, params, ext_header)
-
-        try:
-            response = await run_chain(middleware, request, endpoint)
-        except HttpError as exc:
-            response = exc.to_response()
-        except Exception:
-            logger.exception("middleware raised for %s", request.path)
-            response = HttpError(500).to_response()
-        if not isinstance(response, UpgradeResponse):
-            self._write(response, request, False)
-            return False
-        self._switch(request, response)
-        return False
-
     def _switch(self, request: Request, up: UpgradeResponse) -> None:
         transport = self.transport
         if transport is None:
-            self.state.connection_gone(self)
+            self.hub.connection_gone(self)
             return
-        settings = self.settings
         self._cancel_timer()
-        deflate = None
-        if up.deflate is not None:
-            cfg = settings.deflate or deflate_module.DeflateConfig()
-            deflate = deflate_module.PerMessageDeflate.from_config(up.deflate, cfg, is_server=True)
-        conn = Connection(
-            is_server=True,
-            deflate=deflate,
-            max_message_size=settings.max_message_size,
-            max_frame_size=settings.max_frame_size,
-            max_fragments=settings.max_fragments,
-        )
-        transport.write(handshake.build_response(up.key, subprotocol=up.subprotocol, extensions=up.ext_header))
+        conn = upgrade.connection(up, self.settings)
+        transport.write(up.encode())
         proto = WebSocketProtocol(
-            self.state,
+            self.hub,
             up.config,
             transport,
             conn,
@@ -504,8 +376,8 @@ class HttpProtocol(asyncio.Protocol):
             },
         )
         self.switched = True
-        self.state.connections.discard(self)
-        self.state.connections.add(proto)
+        self.hub.connections.discard(self)
+        self.hub.connections.add(proto)
         transport.set_protocol(proto)
         # The WebSocket side starts reading, and keeps its own account of why it pauses.
         self._resume_all()
@@ -527,11 +399,6 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-# RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ], where uri-host is an
-# IP-literal in brackets, an IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims).
-_HOST = re.compile(r"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?\Z")
-
-
 def _bad_request(request: Request) -> HttpError | None:
     """The 400 a request gets before routing, whatever its route, or None.
 
@@ -545,7 +412,7 @@ def _bad_request(request: Request) -> HttpError | None:
     if len(hosts) > 1:
         return HttpError(400, "more than one Host header")
     if hosts:
-        if not _HOST.match(hosts[0].strip(" \t")):
+        if not HOST.match(hosts[0].strip(" \t")):
             return HttpError(400, "invalid Host header")
     elif request.http_version != "1.0":
         return HttpError(400, "missing Host header")
@@ -565,23 +432,11 @@ def _has_body(request: Request) -> bool:
     return False
 
 
-def _origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
-    origin = origin.strip().lower().rstrip("/")
-    return any(hmac.compare_digest(origin, a.strip().lower().rstrip("/")) for a in allowed)
-
-
-def _negotiate_deflate(request: Request, settings: Settings) -> tuple[str, Any] | None:
-    values = request.headers.get_all("sec-websocket-extensions")
-    if not values:
-        return None
-    return deflate_module.negotiate_request(values, settings.deflate or deflate_module.DeflateConfig())
-
-
 class Server:
     """A running zzz server (from ``await app.start(...)``)."""
 
-    def __init__(self, state: ServerState, servers: list[asyncio.AbstractServer]) -> None:
-        self._state = state
+    def __init__(self, hub: ConnectionHub, servers: list[asyncio.AbstractServer]) -> None:
+        self._hub = hub
         self._servers = servers
         self._closed: asyncio.Future[None] | None = None
 
@@ -597,7 +452,7 @@ class Server:
     @property
     def connections(self) -> int:
         """Open connections, HTTP and WebSocket."""
-        return len(self._state.connections)
+        return len(self._hub.connections)
 
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
@@ -608,40 +463,40 @@ class Server:
                 123 bytes of UTF-8; nothing is closed then.
         """
         encode_close(code, reason)  # before anything stops: a bad code must not leave half a shutdown
-        state = self._state
-        if state.closing:
+        hub = self._hub
+        if hub.closing:
             if self._closed is not None:
                 await asyncio.shield(self._closed)
             return
-        state.closing = True
-        self._closed = state.loop.create_future()
+        hub.closing = True
+        self._closed = hub.loop.create_future()
         try:
             for srv in self._servers:
                 srv.close()
-            for proto in list(state.connections):
+            for proto in list(hub.connections):
                 if isinstance(proto, WebSocketProtocol):
                     proto.shutdown(code, reason)
                 else:
                     proto.shutdown()
-            timeout = state.settings.close_timeout
-            if state.connections:
+            timeout = hub.settings.close_timeout
+            if hub.connections:
                 try:
-                    await asyncio.wait_for(state.idle.wait(), timeout)
+                    await asyncio.wait_for(hub.idle.wait(), timeout)
                 except asyncio.TimeoutError:
                     pass
-            for proto in [*state.connections, *state.refused]:
+            for proto in [*hub.connections, *hub.refused]:
                 proto.abort()
             # Let connection_lost callbacks run (on_close), then finish or cancel callbacks.
             await asyncio.sleep(0)
-            if state.tasks:
-                _done, pending = await asyncio.wait(list(state.tasks), timeout=timeout)
+            if hub.tasks:
+                _done, pending = await asyncio.wait(list(hub.tasks), timeout=timeout)
                 for task in pending:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=1)
             # Callbacks that just finished or were cancelled report on_close, and an async
             # on_close is a task of its own: give those a moment too.
-            late = [task for task in state.tasks if not task.done()]
+            late = [task for task in hub.tasks if not task.done()]
             if late:
                 _done, pending = await asyncio.wait(late, timeout=1)
                 for task in pending:
@@ -653,7 +508,7 @@ class Server:
 
     async def serve_forever(self) -> None:
         """Wait until ``close()`` is called."""
-        while not self._state.closing:
+        while not self._hub.closing:
             await asyncio.sleep(3600)
 
 
@@ -669,15 +524,15 @@ class App:
         TypeError: an unknown setting.
     """
 
-    def __init__(self, routes: Iterable[Any] = (), *, middleware: Sequence[Any] = (), **settings: Any) -> None:
-        known = {f.name for f in fields(Settings)}
-        unknown = set(settings) - known
+    def __init__(
+        self, routes: Iterable[Any] = (), *, middleware: Sequence[Any] = (), **settings: Any
+    ) -> None:
+        unknown = set(settings) - FLAT_NAMES.keys()
         if unknown:
             raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
         self.settings = Settings(**settings)
         routes = list(routes)
-        for name in ("zzz.js", "zzz.mjs"):  # the browser client, as a classic script and as an ES module
-            routes.append(Router.get(f"/__zzz/{name}", _serve_static(name, self.settings.static_max_age)))
+        routes.extend(static_route(name, self.settings.static_max_age) for name in CLIENT_FILES)
         self.route_table = RouteTable(routes, app_middleware=middleware)
 
     async def start(
@@ -698,19 +553,19 @@ class App:
         """
         _check_port(port)
         loop = asyncio.get_running_loop()
-        state = ServerState(self, loop)
+        hub = ConnectionHub(self.settings, self.route_table, loop)
         extra: dict[str, Any] = {}
         if ssl is not None:
             extra["ssl"] = ssl
             if self.settings.open_timeout is not None:
                 extra["ssl_handshake_timeout"] = self.settings.open_timeout
         if sock is not None:
-            srv = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=backlog, **extra)
+            srv = await loop.create_server(lambda: HttpProtocol(hub), sock=sock, backlog=backlog, **extra)
         else:
             srv = await loop.create_server(
-                lambda: HttpProtocol(state), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
+                lambda: HttpProtocol(hub), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
             )
-        server = Server(state, [srv])
+        server = Server(hub, [srv])
         logger.info("zzz listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
         return server
 
@@ -739,10 +594,7 @@ class App:
             raise ValueError('loop must be "auto", "uvloop" or "asyncio"')
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        if workers == 1:
-            _run_one(self, host, port, loop, ssl, reuse_port=False)
-            return
-        _run_workers(self, host, port, loop, ssl, workers)
+        runner.run(self, host, port, loop, ssl, workers)
 
 
 def _check_port(port: Any) -> None:
@@ -752,135 +604,3 @@ def _check_port(port: Any) -> None:
         raise TypeError(f"port must be an int, not {type(port).__name__}")
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is outside 0-65535")
-
-
-def _http_url(host: str, port: int) -> str:
-    """``http://host:port/``, with an IPv6 address in brackets (RFC 3986 section 3.2.2)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}/"
-
-
-def _loop_factory(kind: str) -> Any:
-    if kind in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if kind == "uvloop":
-                raise RuntimeError("loop='uvloop' but uvloop is not installed (pip install zzz[uvloop])") from None
-            return asyncio.new_event_loop
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
-def _run_one(app: App, host: str, port: int, loop_kind: str, ssl: Any, reuse_port: bool) -> None:
-    async def main() -> None:
-        server = await app.start(host, port, ssl=ssl, reuse_port=reuse_port)
-        stop = asyncio.Event()
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                running.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        print(f"zzz: serving on {_http_url(host, server.port)} (pid {os.getpid()})", flush=True)
-        await stop.wait()
-        logger.info("zzz: shutting down")
-        await server.close()
-
-    factory = _loop_factory(loop_kind)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(main())
-    else:  # pragma: no cover - Python 3.10
-        ev = factory()
-        try:
-            ev.run_until_complete(main())
-        finally:
-            ev.close()
-
-
-def _run_workers(app: App, host: str, port: int, loop_kind: str, ssl: Any, workers: int) -> None:
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise RuntimeError("workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
-    children: list[int] = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                _run_one(app, host, port, loop_kind, ssl, reuse_port=True)
-            except BaseException:
-                logger.exception("worker failed")
-                code = 1
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: Any) -> None:
-        for child in children:
-            try:
-                os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for child in children:
-        while True:
-            try:
-                os.waitpid(child, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
-
-
-def _serve_static(name: str, max_age: int) -> Any:
-    """A GET handler for one file of zzz/static, read once, with an ETag and caching headers."""
-    cache: dict[str, tuple[bytes, str]] = {}
-
-    def handler(request: Request) -> Response:
-        if name not in cache:
-            path = _STATIC / name
-            try:
-                body = path.read_bytes()
-            except OSError:
-                raise HttpError(404) from None
-            cache[name] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
-        body, etag = cache[name]
-        headers = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", etag)]
-        if _none_match(request.headers.get_all("if-none-match"), etag):
-            return Response(b"", status=304, headers=headers)
-        return Response(body, headers=headers, content_type="application/javascript; charset=utf-8")
-
-    return handler
-
-
-
-
-# An entity-tag, weak or strong (RFC 9110 section 8.8.3): etagc is any visible byte but DQUOTE.
-# Empty list members are allowed (section 5.6.1), hence the leading commas.
-_ENTITY_TAG = re.compile(r'[\s,]*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|\Z)')
-
-
-def _none_match(values: list[str], etag: str) -> bool:
-    """Whether an ``If-None-Match`` (all its field lines) matches ``etag`` (RFC 9110 section 13.1.2).
-
-    ``*`` matches any current representation; otherwise the comparison is weak: ``W/"x"`` matches
-    ``"x"``. A member that is not an entity-tag ends the list (a malformed field matches nothing
-    after it, so the full response is sent, which is always safe).
-    """
-    for value in values:
-        if value.strip() == "*":
-            return True
-        pos, end = 0, len(value)
-        while pos < end:
-            m = _ENTITY_TAG.match(value, pos)
-            if m is None:
-                break
-            if m.group(1) == etag:
-                return True
-            pos = m.end()
-    return False

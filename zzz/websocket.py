@@ -12,17 +12,15 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zzz import core
 from zzz.frames import Binary, CloseCode, Text, encode_close
+from zzz.hub import ConnectionHub
 from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
 
 _OPEN = State.OPEN
-
-if TYPE_CHECKING:
-    from zzz.server import ServerState
 
 __all__ = ["WsConfig", "WebSocket", "WebSocketProtocol", "broadcast"]
 
@@ -170,7 +168,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        state: ServerState,
+        state: ConnectionHub,
         config: WsConfig,
         transport: asyncio.Transport,
         conn: Connection,

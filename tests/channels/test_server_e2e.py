@@ -209,6 +209,33 @@ async def test_rate_limit_disconnect_over_the_wire() -> None:
         await srv.close()
 
 
+async def test_router_channel_mounts_both_paths_behind_its_middleware() -> None:
+    seen: list[str] = []
+
+    def token(req: zzz.Request, call_next: Any) -> Any:
+        seen.append(req.path)
+        if req.query_param("token") != "t":
+            return zzz.Response("no token", status=401)
+        return call_next(req)
+
+    config = ChannelConfig(channels=[ChannelDef("r:*")])
+    mounted = zzz.Router.channel("/socket", config, middleware=[token])
+    assert [r.pattern for r in mounted.routes] == ["/socket", "/socket/websocket"]  # type: ignore[union-attr]
+    srv = await start(zzz.App([mounted]))
+    try:
+        for path in ("/socket", "/socket/websocket"):
+            async with connect(f"ws://127.0.0.1:{srv.port}{path}?token=t&vsn=2.0.0") as w:
+                p = Peer(w, array=True)
+                ref = await p.send("r:1", "phx_join")
+                assert (await p.reply(ref))["status"] == "ok"
+        with pytest.raises(Exception, match="401"):
+            async with connect(f"ws://127.0.0.1:{srv.port}/socket/websocket"):
+                pass
+    finally:
+        await srv.close()
+    assert seen == ["/socket", "/socket/websocket", "/socket/websocket"]
+
+
 # -- two processes, one Redis --------------------------------------------------------------------------
 
 

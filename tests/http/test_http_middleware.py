@@ -169,6 +169,33 @@ def test_handle_sets_params_and_runs_ws_endpoint_after_middleware() -> None:
     assert home.body == b"<h1>hi</h1>" and home.content_type == "text/html"
 
 
+def test_handle_calls_before_upgrade_before_any_middleware() -> None:
+    log: list[str] = []
+    cfg = Config()
+
+    def before(req: Request, route: Any) -> Response | None:
+        log.append(f"check {route.pattern} {req.params}")
+        return Response("no", status=426) if req.query_param("old") else None
+
+    def ws_endpoint(req: Request, route: Any) -> Response:
+        log.append("upgrade")
+        return Response(b"", status=101)
+
+    table = RouteTable(
+        [Controller.define([Router.ws("/ws/:room", cfg)], middleware=[recorder(log, "ctrl")]), Router.get("/", lambda r: "x")],
+        app_middleware=[recorder(log, "app")],
+    )
+    refused = run(table.handle(Request("GET", "/ws/a?old=1"), websocket_endpoint=ws_endpoint, before_upgrade=before))
+    assert refused.status == 426 and log == ["check /ws/:room {'room': 'a'}"]
+    log.clear()
+    ok = run(table.handle(Request("GET", "/ws/b"), websocket_endpoint=ws_endpoint, before_upgrade=before))
+    assert ok.status == 101
+    assert log == ["check /ws/:room {'room': 'b'}", "app>", "ctrl>", "upgrade", "<ctrl", "<app"]
+    log.clear()
+    run(table.handle(Request("GET", "/"), websocket_endpoint=ws_endpoint, before_upgrade=before))
+    assert "check" not in " ".join(log)  # only WebSocket routes are checked
+
+
 def test_handle_renders_404_and_405_through_app_middleware() -> None:
     log: list[str] = []
     table = RouteTable([Router.post("/p", lambda r: "x")], app_middleware=[recorder(log, "app")])

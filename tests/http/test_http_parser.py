@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from zzz.http import HttpError, Request, RequestParser
+from zzz.http import HttpError, Request
+from zzz.http_parser import RequestParser
 
 GET = b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n"
 

@@ -6,7 +6,10 @@ import re
 
 import pytest
 
-from zzz.http import Headers, HttpError, Request, RequestParser, Response, error_response, reason_phrase
+from zzz.errors import HttpRefusal
+from zzz.handshake import HandshakeError
+from zzz.http import Headers, HttpError, Request, Response, error_response, reason_phrase
+from zzz.http_parser import RequestParser
 
 
 def split(wire: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -163,6 +166,16 @@ def test_http_error_rendering() -> None:
     assert resp.content_type == "text/plain; charset=utf-8"
     custom = error_response(HttpError(400, "bad thing"))
     assert custom.body == b"bad thing"
+
+
+def test_one_refusal_type_renders_http_and_handshake_errors_alike() -> None:
+    refused = HandshakeError(405, "a WebSocket upgrade must use GET", [("Allow", "GET")])
+    assert isinstance(refused, HttpRefusal) and isinstance(HttpError(404), HttpRefusal)
+    resp = error_response(refused)
+    assert (resp.status, resp.body, resp.headers.get("allow")) == (405, b"a WebSocket upgrade must use GET", "GET")
+    wire = resp.encode(keep_alive=False)
+    assert wire.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"Connection: close\r\n" in wire
+    assert error_response(HttpError(418)).body == b"I'm a Teapot"
 
 
 def test_parser_errors_never_reflect_request_bytes() -> None:

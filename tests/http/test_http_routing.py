@@ -270,3 +270,18 @@ def test_route_is_a_plain_value() -> None:
     assert not route.is_websocket
     assert repr(route) == "<Route POST /p>"
     assert isinstance(h("x")(Request()), str) and not isinstance(h("x")(Request()), Response)
+
+
+def test_router_channel_mounts_whatever_provides_routes() -> None:
+    class Mount:
+        def routes(self, path: str) -> list[Route]:
+            return [Router.get(path, h("a")), Router.get(path + "/b", h("b"))]
+
+    def mw(req: Request, call_next: object) -> str:
+        return "mw"
+
+    ctrl = Router.channel("/m", Mount(), middleware=[mw])
+    assert isinstance(ctrl, Controller) and ctrl.middleware == (mw,)
+    table = RouteTable([ctrl])
+    assert [r.pattern for r in table.routes] == ["/m", "/m/b"]
+    assert table.match("GET", "/m/b").middleware == (mw,)

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zzz.errors import HttpRefusal
 from zzz.handshake import (
     GUID,
     HandshakeError,
     InvalidHandshake,
     accept_key,
-    build_error_response,
     build_request,
     build_response,
     check_response,
@@ -401,7 +401,7 @@ def test_parse_extensions_hostile_inputs_complete() -> None:
     assert len(parse_extensions([many])) == 5000
 
 
-# --- build_response / build_error_response ------------------------------------------------------
+# --- build_response -------------------------------------------------------------------------
 
 
 def test_build_response_minimal() -> None:
@@ -463,18 +463,13 @@ def test_build_response_allows_tab_and_latin1() -> None:
     assert ("x-b", "café") in headers
 
 
-def test_build_error_response_from_handshake_error() -> None:
-    with pytest.raises(HandshakeError) as info:
+def test_handshake_error_is_an_http_refusal() -> None:
+    with pytest.raises(HttpRefusal) as info:
         validate_request("POST", "1.1", good_headers())
     err = info.value
-    raw = build_error_response(err.status, err.message, err.headers)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    start, headers = parse_head(head + b"\r\n\r\n")
-    assert start == "HTTP/1.1 405 Method Not Allowed"
-    assert ("allow", "GET") in headers
-    assert ("connection", "close") in headers
-    assert ("content-length", str(len(body))) in headers
-    assert body.decode() == err.message + "\n"
+    assert isinstance(err, HandshakeError)
+    assert (err.status, err.headers) == (405, [("Allow", "GET")])
+    assert str(err) == f"405 {err.message}"
 
 
 # --- client side --------------------------------------------------------------------------------

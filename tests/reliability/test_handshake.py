@@ -13,7 +13,8 @@ from server.helpers import KEY, RawClient, recorder, serve, upgrade_request
 
 import zzz
 from zzz import deflate, handshake
-from zzz.http import HttpError, RequestParser
+from zzz.http import HttpError
+from zzz.http_parser import RequestParser
 
 from .hostile import ask, cpu_seconds, traced, ws_app
 

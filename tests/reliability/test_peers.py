@@ -148,14 +148,14 @@ async def test_a_peer_that_vanishes_or_goes_half_open_is_1006_and_everything_is_
             await _wait_for(lambda: server.connections == 0)
             gc.collect()
             leftover = memory.growth()
-        state = server._state
+        hub = server._hub
         print(f"\n{how}: on_close({closes[0]}) after {took:.2f} s; traced memory left {leftover} B")
         assert closes == [1006]
         if how == "half-open-mid-frame":
             assert took >= 0.3  # it took the heartbeat (interval, then ping_timeout) to notice
         assert handles[0]() is None  # the WebSocket handle was freed ...
         assert protos[0]() is None  # ... with its protocol, reader buffers and timers
-        assert not state.websockets and not state.tasks
+        assert not hub.websockets and not hub.tasks
         assert leftover < 16 * 1024  # the 50 KB half frame is gone too (what is left is our client)
         client.close()
 

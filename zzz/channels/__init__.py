@@ -1,18 +1,17 @@
 """Phoenix-style channels for zzz: topics, event routing, replies, presence, and pub/sub across processes.
 
-``channel_routes(path, config)`` (``Router.channel``) mounts the endpoint; clients are zzz.js or phoenix.js.
+``Router.channel(path, config)`` (``config.routes(path)``) mounts the endpoint; clients are zzz.js or phoenix.js.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
+from zzz.channels.channel import JoinResult, Reply
 from zzz.channels.history import History
 from zzz.channels.presence import Presence
 from zzz.channels.pubsub import InMemoryPubSub, PubSub
 from zzz.channels.redis import RedisPubSub
-from zzz.channels.socket import ChannelEndpoint, ChannelSocket
+from zzz.channels.socket import ChannelConfig, ChannelDef, ChannelEndpoint, ChannelSocket
+from zzz.routing import Route
 
 __all__ = [
     "ChannelConfig",
@@ -30,10 +29,10 @@ __all__ = [
 ]
 
 
-def channel_routes(path: str, config: ChannelConfig) -> list[Any]:
+def channel_routes(path: str, config: ChannelConfig) -> list[Route]:
     """The WebSocket routes of a channel endpoint: ``path`` and ``path + "/websocket"``.
 
-    phoenix.js appends ``/websocket`` to the URL it is given; zzz.js uses the URL as it is.
+    The same as ``config.routes(path)`` (what ``Router.channel`` mounts).
 
     Args:
         path: the mount point, e.g. ``"/socket"``.
@@ -42,8 +41,4 @@ def channel_routes(path: str, config: ChannelConfig) -> list[Any]:
     Returns:
         Two routes for ``Router`` (or ``App``) route lists.
     """
-    from zzz.routing import Router  # lazy: routing sits below this layer and may import us back
-
-    ws_config = ChannelEndpoint(config).ws_config()
-    base = path.rstrip("/") or ""
-    return [Router.ws(path, ws_config), Router.ws(f"{base}/websocket", ws_config)]
+    return config.routes(path)

@@ -1,29 +1,15 @@
-"""What an application declares: channel definitions, replies, join results and the endpoint's settings.
+"""What channel handlers answer: ``Reply`` to a push, ``JoinResult`` to a join.
 
-Plain data; the connection logic that uses it is in ``zzz.channels.socket``.
+Plain data, imported by ``zzz.channels.socket`` (which holds the declarations that name the socket:
+``ChannelDef``, ``ChannelConfig``) and by applications.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from zzz.channels.history import History
-from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
-
-if TYPE_CHECKING:
-    from zzz.channels.socket import ChannelSocket
-
-__all__ = [
-    "ChannelConfig",
-    "ChannelDef",
-    "EventHandler",
-    "InterceptFn",
-    "JoinHandler",
-    "JoinResult",
-    "Reply",
-]
+__all__ = ["JoinResult", "Reply"]
 
 
 def _as_response(value: Any) -> Any:
@@ -74,114 +60,3 @@ class JoinResult(Reply):
     def error(cls, response: Any = "join rejected") -> JoinResult:
         """Reject the join; a string becomes ``{"reason": string}``."""
         return cls("error", _as_response(response))
-
-
-JoinHandler = Callable[["ChannelSocket", str, Any], JoinResult | Reply | bool | Awaitable[Any]]
-LeaveHandler = Callable[["ChannelSocket", str], None | Awaitable[None]]
-EventHandler = Callable[["ChannelSocket", str, str, Any], Any]
-
-
-@dataclass(frozen=True)
-class ChannelDef:
-    """Handlers for the topics that match a pattern.
-
-    Attributes:
-        topic_pattern: ``"prefix:*"`` matches every topic starting with ``"prefix:"``; anything else
-            matches exactly.
-        join: ``join(socket, topic, payload)`` returning True/False, a ``JoinResult`` or a ``Reply``
-            (sync or async). None accepts every join.
-        leave: ``leave(socket, topic)`` called when the client leaves or disconnects (sync or async).
-        handlers: event name -> ``handler(socket, topic, event, payload)`` (sync or async); its return
-            value is the reply (see ``Reply``).
-        history: keep the topics' last broadcasts, numbered, so that clients that reconnect recover
-            what they missed (see ``History``); None: no history, no ``meta`` on the wire.
-        intercept: event name -> ``fn(socket, topic, event, payload)``, a plain function called once per
-            subscriber for each broadcast of that event (replays included); it returns the payload to
-            send to that subscriber, or None to skip it. Other events keep the encode-once path.
-
-    Raises:
-        TypeError: ``history`` is not a ``History``, or an intercept is not callable.
-    """
-
-    topic_pattern: str
-    join: JoinHandler | None = None
-    leave: LeaveHandler | None = None
-    handlers: Mapping[str, EventHandler] = field(default_factory=dict)
-    history: History | None = None
-    intercept: Mapping[str, InterceptFn] | None = None
-
-    def __post_init__(self) -> None:
-        if self.history is not None and not isinstance(self.history, History):
-            raise TypeError("ChannelDef history must be a zzz.History (or None)")
-        for event, fn in (self.intercept or {}).items():
-            if not isinstance(event, str) or not callable(fn):
-                raise TypeError("ChannelDef intercept maps event names to functions")
-
-    def matches(self, topic: str) -> bool:
-        """True when ``topic`` belongs to this channel."""
-        if self.topic_pattern.endswith("*"):
-            return topic.startswith(self.topic_pattern[:-1])
-        return topic == self.topic_pattern
-
-
-@dataclass
-class ChannelConfig:
-    """Settings of one channel endpoint (``Router.channel(path, config)``).
-
-    Attributes:
-        channels: the channel definitions; the first whose pattern matches a topic handles it.
-        pubsub: the backend; None gives this endpoint its own ``InMemoryPubSub``.
-        heartbeat_timeout: seconds without any message from a client before its socket is closed
-            (clients send a heartbeat every 30 s by default); None disables the check.
-        max_topics_per_socket: joins beyond this are refused with ``{"reason": "too many topics"}``;
-            None is unlimited.
-        rate_limit: ``(burst, per_second)`` token bucket per socket for every message but heartbeats;
-            None disables it.
-        rate_limit_action: ``"drop"`` answers excess pushes with ``{"reason": "rate_limited"}``;
-            ``"disconnect"`` closes the socket with 1008.
-        slow_subscriber: what a broadcast does for a subscriber that does not read fast enough.
-            ``"close"``: it queues the frame like any other, and the server closes the connection with
-            1008 once its unsent bytes pass ``max_backpressure``. ``"skip"``: while the subscriber's
-            unsent bytes (``ws.buffered_amount``) are over ``skip_if_buffered_over``, broadcasts skip it
-            (they are lost to it, as if the network had dropped them) instead of queueing more; replies,
-            ``push``, ``push_to``, replays and ``presence_diff`` are never skipped.
-        skip_if_buffered_over: the threshold of ``slow_subscriber="skip"``, in bytes (default 1 MiB);
-            keep it under the server's ``max_backpressure`` (8 MiB by default), which still applies.
-
-    Raises:
-        ValueError: an unknown ``rate_limit_action`` or ``slow_subscriber``, a bad ``rate_limit``, or a
-            negative ``skip_if_buffered_over``.
-        TypeError: ``skip_if_buffered_over`` is not an int.
-    """
-
-    channels: list[ChannelDef]
-    pubsub: PubSub | None = None
-    heartbeat_timeout: float | None = 60.0
-    max_topics_per_socket: int | None = 100
-    rate_limit: tuple[float, float] | None = None
-    rate_limit_action: Literal["drop", "disconnect"] = "drop"
-    slow_subscriber: Literal["close", "skip"] = "close"
-    skip_if_buffered_over: int = 1 << 20
-
-    def __post_init__(self) -> None:
-        if self.pubsub is None:
-            self.pubsub = InMemoryPubSub()
-        if self.rate_limit_action not in ("drop", "disconnect"):
-            raise ValueError("rate_limit_action must be 'drop' or 'disconnect'")
-        if self.slow_subscriber not in ("close", "skip"):
-            raise ValueError("slow_subscriber must be 'close' or 'skip'")
-        if not isinstance(self.skip_if_buffered_over, int) or isinstance(self.skip_if_buffered_over, bool):
-            raise TypeError("skip_if_buffered_over must be an int (bytes)")
-        if self.skip_if_buffered_over < 0:
-            raise ValueError("skip_if_buffered_over must be >= 0")
-        if self.rate_limit is not None:
-            burst, rate = self.rate_limit
-            if burst < 1 or rate <= 0:
-                raise ValueError("rate_limit needs burst >= 1 and per_second > 0")
-
-    def find(self, topic: str) -> ChannelDef | None:
-        """The channel definition that handles ``topic``, if any."""
-        for channel in self.channels:
-            if channel.matches(topic):
-                return channel
-        return None

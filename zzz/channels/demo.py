@@ -11,9 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
+from zzz.channels.channel import JoinResult, Reply
 from zzz.channels.pubsub import PubSub
-from zzz.channels.socket import ChannelSocket
+from zzz.channels.socket import ChannelConfig, ChannelDef, ChannelSocket
+from zzz.http import Response
+from zzz.routing import Router
+from zzz.server import App
 
 __all__ = ["MAX_BODY", "MAX_NAME", "build_app", "demo_routes"]
 
@@ -65,14 +68,10 @@ class ChatRooms:
 
 
 def _page(request: Any) -> Any:
-    from zzz.http import Response
-
     return Response(_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
 def _favicon(request: Any) -> Any:
-    from zzz.http import Response
-
     headers = [("Cache-Control", "public, max-age=86400")]
     return Response(FAVICON, headers=headers, content_type="image/svg+xml")
 
@@ -83,17 +82,12 @@ def demo_routes(pubsub: PubSub | None = None) -> list[Any]:
     Args:
         pubsub: the backend (e.g. a ``RedisPubSub`` to run the demo on several processes).
     """
-    from zzz.channels import channel_routes
-    from zzz.routing import Router
-
     rooms = ChatRooms()
     room = ChannelDef("room:*", join=rooms.join, handlers={"new_msg": rooms.new_msg, "typing": rooms.typing})
     config = ChannelConfig(channels=[room], pubsub=pubsub, rate_limit=(20, 5.0))
-    return [Router.get("/", _page), Router.get("/favicon.ico", _favicon), *channel_routes("/socket", config)]
+    return [Router.get("/", _page), Router.get("/favicon.ico", _favicon), *config.routes("/socket")]
 
 
 def build_app(extra_routes: Iterable[Any] = (), pubsub: PubSub | None = None, **settings: Any) -> Any:
     """The demo app: ``demo_routes(pubsub)`` plus ``extra_routes``; ``settings`` go to ``zzz.App``."""
-    from zzz.server import App
-
     return App([*demo_routes(pubsub), *extra_routes], **settings)

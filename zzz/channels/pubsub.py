@@ -16,13 +16,11 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from zzz.channels.history import History, LocalHistory, Position, Publication
 from zzz.channels.wire import dumps, encode_raw, position_meta
-
-if TYPE_CHECKING:
-    from zzz.channels.channel import ChannelDef
+from zzz.websocket import broadcast
 
 __all__ = ["InMemoryPubSub", "InterceptFn", "PresenceEntry", "PubSub", "Subscriber", "active_backends"]
 
@@ -50,6 +48,22 @@ class Subscriber(Protocol):
 
 # ``intercept(socket, topic, event, payload)`` -> the payload for that subscriber, or None to skip it.
 InterceptFn = Callable[[Any, str, str, Any], Any]
+
+
+class ChannelSpec(Protocol):
+    """What the pub/sub reads of a channel definition (a ``zzz.ChannelDef``, which lives a layer up
+    in ``zzz.channels.socket``): which topics it covers, and their history and intercepts."""
+
+    @property
+    def history(self) -> History | None: ...
+
+    @property
+    def intercept(self) -> Mapping[str, InterceptFn] | None: ...
+
+    def matches(self, topic: str) -> bool:
+        """True when ``topic`` belongs to this channel."""
+        ...
+
 
 # The least a recovering subscriber may buffer (it may always buffer its topic's History.size).
 _RECOVERY_BUFFER_MIN = 1000
@@ -140,7 +154,7 @@ class PubSub:
         self._lock = threading.Lock()
         self._topics: dict[str, dict[str, Subscriber]] = {}
         # The channel definitions of the endpoints on this backend, and (history, intercepts) by topic.
-        self._channel_defs: list[ChannelDef] = []
+        self._channel_defs: list[ChannelSpec] = []
         self._info: dict[str, tuple[History | None, Mapping[str, InterceptFn] | None]] = {}
         # topic -> its subscribers sorted for fan-out; dropped whenever they change.
         self._fanouts: dict[str, _Fanout] = {}
@@ -171,7 +185,7 @@ class PubSub:
 
     # -- channel definitions -------------------------------------------------------------------------------
 
-    def register_channels(self, channels: Sequence[ChannelDef]) -> None:
+    def register_channels(self, channels: Sequence[ChannelSpec]) -> None:
         """Learn the channel definitions of an endpoint that uses this backend (each one once).
 
         ``history_for`` and ``intercepts_for`` look topics up in them, the first match winning, in the
@@ -433,7 +447,7 @@ class PubSub:
                     if target is not None and target in targets:
                         targets = [ws for ws in targets if ws is not target]
                 if targets:
-                    _broadcast()(targets, text)
+                    broadcast(targets, text)
         for sub in fanout.single:
             if sub is excluded or _skips(sub, event):
                 continue
@@ -631,19 +645,6 @@ class PubSub:
                 self._apply_presence(header[1], change["joins"], change["leaves"])
         except Exception:  # a bad envelope must not kill the listener that feeds every socket
             log.exception("zzz.channels: dropping a malformed pub/sub envelope")
-
-
-_zzz_broadcast: Callable[[Sequence[Any], str], Any] | None = None
-
-
-def _broadcast() -> Callable[[Sequence[Any], str], Any]:
-    """``zzz.broadcast``: encodes a frame once for many connections and queues it on each."""
-    global _zzz_broadcast
-    if _zzz_broadcast is None:
-        from zzz.websocket import broadcast  # lazy: keeps the channel logic importable without the server
-
-        _zzz_broadcast = broadcast
-    return _zzz_broadcast
 
 
 def _group(entries: list[PresenceEntry]) -> dict[str, dict[str, list[dict[str, Any]]]]:

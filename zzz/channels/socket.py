@@ -1,7 +1,9 @@
-"""The channel layer of one WebSocket endpoint: per-connection sockets, joins, routing of events, replies.
+"""The channel layer of one WebSocket endpoint: what an application declares, per-connection sockets,
+joins, routing of events, replies.
 
-``ChannelEndpoint`` provides the ``on_open``/``on_message``/``on_close`` callbacks of a ``WsConfig``;
-``ChannelSocket`` is what join and event handlers receive.
+``ChannelDef`` and ``ChannelConfig`` declare the channels and the endpoint's settings;
+``ChannelConfig.routes`` mounts it. ``ChannelEndpoint`` provides the ``on_open``/``on_message``/
+``on_close`` callbacks of a ``WsConfig``; ``ChannelSocket`` is what join and event handlers receive.
 """
 
 from __future__ import annotations
@@ -13,15 +15,26 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
+from zzz.channels.channel import JoinResult, Reply
 from zzz.channels.history import History, Position, Publication
-from zzz.channels.pubsub import PubSub
+from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
 from zzz.channels.wire import MalformedMessage, Message, decode, encode, reply_payload
+from zzz.routing import Route, Router
+from zzz.websocket import WebSocket, WsConfig
 
-__all__ = ["ChannelEndpoint", "ChannelSocket"]
+__all__ = [
+    "ChannelConfig",
+    "ChannelDef",
+    "ChannelEndpoint",
+    "ChannelSocket",
+    "EventHandler",
+    "JoinHandler",
+    "LeaveHandler",
+]
 
 log = logging.getLogger("zzz")
 
@@ -73,6 +86,135 @@ async def _finish(steps: _Steps, awaitable: Awaitable[Any]) -> None:
                 return
 
 
+# -- what an application declares ------------------------------------------------------------------------
+
+JoinHandler = Callable[["ChannelSocket", str, Any], JoinResult | Reply | bool | Awaitable[Any]]
+LeaveHandler = Callable[["ChannelSocket", str], None | Awaitable[None]]
+EventHandler = Callable[["ChannelSocket", str, str, Any], Any]
+
+
+@dataclass(frozen=True)
+class ChannelDef:
+    """Handlers for the topics that match a pattern.
+
+    Attributes:
+        topic_pattern: ``"prefix:*"`` matches every topic starting with ``"prefix:"``; anything else
+            matches exactly.
+        join: ``join(socket, topic, payload)`` returning True/False, a ``JoinResult`` or a ``Reply``
+            (sync or async). None accepts every join.
+        leave: ``leave(socket, topic)`` called when the client leaves or disconnects (sync or async).
+        handlers: event name -> ``handler(socket, topic, event, payload)`` (sync or async); its return
+            value is the reply (see ``Reply``).
+        history: keep the topics' last broadcasts, numbered, so that clients that reconnect recover
+            what they missed (see ``History``); None: no history, no ``meta`` on the wire.
+        intercept: event name -> ``fn(socket, topic, event, payload)``, a plain function called once per
+            subscriber for each broadcast of that event (replays included); it returns the payload to
+            send to that subscriber, or None to skip it. Other events keep the encode-once path.
+
+    Raises:
+        TypeError: ``history`` is not a ``History``, or an intercept is not callable.
+    """
+
+    topic_pattern: str
+    join: JoinHandler | None = None
+    leave: LeaveHandler | None = None
+    handlers: Mapping[str, EventHandler] = field(default_factory=dict)
+    history: History | None = None
+    intercept: Mapping[str, InterceptFn] | None = None
+
+    def __post_init__(self) -> None:
+        if self.history is not None and not isinstance(self.history, History):
+            raise TypeError("ChannelDef history must be a zzz.History (or None)")
+        for event, fn in (self.intercept or {}).items():
+            if not isinstance(event, str) or not callable(fn):
+                raise TypeError("ChannelDef intercept maps event names to functions")
+
+    def matches(self, topic: str) -> bool:
+        """True when ``topic`` belongs to this channel."""
+        if self.topic_pattern.endswith("*"):
+            return topic.startswith(self.topic_pattern[:-1])
+        return topic == self.topic_pattern
+
+
+@dataclass
+class ChannelConfig:
+    """Settings of one channel endpoint (``Router.channel(path, config)``).
+
+    Attributes:
+        channels: the channel definitions; the first whose pattern matches a topic handles it.
+        pubsub: the backend; None gives this endpoint its own ``InMemoryPubSub``.
+        heartbeat_timeout: seconds without any message from a client before its socket is closed
+            (clients send a heartbeat every 30 s by default); None disables the check.
+        max_topics_per_socket: joins beyond this are refused with ``{"reason": "too many topics"}``;
+            None is unlimited.
+        rate_limit: ``(burst, per_second)`` token bucket per socket for every message but heartbeats;
+            None disables it.
+        rate_limit_action: ``"drop"`` answers excess pushes with ``{"reason": "rate_limited"}``;
+            ``"disconnect"`` closes the socket with 1008.
+        slow_subscriber: what a broadcast does for a subscriber that does not read fast enough.
+            ``"close"``: it queues the frame like any other, and the server closes the connection with
+            1008 once its unsent bytes pass ``max_backpressure``. ``"skip"``: while the subscriber's
+            unsent bytes (``ws.buffered_amount``) are over ``skip_if_buffered_over``, broadcasts skip it
+            (they are lost to it, as if the network had dropped them) instead of queueing more; replies,
+            ``push``, ``push_to``, replays and ``presence_diff`` are never skipped.
+        skip_if_buffered_over: the threshold of ``slow_subscriber="skip"``, in bytes (default 1 MiB);
+            keep it under the server's ``max_backpressure`` (8 MiB by default), which still applies.
+
+    Raises:
+        ValueError: an unknown ``rate_limit_action`` or ``slow_subscriber``, a bad ``rate_limit``, or a
+            negative ``skip_if_buffered_over``.
+        TypeError: ``skip_if_buffered_over`` is not an int.
+    """
+
+    channels: list[ChannelDef]
+    pubsub: PubSub | None = None
+    heartbeat_timeout: float | None = 60.0
+    max_topics_per_socket: int | None = 100
+    rate_limit: tuple[float, float] | None = None
+    rate_limit_action: Literal["drop", "disconnect"] = "drop"
+    slow_subscriber: Literal["close", "skip"] = "close"
+    skip_if_buffered_over: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.pubsub is None:
+            self.pubsub = InMemoryPubSub()
+        if self.rate_limit_action not in ("drop", "disconnect"):
+            raise ValueError("rate_limit_action must be 'drop' or 'disconnect'")
+        if self.slow_subscriber not in ("close", "skip"):
+            raise ValueError("slow_subscriber must be 'close' or 'skip'")
+        if not isinstance(self.skip_if_buffered_over, int) or isinstance(self.skip_if_buffered_over, bool):
+            raise TypeError("skip_if_buffered_over must be an int (bytes)")
+        if self.skip_if_buffered_over < 0:
+            raise ValueError("skip_if_buffered_over must be >= 0")
+        if self.rate_limit is not None:
+            burst, rate = self.rate_limit
+            if burst < 1 or rate <= 0:
+                raise ValueError("rate_limit needs burst >= 1 and per_second > 0")
+
+    def find(self, topic: str) -> ChannelDef | None:
+        """The channel definition that handles ``topic``, if any."""
+        for channel in self.channels:
+            if channel.matches(topic):
+                return channel
+        return None
+
+    def routes(self, path: str) -> list[Route]:
+        """The WebSocket routes of this endpoint: ``path`` and ``path + "/websocket"``.
+
+        phoenix.js appends ``/websocket`` to the URL it is given; zzz.js uses the URL as it is.
+        ``Router.channel(path, config)`` mounts them; both share one ``ChannelEndpoint``.
+
+        Args:
+            path: the mount point, e.g. ``"/socket"``.
+        """
+        ws_config = ChannelEndpoint(self).ws_config()
+        base = path.rstrip("/") or ""
+        return [Router.ws(path, ws_config), Router.ws(f"{base}/websocket", ws_config)]
+
+
+# -- one connection --------------------------------------------------------------------------------------
+
+
 class ChannelSocket:
     """One client connection as the channel handlers see it.
 
@@ -104,7 +246,7 @@ class ChannelSocket:
         # A zzz.WebSocket takes broadcasts through zzz.broadcast with the other subscribers of its
         # thread (the loop's: sockets are made in the connection's callbacks); other handles (test
         # doubles) get them one send_text at a time.
-        self.fanout_target: Any = ws if _is_zzz_websocket(ws) else None
+        self.fanout_target: Any = ws if isinstance(ws, WebSocket) else None
         self.fanout_thread = threading.get_ident()
         self.assigns: dict[str, Any] = dict(getattr(ws, "assigns", None) or {})
         self.array_form = array_form
@@ -236,10 +378,8 @@ class ChannelEndpoint:
         self._start_lock: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
-    def ws_config(self) -> Any:
+    def ws_config(self) -> WsConfig:
         """A ``zzz.WsConfig`` wired to this endpoint."""
-        from zzz.websocket import WsConfig  # lazy: keeps the channel logic importable without the server
-
         return WsConfig(on_open=self.on_open, on_message=self.on_message, on_close=self.on_close)
 
     @property
@@ -584,12 +724,6 @@ class ChannelEndpoint:
             for sock in list(self._sockets.values()):
                 if sock.last_seen < deadline:
                     sock.close(1000, "heartbeat timeout")
-
-
-def _is_zzz_websocket(ws: Any) -> bool:
-    from zzz.websocket import WebSocket  # lazy: keeps the channel logic importable without the server
-
-    return isinstance(ws, WebSocket)
 
 
 def _recover_position(meta: dict[str, Any] | None) -> Position | None:
