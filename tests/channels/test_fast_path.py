@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -268,5 +269,43 @@ async def test_slow_subscriber_is_closed_or_skipped(mode: str) -> None:
                 ticks += 1
             assert closes == []
             writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_broadcasts_from_another_thread_reach_real_sockets_in_order() -> None:
+    """A broadcast made off the loop's thread is handed to the loop per subscriber (zzz.broadcast
+    runs on the loop's thread only), and keeps its order with the loop's own broadcasts."""
+    threads: list[threading.Thread] = []
+
+    def from_thread(sock: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        def work() -> None:
+            for n in range(50):
+                sock.broadcast(topic, "t", {"n": n})
+
+        thread = threading.Thread(target=work)
+        threads.append(thread)
+        thread.start()
+        return {}
+
+    def here(sock: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        sock.broadcast(topic, "t", {"n": "here"})
+        return {}
+
+    channel = ChannelDef("room:*", handlers={"thread": from_thread, "here": here})
+    srv, _ = await _serve(ChannelConfig(channels=[channel], heartbeat_timeout=None))
+    url = f"ws://127.0.0.1:{srv.port}/socket"
+    try:
+        async with connect(url) as wa, connect(url + "?vsn=2.0.0") as wb:
+            a, b = Peer(wa), Peer(wb, array=True)
+            for peer in (a, b):
+                ref = await peer.send("room:1", "phx_join", {}, join_ref="1" if peer.array else None)
+                assert (await peer.reply(ref))["status"] == "ok"
+            await a.reply(await a.send("room:1", "thread"))
+            await asyncio.get_running_loop().run_in_executor(None, threads[0].join, 10)
+            await a.reply(await a.send("room:1", "here"))
+            for peer in (a, b):
+                got = [(await peer.expect(lambda f: f["event"] == "t"))["payload"]["n"] for _ in range(51)]
+                assert got == [*range(50), "here"]
     finally:
         await srv.close()
