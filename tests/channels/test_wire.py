@@ -71,3 +71,35 @@ def test_encode_raw_quotes_fields_as_json() -> None:
         "ref": "r\\1",
         "join_ref": None,
     }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"status": "ok", "response": {"d": "x" * 32}},
+        [1, -2, 3.25, 1e300, float("inf"), float("-inf"), None, True, False],
+        {1: "int key", 2.5: "float key", False: "bool key", None: "null key"},
+        {"caf\u00e9": "\u00e9\U0001f600", "ctl": "\x00\x1f\x7f"},
+        {"nested": [[[{"a": []}]]]},
+        (1, 2),
+        12345678901234567890,
+    ],
+)
+def test_dumps_of_values_is_the_encoder_s(value: Any) -> None:
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert dumps(value) == expected
+
+
+def test_dumps_raises_what_the_encoder_raises() -> None:
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        dumps(circular)
+    nested: Any = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(RecursionError):
+        dumps(nested)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"a": object()})
+    assert json.loads(dumps({"s": "\ud800"})) == {"s": "\ud800"}  # escaped, so the frame stays UTF-8
