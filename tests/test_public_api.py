@@ -6,8 +6,8 @@ import zzz
 
 CONTRACT = [
     "App", "Binary", "ChannelConfig", "ChannelDef", "ChannelSocket", "CloseCode", "ConnectionClosed",
-    "Controller", "JoinResult", "Presence", "RedisPubSub", "Reply", "Request", "Response", "Router",
-    "Text", "WebSocket", "WsConfig", "WsMessage", "connect",
+    "Controller", "History", "JoinResult", "Presence", "RedisPubSub", "Reply", "Request", "Response",
+    "Router", "Text", "WebSocket", "WsConfig", "WsMessage", "connect",
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from zzz.channels.channel import ChannelConfig, ChannelDef, JoinResult, Reply
+from zzz.channels.history import History
 from zzz.channels.presence import Presence
 from zzz.channels.pubsub import InMemoryPubSub, PubSub
 from zzz.channels.redis import RedisPubSub
@@ -18,6 +19,7 @@ __all__ = [
     "ChannelDef",
     "ChannelEndpoint",
     "ChannelSocket",
+    "History",
     "InMemoryPubSub",
     "JoinResult",
     "Presence",

@@ -9,12 +9,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from zzz.channels.pubsub import InMemoryPubSub, PubSub
+from zzz.channels.history import History
+from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
 
 if TYPE_CHECKING:
     from zzz.channels.socket import ChannelSocket
 
-__all__ = ["ChannelConfig", "ChannelDef", "EventHandler", "JoinHandler", "JoinResult", "Reply"]
+__all__ = [
+    "ChannelConfig",
+    "ChannelDef",
+    "EventHandler",
+    "InterceptFn",
+    "JoinHandler",
+    "JoinResult",
+    "Reply",
+]
 
 
 def _as_response(value: Any) -> Any:
@@ -84,12 +93,29 @@ class ChannelDef:
         leave: ``leave(socket, topic)`` called when the client leaves or disconnects (sync or async).
         handlers: event name -> ``handler(socket, topic, event, payload)`` (sync or async); its return
             value is the reply (see ``Reply``).
+        history: keep the topics' last broadcasts, numbered, so that clients that reconnect recover
+            what they missed (see ``History``); None: no history, no ``meta`` on the wire.
+        intercept: event name -> ``fn(socket, topic, event, payload)``, a plain function called once per
+            subscriber for each broadcast of that event (replays included); it returns the payload to
+            send to that subscriber, or None to skip it. Other events keep the encode-once path.
+
+    Raises:
+        TypeError: ``history`` is not a ``History``, or an intercept is not callable.
     """
 
     topic_pattern: str
     join: JoinHandler | None = None
     leave: LeaveHandler | None = None
     handlers: Mapping[str, EventHandler] = field(default_factory=dict)
+    history: History | None = None
+    intercept: Mapping[str, InterceptFn] | None = None
+
+    def __post_init__(self) -> None:
+        if self.history is not None and not isinstance(self.history, History):
+            raise TypeError("ChannelDef history must be a zzz.History (or None)")
+        for event, fn in (self.intercept or {}).items():
+            if not isinstance(event, str) or not callable(fn):
+                raise TypeError("ChannelDef intercept maps event names to functions")
 
     def matches(self, topic: str) -> bool:
         """True when ``topic`` belongs to this channel."""

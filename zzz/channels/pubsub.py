@@ -1,4 +1,4 @@
-"""Topic subscriptions, broadcast fan-out and the presence replica of one process.
+"""Topic subscriptions, broadcast fan-out, history, recovery and the presence replica of one process.
 
 The in-process backend lives here; ``zzz.channels.redis`` extends it so that broadcasts and presence reach
 every process attached to the same Redis.
@@ -6,6 +6,8 @@ every process attached to the same Redis.
 
 from __future__ import annotations
 
+import collections
+import inspect
 import itertools
 import json
 import logging
@@ -13,11 +15,16 @@ import os
 import threading
 import uuid
 import weakref
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from zzz.channels.wire import dumps, encode_raw
+from zzz.channels.history import History, LocalHistory, Position, Publication
+from zzz.channels.wire import dumps, encode_raw, position_meta
 
-__all__ = ["InMemoryPubSub", "PresenceEntry", "PubSub", "Subscriber", "active_backends"]
+if TYPE_CHECKING:
+    from zzz.channels.channel import ChannelDef
+
+__all__ = ["InMemoryPubSub", "InterceptFn", "PresenceEntry", "PubSub", "Subscriber", "active_backends"]
 
 log = logging.getLogger("zzz")
 
@@ -35,6 +42,34 @@ class Subscriber(Protocol):
         """Send one text frame to the client; never raises."""
 
 
+# ``intercept(socket, topic, event, payload)`` -> the payload for that subscriber, or None to skip it.
+InterceptFn = Callable[[Any, str, str, Any], Any]
+
+# The least a recovering subscriber may buffer (it may always buffer its topic's History.size).
+_RECOVERY_BUFFER_MIN = 1000
+# Topics whose definition lookup is cached; past it the cache starts over (topics may be unbounded).
+_INFO_CACHE_MAX = 4096
+
+
+class _Recovery:
+    """A subscriber that joined a topic with history and is not yet fully live on it.
+
+    While ``buffer`` is a list (the join is fetching its missed broadcasts) deliveries are held there.
+    Afterwards (``buffer`` None) deliveries of offsets already sent (``epoch``, ``last``) are dropped,
+    until the first later one arrives: a backend may deliver a broadcast after the history read that
+    already returned it.
+    """
+
+    __slots__ = ("buffer", "epoch", "last", "limit", "overflow")
+
+    def __init__(self, limit: int) -> None:
+        self.buffer: list[tuple[str, str, Position | None]] | None = []
+        self.epoch = ""
+        self.last = 0
+        self.limit = limit
+        self.overflow = False
+
+
 _backends: weakref.WeakSet[PubSub] = weakref.WeakSet()
 
 
@@ -47,13 +82,29 @@ class PubSub:
     """Base backend: local topic registry, local fan-out and the presence replica.
 
     A broadcast's payload is JSON-encoded once, and its frame text once per wire form, whatever the number
-    of receivers. Subclasses hook ``_publish`` (send an envelope to other processes) and ``_store`` (make
-    presence changes durable) and call ``_receive`` with envelopes from other processes.
+    of receivers (unless the topic's channel intercepts that event). Subclasses hook ``_publish`` (send an
+    envelope to other processes) and ``_store`` (make presence changes durable) and call ``_receive`` with
+    envelopes from other processes.
+
+    Topics with history: ``broadcast`` hands them to ``_publish_history``, which gives each broadcast its
+    ``Position`` and calls ``_deliver(..., pos)`` in offset order; ``position`` and ``since`` read the
+    stream. The defaults here keep it in this process (``LocalHistory``); a backend shared by several
+    processes overrides the three of them.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._topics: dict[str, dict[str, Subscriber]] = {}
+        # The channel definitions of the endpoints on this backend, and (history, intercepts) by topic.
+        self._channel_defs: list[ChannelDef] = []
+        self._info: dict[str, tuple[History | None, Mapping[str, InterceptFn] | None]] = {}
+        # topic -> socket id -> its recovery state (only for subscribers not yet fully live).
+        self._recovering: dict[str, dict[str, _Recovery]] = {}
+        self._history = LocalHistory()
+        # History broadcasts waiting for delivery, in offset order; one caller delivers at a time.
+        self._order_lock = threading.Lock()
+        self._outbox: collections.deque[tuple[str, str, str, str | None, Position]] = collections.deque()
+        self._draining = False
         # Presence replica: topic -> ref -> entry; and the refs this process tracked, per socket.
         self._presence: dict[str, dict[str, PresenceEntry]] = {}
         self._tracked: dict[str, dict[tuple[str, str], str]] = {}
@@ -72,6 +123,40 @@ class PubSub:
     async def close(self) -> None:
         """Release what ``start`` acquired."""
 
+    # -- channel definitions -------------------------------------------------------------------------------
+
+    def register_channels(self, channels: Sequence[ChannelDef]) -> None:
+        """Learn the channel definitions of an endpoint that uses this backend (each one once).
+
+        ``history_for`` and ``intercepts_for`` look topics up in them, the first match winning, in the
+        order the definitions were registered.
+        """
+        for channel in channels:
+            if not any(channel is known for known in self._channel_defs):
+                self._channel_defs.append(channel)
+        self._info.clear()
+
+    def _topic_info(self, topic: str) -> tuple[History | None, Mapping[str, InterceptFn] | None]:
+        info = self._info.get(topic)
+        if info is None:
+            info = (None, None)
+            for channel in self._channel_defs:
+                if channel.matches(topic):
+                    info = (channel.history, channel.intercept or None)
+                    break
+            if len(self._info) >= _INFO_CACHE_MAX:
+                self._info.clear()
+            self._info[topic] = info
+        return info
+
+    def history_for(self, topic: str) -> History | None:
+        """The ``History`` of ``topic``'s channel definition, or None (no history)."""
+        return self._topic_info(topic)[0]
+
+    def intercepts_for(self, topic: str) -> Mapping[str, InterceptFn] | None:
+        """The intercepts (event -> function) of ``topic``'s channel definition, or None."""
+        return self._topic_info(topic)[1]
+
     # -- subscriptions -------------------------------------------------------------------------------------
 
     def subscribe(self, topic: str, sub: Subscriber) -> None:
@@ -87,6 +172,7 @@ class PubSub:
                 subs.pop(sub.id, None)
                 if not subs:
                     del self._topics[topic]
+            self._drop_recovery(topic, sub.id)
 
     def forget(self, sub: Subscriber) -> None:
         """Drop ``sub`` from every topic and its presence entries (its connection closed)."""
@@ -97,6 +183,110 @@ class PubSub:
                 del subs[sub.id]
                 if not subs:
                     del self._topics[topic]
+            for topic in [t for t, recs in self._recovering.items() if sub.id in recs]:
+                self._drop_recovery(topic, sub.id)
+
+    def _drop_recovery(self, topic: str, sub_id: str) -> None:
+        # Called with self._lock held.
+        recs = self._recovering.get(topic)
+        if recs is not None:
+            recs.pop(sub_id, None)
+            if not recs:
+                del self._recovering[topic]
+
+    # -- recovery ------------------------------------------------------------------------------------------
+
+    def begin_recovery(self, topic: str, sub: Subscriber, history: History) -> None:
+        """Subscribe ``sub`` to ``topic`` in the recovering state: its deliveries are held, not sent.
+
+        The join then reads the stream (``position`` or ``since``), answers, ``replay``s what was
+        missed and calls ``finish_recovery``. Whatever is published meanwhile is either in what the
+        read returned or held here, so nothing falls in between.
+        """
+        with self._lock:
+            self._recovering.setdefault(topic, {})[sub.id] = _Recovery(
+                max(history.size, _RECOVERY_BUFFER_MIN)
+            )
+            self._topics.setdefault(topic, {})[sub.id] = sub
+
+    def replay(self, topic: str, sub: Subscriber, publications: Sequence[Publication], epoch: str) -> None:
+        """Send stored publications (from ``since``) to ``sub``, through the topic's intercepts."""
+        intercepts = self.intercepts_for(topic)
+        for pub in publications:
+            if pub.exclude == sub.id:
+                continue
+            fn = intercepts.get(pub.event) if intercepts else None
+            self._send_one(sub, topic, pub.event, pub.body, Position(pub.offset, epoch), fn)
+
+    def finish_recovery(self, topic: str, sub: Subscriber, sent: Position) -> bool:
+        """Send what was held for ``sub`` since ``begin_recovery``, skipping what it already has, and go live.
+
+        Args:
+            topic: the topic.
+            sub: the subscriber.
+            sent: the position the subscriber is at (the current one the join answered with): held
+                broadcasts at or before it in its epoch are duplicates and are dropped. Held
+                ``presence_diff`` deliveries are dropped too: the ``presence_state`` sent by the join
+                after they arrived already includes them.
+
+        Returns:
+            False when more arrived than the buffer may hold (some were dropped): the caller must
+            close the subscriber's connection, whose client then reconnects and recovers again.
+        """
+        with self._lock:
+            rec = self._recovering.get(topic, {}).get(sub.id)
+            if rec is None:
+                return True  # unsubscribed meanwhile
+            rec.epoch, rec.last = sent.epoch, sent.offset
+        intercepts = self.intercepts_for(topic)
+        while True:
+            with self._lock:
+                held = rec.buffer or []
+                if rec.overflow or not held:
+                    rec.buffer = None
+                    return not rec.overflow
+                rec.buffer = []
+            for event, body, pos in held:
+                if pos is None:
+                    if event == "presence_diff":
+                        continue
+                elif pos.epoch == rec.epoch and pos.offset <= rec.last:
+                    continue
+                else:
+                    rec.epoch, rec.last = pos.epoch, pos.offset
+                fn = intercepts.get(event) if intercepts else None
+                self._send_one(sub, topic, event, body, pos, fn)
+
+    def _hold(
+        self,
+        topic: str,
+        recs: dict[str, _Recovery],
+        sub: Subscriber,
+        event: str,
+        body: str,
+        pos: Position | None,
+    ) -> bool:
+        """Deal with a delivery to a subscriber that is recovering; False when it is to be sent as usual."""
+        with self._lock:
+            rec = recs.get(sub.id)
+            if rec is None:
+                return False
+            if rec.buffer is not None:
+                if rec.overflow:
+                    return True
+                if len(rec.buffer) >= rec.limit:
+                    rec.overflow = True
+                    rec.buffer = []
+                    return True
+                rec.buffer.append((event, body, pos))
+                return True
+            if pos is None:
+                return False
+            if pos.epoch == rec.epoch and pos.offset <= rec.last:
+                return True  # the join already sent it
+            # A later offset: no duplicate can follow (deliveries come in offset order). Fully live.
+            self._drop_recovery(topic, sub.id)
+            return False
 
     def subscriber_count(self, topic: str) -> int:
         """Subscribers of ``topic`` in this process."""
@@ -117,8 +307,12 @@ class PubSub:
             TypeError: the payload is not JSON-serialisable.
         """
         body = dumps(payload)
-        self._deliver(topic, event, body, exclude)
-        self._publish("b", [self.node_id, topic, event, exclude], body)
+        history = self.history_for(topic)
+        if history is None:
+            self._deliver(topic, event, body, exclude)
+            self._publish("b", [self.node_id, topic, event, exclude], body)
+        else:
+            self._publish_history(topic, event, body, exclude, history)
 
     def send_to(self, target: str, topic: str, event: str, payload: Any) -> None:
         """Send an event to one subscriber of ``topic``, found by socket id, in whatever process it is."""
@@ -126,26 +320,124 @@ class PubSub:
         if not self._deliver_one(target, topic, event, body):
             self._publish("d", [self.node_id, topic, event, target], body)
 
-    def _deliver(self, topic: str, event: str, body: str, exclude: str | None) -> None:
+    def _deliver(
+        self, topic: str, event: str, body: str, exclude: str | None, pos: Position | None = None
+    ) -> None:
+        """Fan a broadcast out to this process's subscribers of ``topic``.
+
+        Args:
+            topic: the topic.
+            event: the event.
+            body: the payload's JSON text.
+            exclude: a socket id that does not get it.
+            pos: the broadcast's position on a topic with history (frames then carry it as ``meta``);
+                a backend calls this in offset order for each topic.
+        """
         subs = self._topics.get(topic)
         if not subs:
             return
+        intercepts = self._topic_info(topic)[1]
+        fn = intercepts.get(event) if intercepts else None
+        recs = self._recovering.get(topic) if self._recovering else None
+        meta = None if pos is None else position_meta(pos.offset, pos.epoch)
         texts: list[str | None] = [None, None]  # [object form, array form], each made at most once
         for sub in list(subs.values()):
             if sub.id == exclude:
                 continue
+            if recs and sub.id in recs and self._hold(topic, recs, sub, event, body, pos):
+                continue
+            if fn is not None:
+                self._send_one(sub, topic, event, body, pos, fn)
+                continue
             form = 1 if sub.array_form else 0
             text = texts[form]
             if text is None:
-                text = texts[form] = encode_raw(sub.array_form, topic, event, body)
+                text = texts[form] = encode_raw(sub.array_form, topic, event, body, None, None, meta)
             sub.send_text(text)
+
+    def _send_one(
+        self, sub: Subscriber, topic: str, event: str, body: str, pos: Position | None, fn: InterceptFn | None
+    ) -> None:
+        """One subscriber's frame of a broadcast, through ``fn`` (its intercept) when there is one."""
+        if fn is not None:
+            try:
+                payload = fn(sub, topic, event, json.loads(body))
+                if inspect.isawaitable(payload):
+                    close = getattr(payload, "close", None)
+                    if close is not None:
+                        close()  # a coroutine never awaited would warn later, far from the cause
+                    raise TypeError("an intercept must be a plain function, not async")
+                if payload is None:
+                    return  # this subscriber does not get it
+                body = dumps(payload)
+            except Exception:
+                # Not sending is the safe side: an intercept may exist to keep data from some subscribers.
+                log.exception(
+                    "zzz.channels: intercept of %r on %r raised; not sent to that subscriber", event, topic
+                )
+                return
+        meta = None if pos is None else position_meta(pos.offset, pos.epoch)
+        sub.send_text(encode_raw(sub.array_form, topic, event, body, None, None, meta))
 
     def _deliver_one(self, target: str, topic: str, event: str, body: str) -> bool:
         sub = self._topics.get(topic, {}).get(target)
         if sub is None:
             return False
+        recs = self._recovering.get(topic) if self._recovering else None
+        if recs and target in recs and self._hold(topic, recs, sub, event, body, None):
+            return True  # held until its join has answered
         sub.send_text(encode_raw(sub.array_form, topic, event, body))
         return True
+
+    # -- history -------------------------------------------------------------------------------------------
+
+    def _publish_history(
+        self, topic: str, event: str, body: str, exclude: str | None, history: History
+    ) -> None:
+        """Give a broadcast on a topic with history its position, store it and deliver it in offset order.
+
+        This default keeps the history in this process: other processes (if a subclass connects any)
+        get the broadcast without a position. A backend shared by processes overrides this, ``position``
+        and ``since`` so that every process sees the same offsets.
+        """
+        with self._order_lock:
+            pos = self._history.append(topic, event, body, exclude, history)
+            self._outbox.append((topic, event, body, exclude, pos))
+            # When another call is delivering (another thread, or an intercept's broadcast further up
+            # this stack), it delivers this one too, after the earlier offsets.
+            drain = not self._draining
+            self._draining = True
+        self._publish("b", [self.node_id, topic, event, exclude], body)
+        if drain:
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._order_lock:
+                if not self._outbox:
+                    self._draining = False
+                    return
+                item = self._outbox.popleft()
+            try:
+                self._deliver(*item)
+            except Exception:  # a bug; the broadcasts queued behind this one must still go out
+                log.exception("zzz.channels: delivering a broadcast failed")
+
+    async def position(self, topic: str, history: History) -> Position:
+        """The current position of ``topic`` (offset 0, in the epoch of its first broadcast, before one)."""
+        return self._history.position(topic)
+
+    async def since(
+        self, topic: str, history: History, pos: Position
+    ) -> tuple[bool, list[Publication], Position]:
+        """What a subscriber at ``pos`` missed on ``topic``.
+
+        Returns:
+            ``(recovered, missed, current)``: ``missed`` are the stored publications after ``pos``, in
+            order; ``recovered`` is False (and ``missed`` empty) when ``pos`` is in another epoch or
+            older than what is stored (trimmed by ``size``, expired by ``ttl``).
+        """
+        return self._history.since(topic, history, pos)
 
     # -- presence ------------------------------------------------------------------------------------------
 
@@ -270,4 +562,5 @@ class InMemoryPubSub(PubSub):
 
     Every ``ChannelConfig`` without a ``pubsub`` gets its own; share one instance between configs to make
     them see each other. Worker processes do not see each other: use ``RedisPubSub`` for that.
+    Topic histories live in the process too: a new instance (a restart) starts every topic in a new epoch.
     """

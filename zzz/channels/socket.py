@@ -161,6 +161,7 @@ class ChannelEndpoint:
         assert config.pubsub is not None  # ChannelConfig.__post_init__ fills it
         self.config = config
         self.pubsub: PubSub = config.pubsub
+        self.pubsub.register_channels(config.channels)
         self._sockets: dict[int, ChannelSocket] = {}
         self._started = False
         self._start_lock: asyncio.Lock | None = None

@@ -1,7 +1,9 @@
 """Phoenix channel wire format: decode client messages, encode replies, pushes and broadcasts.
 
 Two forms share one meaning: the JSON object form (zzz.js, Phoenix serializer v1) and the array form
-``[join_ref, ref, topic, event, payload]`` (phoenix.js with ``vsn=2.0.0``). Pure functions, no I/O.
+``[join_ref, ref, topic, event, payload]`` (phoenix.js with ``vsn=2.0.0``). zzz extends both with an
+optional ``meta`` object (the key ``"meta"``, or a 6th array element) that carries stream positions and
+recovery requests; a frame without one is exactly Phoenix's. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "dumps",
     "encode",
     "encode_raw",
+    "position_meta",
     "reply_payload",
 ]
 
@@ -63,6 +66,8 @@ class Message:
         ref: the client's message reference (``None`` for server pushes).
         join_ref: the ref of the join this message belongs to, when the client sent one.
         array_form: True when the message came in the array form.
+        meta: the zzz extension object (``"meta"`` key or 6th array element), when the client sent one;
+            never part of ``payload``.
     """
 
     topic: str
@@ -71,6 +76,7 @@ class Message:
     ref: str | None = None
     join_ref: str | None = None
     array_form: bool = False
+    meta: dict[str, Any] | None = None
 
 
 class MalformedMessage(ValueError):
@@ -123,8 +129,8 @@ def decode(text: str) -> Message:
         The message; a missing payload becomes ``{}``.
 
     Raises:
-        MalformedMessage: not JSON, nested more than ``MAX_DEPTH`` levels, not an object or 5-element
-            array, or a field of the wrong type.
+        MalformedMessage: not JSON, nested more than ``MAX_DEPTH`` levels, not an object or a 5- or
+            6-element array, or a field of the wrong type (``meta`` must be an object or null).
     """
     try:
         data = json.loads(text)
@@ -142,17 +148,19 @@ def decode(text: str) -> Message:
         array_form = False
         raw_join_ref, raw_ref = data.get("join_ref"), data.get("ref")
         topic, event, payload = data.get("topic"), data.get("event"), data.get("payload", {})
+        meta = data.get("meta")
         complete = "topic" in data and "event" in data
     elif isinstance(data, list):
         array_form = True
-        if len(data) != 5:
+        meta = data[5] if len(data) == 6 else None
+        if len(data) not in (5, 6):
             # Still try to salvage the ref so the client gets an answer instead of silence.
             raw_ref = data[1] if len(data) > 1 else None
             raw_join_ref = data[0] if data else None
             topic = data[2] if len(data) > 2 else None
             event, payload, complete = None, None, False
         else:
-            raw_join_ref, raw_ref, topic, event, payload = data
+            raw_join_ref, raw_ref, topic, event, payload = data[:5]
             complete = True
     else:
         raise MalformedMessage("not an object or array")
@@ -173,9 +181,13 @@ def decode(text: str) -> Message:
             join_ref=join_ref,
             array_form=array_form,
         )
+    if meta is not None and not isinstance(meta, dict):
+        raise MalformedMessage(
+            "meta must be an object", ref=ref, topic=good_topic, join_ref=join_ref, array_form=array_form
+        )
     if payload is None:
         payload = {}
-    return Message(good_topic, event, payload, ref, join_ref, array_form)
+    return Message(good_topic, event, payload, ref, join_ref, array_form, meta)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -198,6 +210,7 @@ def encode_raw(
     payload_json: str,
     ref: str | None = None,
     join_ref: str | None = None,
+    meta_json: str | None = None,
 ) -> str:
     """Encode a frame around a payload that is already JSON text.
 
@@ -210,6 +223,8 @@ def encode_raw(
         payload_json: the payload, already JSON-encoded.
         ref: the ref (``None`` for pushes and broadcasts).
         join_ref: the join ref (``None`` for broadcasts).
+        meta_json: the ``meta`` object, already JSON-encoded: the object form's ``"meta"`` key, the
+            array form's 6th element. None leaves it out altogether (Phoenix's frame, byte for byte).
 
     Returns:
         The frame's text.
@@ -217,10 +232,17 @@ def encode_raw(
     jr = "null" if join_ref is None else dumps(join_ref)
     r = "null" if ref is None else dumps(ref)
     if array_form:
-        return f"[{jr},{r},{dumps(topic)},{dumps(event)},{payload_json}]"
+        if meta_json is None:
+            return f"[{jr},{r},{dumps(topic)},{dumps(event)},{payload_json}]"
+        return f"[{jr},{r},{dumps(topic)},{dumps(event)},{payload_json},{meta_json}]"
+    if meta_json is None:
+        return (
+            f'{{"topic":{dumps(topic)},"event":{dumps(event)},"payload":{payload_json},'
+            f'"ref":{r},"join_ref":{jr}}}'
+        )
     return (
         f'{{"topic":{dumps(topic)},"event":{dumps(event)},"payload":{payload_json},'
-        f'"ref":{r},"join_ref":{jr}}}'
+        f'"ref":{r},"join_ref":{jr},"meta":{meta_json}}}'
     )
 
 
@@ -231,13 +253,21 @@ def encode(
     payload: Any,
     ref: str | None = None,
     join_ref: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
-    """Encode a frame whose payload is a Python value.
+    """Encode a frame whose payload (and ``meta``, when given) are Python values.
 
     Raises:
         TypeError: the payload is not JSON-serialisable.
     """
-    return encode_raw(array_form, topic, event, dumps(payload), ref, join_ref)
+    return encode_raw(
+        array_form, topic, event, dumps(payload), ref, join_ref, None if meta is None else dumps(meta)
+    )
+
+
+def position_meta(offset: int, epoch: str) -> str:
+    """The ``meta`` JSON of a broadcast on a topic with history: ``{"offset": N, "epoch": E}``."""
+    return f'{{"offset":{int(offset)},"epoch":{dumps(epoch)}}}'
 
 
 def reply_payload(status: str, response: Any) -> dict[str, Any]:
