@@ -239,7 +239,7 @@ async def test_a_killed_reader_connection_resumes_without_loss(redis_url: str) -
         for n in range(10):
             pair.pa.broadcast("room:1", "n", {"n": n})
         sent = 10
-        await admin.execute_command("CLIENT", "KILL", "ID", ids[0])
+        await admin.client_kill_filter(_id=ids[0])
         for n in range(sent, sent + 30):
             pair.pa.broadcast("room:1", "n", {"n": n})
             await asyncio.sleep(0.01)

@@ -235,6 +235,7 @@ class RedisPubSub(PubSub):
         self._run = ""
         self._last_id = "0-0"
         self._reread = False  # the reader must read the bus again from its start (Redis lost its data)
+        self._resumed_from = ""
         self._seen: dict[str, int] = {}  # publisher node -> the highest sequence number read from it
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -548,7 +549,7 @@ class RedisPubSub(PubSub):
         self._counters["resent"] += len(resend)
         log.warning(
             "zzz.channels: Redis lost its data (restarted without persistence, or flushed): topics with "
-            "history start new epochs; resending the %d message(s) of the last %.1f s",
+            "history start new epochs; resending the %d message(s) it took within %.1f s before",
             len(resend),
             2 * self.heartbeat,
         )
@@ -702,7 +703,9 @@ class RedisPubSub(PubSub):
         if self._run_changed(await self._current_run(reader)) or self._reread:
             self._reread = False
             self._last_id = "0-0"  # the bus is a new one: read all of it
+            self._resumed_from = "from the start of its new bus"
         else:
+            self._resumed_from = "from where it stopped"
             await self._check_bus(reader)
         await reader.set(self._node_key(self.node_id), "1", px=int(self.node_ttl * 1000))
         await self._resync()
@@ -749,8 +752,9 @@ class RedisPubSub(PubSub):
                         self._counters["reconnects"] += 1
                         if self._read_down_since is not None:
                             log.warning(
-                                "zzz.channels: reading the Redis bus again after %.1f s, from where it stopped",
+                                "zzz.channels: reading the Redis bus again after %.1f s, %s",
                                 time.monotonic() - self._read_down_since,
+                                self._resumed_from,
                             )
                             self._read_down_since = None
                     response = await self._reader.xread(
@@ -901,6 +905,8 @@ class RedisPubSub(PubSub):
     ) -> tuple[Position, list[Publication]]:
         from zzz.channels.history import Position, Publication, new_epoch
 
+        if self._client is None:
+            await self.start()
         ttl_ms = 0 if history.ttl is None else max(int(history.ttl * 1000), 1)
         epoch, offset, entries = await self._read_script(
             keys=[self._meta_key(topic), self._history_key(topic)], args=[new_epoch(), ttl_ms, first]
