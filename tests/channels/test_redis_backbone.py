@@ -292,3 +292,82 @@ async def test_a_restart_without_data_resends_what_may_be_lost(
         assert pair.pa.stats()["resent"] >= 20
     finally:
         await pair.close()
+
+
+async def test_a_process_away_longer_than_the_bus_keeps_counts_what_it_missed(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # b's reader is cut off while a publishes far more than bus_length: the oldest entries are trimmed
+    # before b comes back. It gets what is left, in order, once, and says how many it lost.
+    pair = Pair(redis_url, heartbeat=1.0, bus_length=50)
+    try:
+        _a, b = await pair.open()
+        pair.pa.broadcast("room:1", "n", {"n": -1})
+        await until(lambda: ns(b) == [-1])
+        b.ws.sent.clear()
+        reader = pair.pb._reader
+        real_xread = reader.xread
+        state = {"away": True}
+
+        async def xread(*args: Any, **kwargs: Any) -> Any:
+            if state["away"]:
+                await asyncio.sleep(0.05)
+                from redis.exceptions import ConnectionError
+
+                raise ConnectionError("cut off (test)")
+            return await real_xread(*args, **kwargs)
+
+        reader.xread = xread
+        await asyncio.sleep(0.8)  # the read under way ends (it blocks for heartbeat / 2 at most)
+        for n in range(1000):
+            pair.pa.broadcast("room:1", "n", {"n": n})
+        await until(lambda: pair.pa.stats()["published"] >= 1000)
+        with caplog.at_level(logging.WARNING, logger="zzz"):
+            state["away"] = False
+            await until(lambda: ns(b) and ns(b)[-1] == 999)
+        got = ns(b)
+        assert got == list(range(1000 - len(got), 1000)) and len(got) < 1000
+        assert any("never reached this one" in r.getMessage() for r in caplog.records)
+        assert pair.pb.stats()["missed"] == 1000 - len(got)
+    finally:
+        await pair.close()
+
+
+class Sub:
+    """A bare subscriber for presence tests."""
+
+    array_form = False
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+
+    def send_text(self, text: str) -> None:
+        pass
+
+
+async def test_presence_writes_dropped_by_a_full_buffer_are_repaired(aof_redis: RedisServer) -> None:
+    pair = Pair(aof_redis.url, heartbeat=0.5, outage_buffer=5)
+    check = aioredis.from_url(aof_redis.url, decode_responses=True)
+    try:
+        await pair.open()
+        aof_redis.stop()
+        subs = [Sub() for _ in range(10)]
+        for i, sub in enumerate(subs):
+            pair.pa.track(sub, "room:1", f"u{i}", {})
+        pair.pa.untrack(subs[0], "room:1")
+        assert pair.pa.stats()["dropped"] > 0
+        aof_redis.start()
+        want = {f"u{i}" for i in range(1, 10)}
+        await until(lambda: set(pair.pb.presence_list("room:1")) == want, timeout=15)
+
+        async def stored() -> set[str]:
+            return {json.loads(v)[1] for v in (await check.hgetall(f"{pair.pa.prefix}:p:room:1")).values()}
+
+        for _ in range(100):
+            if await stored() == want:
+                break
+            await asyncio.sleep(0.05)
+        assert await stored() == want
+    finally:
+        await check.aclose()
+        await pair.close()

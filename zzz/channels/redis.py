@@ -128,6 +128,10 @@ return 0
 """
 
 
+# What ``_unless_stopped`` returns when the backend stopped first.
+_STOPPED = object()
+
+
 class _Deaf(Exception):
     """The bus reader has not read back this process's own heartbeat probes in time."""
 
@@ -238,6 +242,7 @@ class RedisPubSub(PubSub):
         self._resumed_from = ""
         self._seen: dict[str, int] = {}  # publisher node -> the highest sequence number read from it
         self._wakeup: asyncio.Event | None = None
+        self._stopped: asyncio.Future[None] | None = None  # done once the backend is stopping
         self._tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self._script_sha = ""
@@ -254,8 +259,10 @@ class RedisPubSub(PubSub):
         self._write_down_since: float | None = None
         self._read_down_since: float | None = None
         self._dropped_unreported = 0
+        self._presence_dirty = False
         self._counters = {"published": 0, "received": 0, "dropped": 0, "reconnects": 0, "duplicates": 0}
         self._counters["deaf"] = 0
+        self._counters["missed"] = 0
         self._counters["resent"] = 0
         # Set once the backend stops (close(), or its tasks cancelled as the loop shuts down); every
         # loop checks it, so no task goes back to waiting after it was told to stop.
@@ -290,7 +297,8 @@ class RedisPubSub(PubSub):
             now), ``dropped`` (oldest messages dropped from a full ``outage_buffer``), ``reconnects``
             (times the bus reader reconnected after an error, a stall or deafness), ``deaf`` (of those,
             for deafness), ``duplicates`` (copies of a message read again and skipped), ``resent``
-            (messages sent again after Redis lost its data), ``lag_seconds`` (how long the last
+            (messages sent again after Redis lost its data), ``missed`` (messages of other processes that
+            never reached this one: numbers skipped in their sequence), ``lag_seconds`` (how long the last
             heartbeat probe took to come back through Redis, or how long the one still awaited has
             been out), ``connected`` (the reader and the writer both reach Redis).
         """
@@ -343,6 +351,7 @@ class RedisPubSub(PubSub):
         self._loop_thread = threading.get_ident()
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._stopped = self._loop.create_future()
         try:
             self._script_sha = await self._client.script_load(_PUBLISH)
             self._read_script = self._client.register_script(_READ)
@@ -394,9 +403,10 @@ class RedisPubSub(PubSub):
             _done, pending = await asyncio.wait(tasks, timeout=_GOODBYE_TIMEOUT + _TASKS_GRACE)
             if pending:
                 log.warning(
-                    "zzz.channels: %d Redis task(s) did not stop within %.1f s; leaving them",
+                    "zzz.channels: %d Redis task(s) did not stop within %.1f s; leaving them (%s)",
                     len(pending),
                     _GOODBYE_TIMEOUT + _TASKS_GRACE,
+                    ", ".join(sorted(getattr(t.get_coro(), "__qualname__", "?") for t in pending)),
                 )
         if self._queue:
             log.warning(
@@ -418,6 +428,8 @@ class RedisPubSub(PubSub):
         self._stopping = True
         if self._wakeup is not None:
             self._wakeup.set()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current and task is not self._writer:
@@ -510,7 +522,8 @@ class RedisPubSub(PubSub):
         queue = self._queue
         queue.append(op)
         if len(queue) > self.outage_buffer:
-            queue.popleft()
+            if queue.popleft()[1] in ("hset", "hdel", "sadd"):
+                self._presence_dirty = True  # rewritten from the replica once Redis is back
             self._counters["dropped"] += 1
             if not self._dropped_unreported:
                 log.warning(
@@ -543,7 +556,8 @@ class RedisPubSub(PubSub):
         # the readers drop whatever was applied or read already.
         self._queue.extendleft(reversed(resend))
         while len(self._queue) > self.outage_buffer:
-            self._queue.popleft()
+            if self._queue.popleft()[1] in ("hset", "hdel", "sadd"):
+                self._presence_dirty = True
             self._counters["dropped"] += 1
             self._dropped_unreported += 1
         self._counters["resent"] += len(resend)
@@ -664,7 +678,7 @@ class RedisPubSub(PubSub):
                             exc or type(exc).__name__,
                             self.outage_buffer,
                         )
-                    await asyncio.sleep(delay)
+                    await self._pause(delay)
                     delay = min(delay * 2, _MAX_BACKOFF)
                     continue
                 except Exception:  # a bug: drop the batch, keep the writer that every broadcast needs
@@ -674,6 +688,13 @@ class RedisPubSub(PubSub):
                     self._queue.clear()
                     continue
                 delay = 0.05
+                if self._presence_dirty and not self._queue:
+                    self._presence_dirty = False
+                    try:
+                        await self._resync()
+                    except self._errors:
+                        self._presence_dirty = True
+                        continue
                 if self._write_down_since is not None:
                     log.warning(
                         "zzz.channels: Redis writes work again after %.1f s; sending what was buffered",
@@ -712,8 +733,12 @@ class RedisPubSub(PubSub):
         self._probe_seen = (self._probe_seen[0], time.monotonic())
 
     async def _check_bus(self, reader: Any) -> None:
-        """Before resuming: warn when the bus dropped entries this process had not read (it was away
-        too long), and read it from its start when it was made anew behind our position."""
+        """Before resuming: when the bus is behind our position, resume at its end.
+
+        Redis came back with part of its data, or its clock went back: reading from our position would
+        wait for ever (deaf), reading from the start would deliver old entries again. Resuming at the
+        end may lose what came in between; the sequence numbers then tell how much (``missed``).
+        """
         from redis.exceptions import ResponseError
 
         try:
@@ -725,18 +750,12 @@ class RedisPubSub(PubSub):
         last = _stream_id(self._last_id)
         generated = info.get("last-generated-id")
         if generated and _stream_id(str(generated)) < last:
-            # Deleted and made again (its ids restart from Redis's clock, which went back): all of it
-            # is new to us; whatever we read already is dropped by sequence number.
-            log.warning("zzz.channels: the Redis bus was made anew; reading it from its start")
-            self._last_id = "0-0"
-            return
-        deleted = info.get("max-deleted-entry-id")
-        if deleted and _stream_id(str(deleted)) > last:
             log.warning(
-                "zzz.channels: the Redis bus dropped entries this process had not read (it was away "
-                "while more than bus_length=%d were published); some broadcasts were lost here",
-                self.bus_length,
+                "zzz.channels: the Redis bus is behind this process's position (Redis lost part of its "
+                "data, or its clock went back); resuming at its end, some broadcasts may be lost here"
             )
+            self._last_id = str(generated)
+            return
 
     async def _read(self) -> None:
         block_ms = max(int(self.heartbeat * 500), 1)
@@ -757,11 +776,11 @@ class RedisPubSub(PubSub):
                                 self._resumed_from,
                             )
                             self._read_down_since = None
-                    response = await self._reader.xread(
-                        {self._bus: self._last_id}, count=_READ_COUNT, block=block_ms
+                    response = await self._unless_stopped(
+                        self._reader.xread({self._bus: self._last_id}, count=_READ_COUNT, block=block_ms)
                     )
                     delay = 0.1
-                    if self._stop_requested():
+                    if response is _STOPPED or self._stop_requested():
                         break
                     self._handle(response)
                     if self._reread:
@@ -786,7 +805,7 @@ class RedisPubSub(PubSub):
                         self._read_down_since = time.monotonic()
                     # A connection that may still be waiting for an answer must not be reused.
                     await _bounded(self._reader.connection_pool.disconnect(), _GOODBYE_TIMEOUT, quiet=True)
-                    await asyncio.sleep(delay)
+                    await self._pause(delay)
                     delay = min(delay * 2, _MAX_BACKOFF)
         except asyncio.CancelledError:
             self._begin_stop()
@@ -794,6 +813,33 @@ class RedisPubSub(PubSub):
         finally:
             if self._reader is not None:
                 await _bounded(self._reader.aclose(), _GOODBYE_TIMEOUT, quiet=True)
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, less if the backend starts stopping meanwhile."""
+        if self._stopped is None:
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.wait({self._stopped}, timeout=delay)
+
+    async def _unless_stopped(self, aw: Awaitable[T]) -> T | object:
+        """Await ``aw``, or return ``_STOPPED`` as soon as the backend is stopping.
+
+        A blocking read can last ``heartbeat / 2`` seconds, and redis-py may drop the cancellation
+        meant to end it (see ``_stop_requested``), so the reader does not rely on being cancelled.
+        """
+        task = asyncio.ensure_future(aw)
+        waiting: set[asyncio.Future[Any]] = {task}
+        if self._stopped is not None:
+            waiting.add(self._stopped)
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()
+            return _STOPPED
+        return task.result()
 
     def _check_deaf(self) -> None:
         if not self._probes_out:
@@ -837,12 +883,23 @@ class RedisPubSub(PubSub):
                         del self._probe_sent[old]
             return
         seen = self._seen
-        if seq <= seen.get(node, 0):
+        prev = seen.get(node)
+        if prev is not None and seq <= prev:
             self._counters["duplicates"] += 1
             return
-        if node not in seen and len(seen) >= _SEEN_MAX:
+        if prev is None and len(seen) >= _SEEN_MAX:
             del seen[next(iter(seen))]
         seen[node] = seq
+        if prev is not None and seq > prev + 1 and node != self.node_id:
+            # Each process numbers its messages 1, 2, 3...: a jump is what never reached us.
+            self._counters["missed"] += seq - prev - 1
+            log.warning(
+                "zzz.channels: %d message(s) from process %s never reached this one (trimmed from the "
+                "bus while this process was away, dropped by that process's full outage_buffer, or "
+                "lost with Redis's data)",
+                seq - prev - 1,
+                node,
+            )
         self._counters["received"] += 1
         if kind == "H":
             from zzz.channels.history import Position
