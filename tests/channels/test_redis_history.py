@@ -158,7 +158,7 @@ async def test_a_flushed_redis_is_a_new_epoch(own_redis: RedisServer) -> None:
         a, b = await pair.open()
         for n in range(5):
             pair.pa.broadcast("hist:1", "n", {"n": n})
-        await until(lambda: len(got(b)) == 5)
+        await until(lambda: len(got(a)) == 5 and len(got(b)) == 5)  # both read them before the loss
         old = Position(5, got(b)[0][1])
         await admin.flushall()
         for n in range(5, 10):
@@ -232,5 +232,60 @@ async def test_a_lost_reply_does_not_take_two_offsets(redis_url: str) -> None:
         assert [(o, p["n"]) for o, _e, p in got(b)] == [(n + 1, n) for n in range(20)]
         assert got(a) == got(b)
         assert lost["n"] == 2
+    finally:
+        await pair.close()
+
+
+async def test_offsets_are_per_topic(redis_url: str) -> None:
+    pair = Pair(redis_url, History(size=100), heartbeat=0.5)
+    try:
+        a = await Client.open(pair.ea)
+        await pair.pb.start()
+        for topic in ("hist:x", "hist:y", "room:z"):
+            await a.join(topic)
+        a.ws.sent.clear()
+        for n in range(30):  # queued together: one script call holds both topics
+            pair.pb.broadcast("hist:x", "n", {"n": n})
+            pair.pb.broadcast("hist:y", "n", {"n": n})
+            pair.pb.broadcast("room:z", "n", {"n": n})
+        await until(lambda: len(got(a, "hist:x")) == 30 and len(got(a, "hist:y")) == 30)
+        for topic in ("hist:x", "hist:y"):
+            assert [(o, p["n"]) for o, _e, p in got(a, topic)] == [(n + 1, n) for n in range(30)]
+        frames = [json.loads(t) for t in a.ws.sent if json.loads(t)["topic"] == "room:z"]
+        assert [f["payload"]["n"] for f in frames] == list(range(30)) and all("meta" not in f for f in frames)
+    finally:
+        await pair.close()
+
+
+async def test_a_broadcast_caught_by_a_data_loss_arrives_once_everywhere(own_redis: RedisServer) -> None:
+    # b has read a's broadcasts, a's own reader has not (it is slow) when Redis loses its data: a
+    # resends them, b drops the copies, a's subscribers get them once, in the new epoch.
+    pair = Pair(own_redis.url, History(size=100), heartbeat=1.0)
+    try:
+        a, b = await pair.open()
+        reader = pair.pa._reader
+        real_xread = reader.xread
+        paused = {"on": True}
+
+        async def xread(*args: Any, **kwargs: Any) -> Any:
+            while paused["on"]:
+                await asyncio.sleep(0.02)
+            return await real_xread(*args, **kwargs)
+
+        reader.xread = xread
+        await asyncio.sleep(0.8)  # the read under way ends (it blocks for heartbeat / 2 at most)
+        for n in range(5):
+            pair.pa.broadcast("hist:1", "n", {"n": n})
+        await until(lambda: len(got(b)) == 5)
+        assert got(a) == []
+        own_redis.stop()
+        own_redis.start()  # empty
+        paused["on"] = False
+        await until(lambda: len(got(a)) == 5, timeout=15)
+        await asyncio.sleep(0.5)
+        assert [p["n"] for _o, _e, p in got(a)] == [p["n"] for _o, _e, p in got(b)] == list(range(5))
+        assert [o for o, _e, _p in got(a)] == [1, 2, 3, 4, 5] == [o for o, _e, _p in got(b)]
+        assert got(a)[0][1] != got(b)[0][1]  # the new epoch here, the old one there
+        assert pair.pb.stats()["duplicates"] == 5
     finally:
         await pair.close()

@@ -587,6 +587,7 @@ class RedisPubSub(PubSub):
         commands = 0
         keys: list[str] = [self._run_key, self._seq_key(), self._bus]
         args: list[Any] = [run, uuid.uuid4().hex, self.bus_length, _SEQ_TTL, uuid.uuid4().hex[:16]]
+        topic_keys: dict[str, int] = {}  # topic -> KEYS index of its meta hash, in this call
 
         def call_script() -> None:
             nonlocal keys, args, commands
@@ -596,14 +597,18 @@ class RedisPubSub(PubSub):
                 commands += 1
                 keys = keys[:3]
                 args = args[:5]
+                topic_keys.clear()
 
         for op in batch:
             kind = op[1]
             if kind == "x":
                 args += [op[4], op[3], 0, 0, 0]
             elif kind == "H":
-                keys += [self._meta_key(op[5]), self._history_key(op[5])]
-                args += [op[4], op[3], len(keys) - 1, op[6], op[7]]
+                index = topic_keys.get(op[5])
+                if index is None:
+                    keys += [self._meta_key(op[5]), self._history_key(op[5])]
+                    index = topic_keys[op[5]] = len(keys) - 1  # Lua's KEYS count from 1
+                args += [op[4], op[3], index, op[6], op[7]]
             else:
                 call_script()
                 getattr(pipe, kind)(*op[2:])
