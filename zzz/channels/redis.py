@@ -840,9 +840,11 @@ class RedisPubSub(PubSub):
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
+            task.add_done_callback(_retrieve)
             raise
         if not task.done():
             task.cancel()
+            task.add_done_callback(_retrieve)  # it may still end with the error of a closed connection
             return _STOPPED
         return task.result()
 
@@ -1101,6 +1103,12 @@ class RedisPubSub(PubSub):
                 await self._drop_empty(keys=[key, self._topics_key], args=[topic])
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Done callback of work given up on: take its outcome, so asyncio does not log it as unretrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _stream_id(text: str) -> tuple[int, int]:
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
@@ -1126,9 +1134,11 @@ async def _bounded(aw: Awaitable[T], timeout: float, *, quiet: bool = False) -> 
         done, _pending = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
         task.cancel()
+        task.add_done_callback(_retrieve)
         raise
     if not done:
         task.cancel()
+        task.add_done_callback(_retrieve)
         if quiet:
             return None
         raise asyncio.TimeoutError(f"no answer within {timeout:.1f} s")
