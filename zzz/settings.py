@@ -23,6 +23,7 @@ __all__ = [
     "Compression",
     "FlowControl",
     "HttpLimits",
+    "Observability",
     "Security",
     "Settings",
     "StaticFiles",
@@ -117,13 +118,32 @@ class Compression:
 
 @dataclass(frozen=True)
 class Security:
-    """Who may connect.
+    """Who may connect, and whom to believe about who connected.
 
     Attributes:
         allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
+        proxy_headers: believe ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from the
+            proxies in ``forwarded_allow_ips`` for ``Request.client``, ``ws.remote_address`` and the
+            schemes (False).
+        forwarded_allow_ips: the trusted proxies: addresses, CIDR networks, or ``"*"`` for all
+            (``("127.0.0.1",)``); a Unix-socket peer is always trusted.
     """
 
     allowed_origins: Sequence[str] | None = None
+    proxy_headers: bool = False
+    forwarded_allow_ips: Sequence[str] = ("127.0.0.1",)
+
+
+@dataclass(frozen=True)
+class Observability:
+    """What zzz tells an operator.
+
+    Attributes:
+        metrics_path: serve ``stats()`` in the Prometheus text format at this path (None: not
+            served); needs the ``prometheus-client`` package (``zzz[metrics]``).
+    """
+
+    metrics_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,10 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     "deflate": ("permessage_deflate", "config"),
     # Security
     "allowed_origins": ("security", "allowed_origins"),
+    "proxy_headers": ("security", "proxy_headers"),
+    "forwarded_allow_ips": ("security", "forwarded_allow_ips"),
+    # Observability
+    "metrics_path": ("observability", "metrics_path"),
     # Static files
     "static_max_age": ("static", "max_age"),
 }
@@ -174,6 +198,7 @@ _GROUPS: dict[str, type[Any]] = {
     "flow": FlowControl,
     "permessage_deflate": Compression,
     "security": Security,
+    "observability": Observability,
     "static": StaticFiles,
 }
 
@@ -195,7 +220,8 @@ class Settings:
         flow: ``FlowControl`` (``write_high_water``, ``write_low_water``, ``max_backpressure``;
             its ``max_queue`` is the client's and has no flat name here).
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
-        security: ``Security`` (``allowed_origins``).
+        security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
+        observability: ``Observability`` (``metrics_path``).
         static: ``StaticFiles`` (``static_max_age``).
     """
 
@@ -205,6 +231,7 @@ class Settings:
     flow: FlowControl
     permessage_deflate: Compression
     security: Security
+    observability: Observability
     static: StaticFiles
 
     def __init__(
@@ -216,6 +243,7 @@ class Settings:
         flow: FlowControl | None = None,
         permessage_deflate: Compression | None = None,
         security: Security | None = None,
+        observability: Observability | None = None,
         static: StaticFiles | None = None,
         **flat: Any,
     ) -> None:
@@ -234,6 +262,7 @@ class Settings:
             "flow": flow,
             "permessage_deflate": permessage_deflate,
             "security": security,
+            "observability": observability,
             "static": static,
         }
         changes: dict[str, dict[str, Any]] = {}
@@ -346,6 +375,21 @@ class Settings:
     def allowed_origins(self) -> Sequence[str] | None:
         """``security.allowed_origins``."""
         return self.security.allowed_origins
+
+    @property
+    def proxy_headers(self) -> bool:
+        """``security.proxy_headers``."""
+        return self.security.proxy_headers
+
+    @property
+    def forwarded_allow_ips(self) -> Sequence[str]:
+        """``security.forwarded_allow_ips``."""
+        return self.security.forwarded_allow_ips
+
+    @property
+    def metrics_path(self) -> str | None:
+        """``observability.metrics_path``."""
+        return self.observability.metrics_path
 
     @property
     def static_max_age(self) -> int:
