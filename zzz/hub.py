@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from zzz.proxy import TrustedProxies
 from zzz.routing import RouteTable
 from zzz.settings import Settings
 
@@ -30,6 +31,8 @@ class ConnectionHub:
         refused: connections answered 503 that linger; not counted as connections.
         closing: set once ``Server.close`` started; new connections get 503.
         idle: set while ``connections`` is empty (shutdown waits for it).
+        proxies: the proxies whose forwarding headers are believed, or None when
+            ``proxy_headers`` is off.
     """
 
     def __init__(self, settings: Settings, routes: RouteTable, loop: asyncio.AbstractEventLoop) -> None:
@@ -43,6 +46,7 @@ class ConnectionHub:
         self.closing = False
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips) if settings.proxy_headers else None
 
     def register(self, proto: Any) -> None:
         """A WebSocket connection is open."""

@@ -73,6 +73,7 @@ class WebSocket(core.Sender):
         "path",
         "headers",
         "remote_address",
+        "scheme",
         "subprotocol",
         "__weakref__",
     )
@@ -88,6 +89,7 @@ class WebSocket(core.Sender):
         headers: Any,
         remote_address: Any,
         subprotocol: str | None,
+        scheme: str = "ws",
     ) -> None:
         super().__init__(proto.conn.outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
         self._proto = proto
@@ -99,6 +101,7 @@ class WebSocket(core.Sender):
         self.headers = headers
         self.remote_address = remote_address
         self.subprotocol = subprotocol
+        self.scheme = scheme  # "ws" or "wss": the connection's, or the one a trusted proxy named
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.path} {self.remote_address} {'closed' if self.closed else 'open'}>"
