@@ -111,7 +111,9 @@ class TrustedProxies:
         if ip in self.addresses or any(ip in net for net in self.networks):
             return True
         mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-        return mapped is not None and (mapped in self.addresses or any(mapped in net for net in self.networks))
+        return mapped is not None and (
+            mapped in self.addresses or any(mapped in net for net in self.networks)
+        )
 
     def trusts_peer(self, peer: Any) -> bool:
         """Whether the connection's peer (``transport.get_extra_info("peername")``) is trusted.
@@ -277,9 +279,7 @@ def _proto(value: str | None) -> str | None:
     return value if value in _HTTP else None
 
 
-def resolve(
-    trusted: TrustedProxies, headers: Any, peer: Any, scheme: str
-) -> tuple[Any, str]:
+def resolve(trusted: TrustedProxies, headers: Any, peer: Any, scheme: str) -> tuple[Any, str]:
     """The client's address and scheme for a request that came from ``peer``.
 
     Args:

@@ -82,8 +82,19 @@ def test_nodes(text: str, expected: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["unknown", "_gazonk", "example.com", "192.0.2.60:", "192.0.2.60:99999", "192.0.2.60:_port",
-     "[2001:db8::1", "[2001:db8::1]x", "[192.0.2.1]", "", "1.2.3.4.5"],
+    [
+        "unknown",
+        "_gazonk",
+        "example.com",
+        "192.0.2.60:",
+        "192.0.2.60:99999",
+        "192.0.2.60:_port",
+        "[2001:db8::1",
+        "[2001:db8::1]x",
+        "[192.0.2.1]",
+        "",
+        "1.2.3.4.5",
+    ],
 )
 def test_what_is_no_node(text: str) -> None:
     assert parse_node(text) is None
@@ -98,15 +109,27 @@ def test_forwarded_elements_as_the_rfc_writes_them() -> None:
     assert parse_forwarded("for=192.0.2.60;proto=http;by=203.0.113.43") == [
         {"for": "192.0.2.60", "proto": "http", "by": "203.0.113.43"}
     ]
-    assert parse_forwarded("for=192.0.2.43, for=198.51.100.17") == [{"for": "192.0.2.43"}, {"for": "198.51.100.17"}]
+    assert parse_forwarded("for=192.0.2.43, for=198.51.100.17") == [
+        {"for": "192.0.2.43"},
+        {"for": "198.51.100.17"},
+    ]
     # Empty list members and empty pairs are allowed; quoted-pairs are unescaped.
     assert parse_forwarded(' , for=1.2.3.4 ;; proto="ht\\tp" ,') == [{"for": "1.2.3.4", "proto": "http"}]
 
 
 @pytest.mark.parametrize(
     "text",
-    ["for", "for=", 'for="1.2.3.4', "for=1.2.3.4 junk", "for=1.2.3.4;for=5.6.7.8", "=1.2.3.4",
-     'for="a\x01b"', "fo r=1", "for=[::1]"],
+    [
+        "for",
+        "for=",
+        'for="1.2.3.4',
+        "for=1.2.3.4 junk",
+        "for=1.2.3.4;for=5.6.7.8",
+        "=1.2.3.4",
+        'for="a\x01b"',
+        "fo r=1",
+        "for=[::1]",
+    ],
 )
 def test_malformed_forwarded(text: str) -> None:
     assert parse_forwarded(text) is None
@@ -115,8 +138,12 @@ def test_malformed_forwarded(text: str) -> None:
 # resolve
 
 
-def resolved(headers: list[tuple[str, str]], allow: list[str] | str = "127.0.0.1", peer: object = PEER,
-             scheme: str = "http") -> tuple[object, str]:
+def resolved(
+    headers: list[tuple[str, str]],
+    allow: list[str] | str = "127.0.0.1",
+    peer: object = PEER,
+    scheme: str = "http",
+) -> tuple[object, str]:
     return resolve(TrustedProxies(allow), Headers(headers), peer, scheme)
 
 
@@ -207,7 +234,11 @@ def test_forwarded() -> None:
 
 
 def test_forwarded_decides_alone() -> None:
-    headers = [("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-Proto", "https")]
+    headers = [
+        ("Forwarded", "for=203.0.113.9"),
+        ("X-Forwarded-For", "198.51.100.1"),
+        ("X-Forwarded-Proto", "https"),
+    ]
     assert resolved(headers) == (("203.0.113.9", 0), "http")
     # Even when it is malformed: X-Forwarded-* are not a fallback for a broken Forwarded.
     headers = [("Forwarded", "for"), ("X-Forwarded-For", "198.51.100.1")]
@@ -219,4 +250,7 @@ def test_forwarded_from_an_untrusted_peer_is_ignored() -> None:
 
 
 def test_a_unix_socket_peer_is_believed() -> None:
-    assert resolved([("X-Forwarded-For", "203.0.113.9")], ["10.0.0.1"], peer="") == (("203.0.113.9", 0), "http")
+    assert resolved([("X-Forwarded-For", "203.0.113.9")], ["10.0.0.1"], peer="") == (
+        ("203.0.113.9", 0),
+        "http",
+    )

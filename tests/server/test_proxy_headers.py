@@ -41,9 +41,7 @@ def build(**settings: Any) -> zzz.App:
     )
 
 
-async def ask(
-    port: int, headers: dict[str, str] | list[tuple[str, str]] = (), host: str = "127.0.0.1"  # type: ignore[assignment]
-) -> dict[str, Any]:
+async def ask(port: int, headers: Any = (), host: str = "127.0.0.1") -> dict[str, Any]:
     """GET /who with ``headers``; the JSON answer."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -52,9 +50,7 @@ async def ask(
         writer.close()
 
 
-async def _ask(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: Any
-) -> dict[str, Any]:
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: Any) -> dict[str, Any]:
     items = headers.items() if isinstance(headers, dict) else headers
     extra = "".join(f"{k}: {v}\r\n" for k, v in items)
     writer.write(f"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n".encode())
@@ -114,7 +110,9 @@ async def test_multi_hop_x_forwarded_for() -> None:
     server = await build(proxy_headers=True, forwarded_allow_ips=["127.0.0.1", "10.0.0.0/8"]).start(port=0)
     try:
         # 1.1.1.1 is what the client claimed; 203.0.113.9 is what the first trusted proxy saw.
-        got = await ask(server.port, [("X-Forwarded-For", "1.1.1.1, 203.0.113.9"), ("X-Forwarded-For", "10.2.3.4")])
+        got = await ask(
+            server.port, [("X-Forwarded-For", "1.1.1.1, 203.0.113.9"), ("X-Forwarded-For", "10.2.3.4")]
+        )
         assert got["client"] == ["203.0.113.9", 0]
     finally:
         await server.close()
