@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from zzz import proxy, runner, upgrade
+from zzz import metrics, proxy, runner, upgrade
 from zzz._grammar import HOST
 from zzz.errors import HttpRefusal
 from zzz.frames import encode_close
@@ -332,6 +332,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(response, UpgradeResponse):
                 self._switch(request, response)
             else:
+                self.hub.counters.handshake_failed(response.status)
                 self._write(response, request, False)
             return False
         keep_alive = request.keep_alive and not request.upgrade and not self.hub.closing
@@ -469,6 +470,19 @@ class Server:
         """Open connections, HTTP and WebSocket."""
         return len(self._hub.connections)
 
+    def stats(self) -> dict[str, Any]:
+        """What this server counted since it started, and what is open now.
+
+        Returns:
+            ``connections_open``, ``connections_total``, ``messages_in``, ``messages_out``,
+            ``bytes_in``, ``bytes_out``, ``backpressure_closes``, ``channel_joins``, ``topics``,
+            ``subscribers`` (ints), ``closes`` (close code -> count) and ``handshake_failures``
+            (HTTP status -> count); see the README's metrics table.
+        """
+        hub = self._hub
+        endpoints = metrics.channel_endpoints(hub.routes.routes)
+        return metrics.stats([hub.counters], len(hub.websockets), endpoints)
+
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
         the handshakes, then abort what is left and wait for running callbacks.
@@ -538,6 +552,7 @@ class App:
     Raises:
         TypeError: an unknown setting.
         ValueError: a ``forwarded_allow_ips`` entry that is no address, network or ``"*"``.
+        ImportError: ``metrics_path`` is set and ``prometheus-client`` is not installed.
     """
 
     def __init__(
@@ -550,7 +565,22 @@ class App:
         TrustedProxies(self.settings.forwarded_allow_ips)  # a bad entry is refused here, not per request
         routes = list(routes)
         routes.extend(static_route(name, self.settings.static_max_age) for name in CLIENT_FILES)
+        self._exporter: metrics.PrometheusExporter | None = None
+        if self.settings.metrics_path is not None:
+            metrics.require_prometheus()
+            self._exporter = metrics.PrometheusExporter(self.stats)
+            routes.append(self._exporter.route(self.settings.metrics_path))
         self.route_table = RouteTable(routes, app_middleware=middleware)
+        self._channel_endpoints = metrics.channel_endpoints(self.route_table.routes)
+        self._hubs: list[ConnectionHub] = []  # of the servers this app started in this process
+
+    def stats(self) -> dict[str, Any]:
+        """``Server.stats()`` summed over the servers this app started in this process (in a
+        worker: that worker's); every count is 0 before the first start."""
+        hubs = self._hubs
+        return metrics.stats(
+            [hub.counters for hub in hubs], sum(len(hub.websockets) for hub in hubs), self._channel_endpoints
+        )
 
     async def start(
         self,
@@ -583,6 +613,10 @@ class App:
                 lambda: HttpProtocol(hub), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
             )
         server = Server(hub, [srv])
+        self._hubs.append(hub)
+        if self._exporter is not None:
+            hubs = self._hubs
+            self._exporter.started(loop, lambda: any(not h.closing for h in hubs))
         logger.info("zzz listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
         return server
 

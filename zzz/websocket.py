@@ -408,6 +408,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         self._close_reported = True
         code, reason = self._final_code or (CloseCode.ABNORMAL_CLOSURE, "")
+        self.state.counters.closed(code)
         logger.info("websocket closed %s %s code=%s", self.ws.path, self.ws.remote_address, code)
         on_close = self.config.on_close
         if on_close is None:
@@ -497,7 +498,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self._close_timer = self.loop.call_later(self.settings.close_timeout or 2.0, self.abort)
 
     def _fail_slow_reader(self) -> None:
+        if self._final_code == (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded"):
+            return  # done once; the buffer stays over the limit until the transport is gone (uvloop)
         logger.warning("closing %s: write buffer over max_backpressure", self.ws.remote_address)
+        self.state.counters.backpressure_closes += 1
         self._final_code = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.abort()  # the close frame sits behind unread data: on_close keeps 1008
