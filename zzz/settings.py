@@ -23,10 +23,10 @@ __all__ = [
     "Compression",
     "FlowControl",
     "HttpLimits",
-    "Observability",
     "Security",
     "Settings",
     "StaticFiles",
+    "Telemetry",
     "Timeouts",
     "WsLimits",
 ]
@@ -104,6 +104,18 @@ class FlowControl:
 
 
 @dataclass(frozen=True)
+class Telemetry:
+    """What zzz tells an operator.
+
+    Attributes:
+        metrics_path: serve ``stats()`` in the Prometheus text format at this path (None: not
+            served); needs the ``prometheus-client`` package (``zzz[metrics]``).
+    """
+
+    metrics_path: str | None = None
+
+
+@dataclass(frozen=True)
 class Compression:
     """permessage-deflate (RFC 7692).
 
@@ -118,32 +130,19 @@ class Compression:
 
 @dataclass(frozen=True)
 class Security:
-    """Who may connect, and whom to believe about who connected.
+    """Who may connect.
 
     Attributes:
         allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
-        proxy_headers: believe ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from the
-            proxies in ``forwarded_allow_ips`` for ``Request.client``, ``ws.remote_address`` and the
-            schemes (False).
-        forwarded_allow_ips: the trusted proxies: addresses, CIDR networks, or ``"*"`` for all
-            (``("127.0.0.1",)``); a Unix-socket peer is always trusted.
+        proxy_headers: believe ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from a
+            trusted proxy (False).
+        forwarded_allow_ips: the peers whose forwarding headers are believed: addresses or CIDRs,
+            ``"*"`` for any (``("127.0.0.1",)``).
     """
 
     allowed_origins: Sequence[str] | None = None
     proxy_headers: bool = False
     forwarded_allow_ips: Sequence[str] = ("127.0.0.1",)
-
-
-@dataclass(frozen=True)
-class Observability:
-    """What zzz tells an operator.
-
-    Attributes:
-        metrics_path: serve ``stats()`` in the Prometheus text format at this path (None: not
-            served); needs the ``prometheus-client`` package (``zzz[metrics]``).
-    """
-
-    metrics_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,12 +180,12 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     # Compression
     "compression": ("permessage_deflate", "enabled"),
     "deflate": ("permessage_deflate", "config"),
+    # Telemetry
+    "metrics_path": ("telemetry", "metrics_path"),
     # Security
     "allowed_origins": ("security", "allowed_origins"),
     "proxy_headers": ("security", "proxy_headers"),
     "forwarded_allow_ips": ("security", "forwarded_allow_ips"),
-    # Observability
-    "metrics_path": ("observability", "metrics_path"),
     # Static files
     "static_max_age": ("static", "max_age"),
 }
@@ -196,9 +195,9 @@ _GROUPS: dict[str, type[Any]] = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
-    "observability": Observability,
     "static": StaticFiles,
 }
 
@@ -219,9 +218,9 @@ class Settings:
             ``ping_timeout``).
         flow: ``FlowControl`` (``write_high_water``, ``write_low_water``, ``max_backpressure``;
             its ``max_queue`` is the client's and has no flat name here).
+        telemetry: ``Telemetry`` (``metrics_path``).
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
         security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
-        observability: ``Observability`` (``metrics_path``).
         static: ``StaticFiles`` (``static_max_age``).
     """
 
@@ -229,9 +228,9 @@ class Settings:
     http: HttpLimits
     timeouts: Timeouts
     flow: FlowControl
+    telemetry: Telemetry
     permessage_deflate: Compression
     security: Security
-    observability: Observability
     static: StaticFiles
 
     def __init__(
@@ -241,9 +240,9 @@ class Settings:
         http: HttpLimits | None = None,
         timeouts: Timeouts | None = None,
         flow: FlowControl | None = None,
+        telemetry: Telemetry | None = None,
         permessage_deflate: Compression | None = None,
         security: Security | None = None,
-        observability: Observability | None = None,
         static: StaticFiles | None = None,
         **flat: Any,
     ) -> None:
@@ -260,9 +259,9 @@ class Settings:
             "http": http,
             "timeouts": timeouts,
             "flow": flow,
+            "telemetry": telemetry,
             "permessage_deflate": permessage_deflate,
             "security": security,
-            "observability": observability,
             "static": static,
         }
         changes: dict[str, dict[str, Any]] = {}
@@ -342,6 +341,11 @@ class Settings:
         return self.flow.write_low_water
 
     @property
+    def metrics_path(self) -> str | None:
+        """``telemetry.metrics_path``."""
+        return self.telemetry.metrics_path
+
+    @property
     def open_timeout(self) -> float | None:
         """``timeouts.open``."""
         return self.timeouts.open
@@ -385,11 +389,6 @@ class Settings:
     def forwarded_allow_ips(self) -> Sequence[str]:
         """``security.forwarded_allow_ips``."""
         return self.security.forwarded_allow_ips
-
-    @property
-    def metrics_path(self) -> str | None:
-        """``observability.metrics_path``."""
-        return self.observability.metrics_path
 
     @property
     def static_max_age(self) -> int:

@@ -14,10 +14,10 @@ from zzz.settings import (
     Compression,
     FlowControl,
     HttpLimits,
-    Observability,
     Security,
     Settings,
     StaticFiles,
+    Telemetry,
     Timeouts,
     WsLimits,
 )
@@ -27,9 +27,9 @@ GROUPS = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
-    "observability": Observability,
     "static": StaticFiles,
 }
 
