@@ -470,19 +470,6 @@ class Server:
         """Open connections, HTTP and WebSocket."""
         return len(self._hub.connections)
 
-    def stats(self) -> dict[str, Any]:
-        """What this server counted since it started, and what is open now.
-
-        Returns:
-            ``connections_open``, ``connections_total``, ``messages_in``, ``messages_out``,
-            ``bytes_in``, ``bytes_out``, ``backpressure_closes``, ``channel_joins``, ``topics``,
-            ``subscribers`` (ints), ``closes`` (close code -> count) and ``handshake_failures``
-            (HTTP status -> count); see the README's metrics table.
-        """
-        hub = self._hub
-        endpoints = metrics.channel_endpoints(hub.routes.routes)
-        return metrics.stats([hub.counters], len(hub.websockets), endpoints)
-
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
         the handshakes, then abort what is left and wait for running callbacks.
@@ -539,6 +526,19 @@ class Server:
         """Wait until ``close()`` is called."""
         while not self._hub.closing:
             await asyncio.sleep(3600)
+
+    def stats(self) -> dict[str, Any]:
+        """What this server counted since it started, and what is open now.
+
+        Returns:
+            ``connections_open``, ``connections_total``, ``messages_in``, ``messages_out``,
+            ``bytes_in``, ``bytes_out``, ``backpressure_closes``, ``channel_joins``, ``topics``,
+            ``subscribers`` (ints), ``closes`` (close code -> count) and ``handshake_failures``
+            (HTTP status -> count); see the README's metrics table.
+        """
+        hub = self._hub
+        endpoints = metrics.channel_endpoints(hub.routes.routes)
+        return metrics.stats([hub.counters], len(hub.websockets), endpoints)
 
 
 class App:

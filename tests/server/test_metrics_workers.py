@@ -65,8 +65,8 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 @pytest.mark.asyncio_only
 async def test_one_scrape_sums_every_worker(tmp_path: Path) -> None:
-    # The supervisor of issue 16 (O1) makes and cleans this directory itself; today's runner
-    # (SO_REUSEPORT workers) is given one, and both workers write into it all the same.
+    # A supervisor that manages the directory itself may use another one; with workers started
+    # some other way (SO_REUSEPORT), this one is where both write.
     prom = tmp_path / "prom"
     prom.mkdir()
     port = free_port()
@@ -101,8 +101,6 @@ async def test_one_scrape_sums_every_worker(tmp_path: Path) -> None:
             assert samples[("zzz_connections_total", ())] == total
             assert samples[("zzz_connections_open", ())] == 2
             assert samples[("zzz_closes_total", (("code", "4001"),))] == total - 2
-        # Each worker wrote files of its own into the shared directory.
-        assert len({p.name.rsplit("_", 1)[-1] for p in prom.glob("counter_*.db")}) == 2
     finally:
         for ws in clients:
             ws.close()
