@@ -15,7 +15,9 @@ returns the sum of all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ __all__ = [
     "require_prometheus",
     "stats",
 ]
+
+logger = logging.getLogger("zzz")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often a worker in multiprocess mode writes its counts to the shared directory (seconds):
@@ -245,11 +249,11 @@ class PrometheusExporter:
     def __init__(self, source: Callable[[], Mapping[str, Any]]) -> None:
         self._source = source
         self._pid = -1
-        self._series: dict[str, Any] = {}
         self._last: dict[tuple[str, Any], int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._timer_pid = -1
+        self._warned = False
 
     @staticmethod
     def multiprocess() -> bool:
@@ -292,7 +296,17 @@ class PrometheusExporter:
 
         def tick() -> None:
             self._timer = None
-            self.sync()
+            try:
+                self.sync()
+            except Exception as exc:  # noqa: BLE001 - a bad directory must not stop serving
+                if not self._warned:
+                    self._warned = True
+                    logger.warning(
+                        "zzz: cannot write metrics to %s=%r: %r",
+                        MULTIPROC_ENV,
+                        os.environ.get(MULTIPROC_ENV),
+                        exc,
+                    )
             if running():
                 self._timer = loop.call_later(SYNC_INTERVAL, tick)
 
@@ -305,20 +319,20 @@ class PrometheusExporter:
         if os.getpid() != self._pid:
             # A forked worker: its own files, its own baseline (the parent served nothing here).
             self._pid = os.getpid()
-            self._series = {}
             self._last = {}
         current = self._source()
-        for metric in METRICS:
-            value = current.get(metric.key, 0)
-            series = self._series_for(metric)
-            if metric.label is None:
-                if metric.kind == "gauge":
-                    series.set(value)
-                else:
-                    self._add(series, (metric.key, None), int(value))
-                continue
-            for label, count in value.items():
-                self._add(series.labels(str(label)), (metric.key, label), int(count))
+        with _multiprocess_values():
+            for metric in METRICS:
+                value = current.get(metric.key, 0)
+                series = _series_for(metric)
+                if metric.label is None:
+                    if metric.kind == "gauge":
+                        series.set(value)
+                    else:
+                        self._add(series, (metric.key, None), int(value))
+                    continue
+                for label, count in value.items():
+                    self._add(series.labels(str(label)), (metric.key, label), int(count))
 
     def _add(self, series: Any, key: tuple[str, Any], value: int) -> None:
         delta = value - self._last.get(key, 0)
@@ -326,19 +340,49 @@ class PrometheusExporter:
             series.inc(delta)
             self._last[key] = value
 
-    def _series_for(self, metric: Metric) -> Any:
-        series = self._series.get(metric.key)
-        if series is None:
-            from prometheus_client import Counter, Gauge
 
-            labels = [metric.label] if metric.label else []
-            if metric.kind == "gauge":
-                # livesum: the sum over the workers alive (a dead worker's value goes with it).
-                series = Gauge(metric.name, metric.help, labels, registry=None, multiprocess_mode="livesum")
-            else:
-                series = Counter(metric.name, metric.help, labels, registry=None)
-            self._series[metric.key] = series
-        return series
+# The series this process writes in multiprocess mode, shared by every exporter of the process:
+# two objects writing one key of the same file would lose each other's updates.
+_process: dict[str, Any] = {"where": None, "series": {}, "values": None}
+
+
+@contextlib.contextmanager
+def _multiprocess_values() -> Iterator[None]:
+    """Make the series created (and labelled) inside the block write to the directory, even when
+    prometheus-client was imported before ``PROMETHEUS_MULTIPROC_DIR`` was set (an app module that
+    imports it, loaded before the supervisor sets the variable): its in-memory value class is
+    swapped for a multiprocess one for the length of the block, for zzz's series only."""
+    from prometheus_client import values
+
+    where = (os.getpid(), os.environ.get(MULTIPROC_ENV))
+    if where != _process["where"]:  # a forked worker, or another directory: files of its own
+        _process.update(where=where, series={}, values=None)
+    current = values.ValueClass
+    if getattr(current, "_multiprocess", False):
+        yield  # already the multiprocess class (and its files): use it, never a second writer
+        return
+    if _process["values"] is None:
+        _process["values"] = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    values.ValueClass = _process["values"]
+    try:
+        yield
+    finally:
+        values.ValueClass = current
+
+
+def _series_for(metric: Metric) -> Any:
+    series = _process["series"].get(metric.key)
+    if series is None:
+        from prometheus_client import Counter, Gauge
+
+        labels = [metric.label] if metric.label else []
+        if metric.kind == "gauge":
+            # livesum: the sum over the workers alive (a dead worker's value goes with it).
+            series = Gauge(metric.name, metric.help, labels, registry=None, multiprocess_mode="livesum")
+        else:
+            series = Counter(metric.name, metric.help, labels, registry=None)
+        _process["series"][metric.key] = series
+    return series
 
 
 class _StatsCollector:

@@ -252,3 +252,41 @@ def test_metrics_path_without_prometheus_client_is_a_clear_import_error(
     with pytest.raises(ImportError, match=r"prometheus-client.*zzz\[metrics\]"):
         zzz.App([], metrics_path="/metrics")
     zzz.App([])  # without metrics_path nothing needs it
+
+
+async def test_multiprocess_mode_in_this_process(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # prometheus-client was imported long before the variable was set (as when an app module
+    # imports it before a supervisor sets it): zzz's series still go to the directory.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    app = session_app(metrics_path="/metrics")
+    async with serve(app) as srv:
+        async with zzz.connect(srv.ws_url + "/ws") as kept:
+            async with zzz.connect(srv.ws_url + "/ws") as ws:
+                ws.close(4002)
+            await wait_for(lambda: srv.stats()["closes"].get(4002) == 1)
+            status, _headers, body = await raw_request(
+                srv.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            kept.close()
+    assert status == 200
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("zzz_connections_total", ())] == 2
+    assert samples[("zzz_connections_open", ())] == 1
+    assert samples[("zzz_closes_total", (("code", "4002"),))] == 1
+    assert list(tmp_path.glob("counter_*.db")) and list(tmp_path.glob("gauge_livesum_*.db"))
+
+
+async def test_a_bad_multiprocess_directory_is_a_500_not_a_stop(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    async with serve(session_app(metrics_path="/metrics")) as srv:
+        status = (await raw_request(srv.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))[0]
+        async with zzz.connect(srv.ws_url + "/ws") as ws:  # still serving
+            ws.send("ok")
+            assert await asyncio.wait_for(ws.recv(), 5) == zzz.Text("ok")
+    assert status == 500
