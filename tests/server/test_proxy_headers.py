@@ -234,3 +234,53 @@ async def test_a_unix_socket_peer_is_trusted() -> None:
 def test_a_bad_allow_entry_is_refused_when_the_app_is_made() -> None:
     with pytest.raises(ValueError, match="forwarded_allow_ips: 'localhost'"):
         zzz.App([], proxy_headers=True, forwarded_allow_ips=["127.0.0.1", "localhost"])
+
+
+async def test_the_connections_own_scheme_over_tls(tmp_path: Any) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    # proxy_headers on, a trusted peer, no headers: the connection's own scheme.
+    server = await build(proxy_headers=True).start(port=0, ssl=server_ctx)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=client_ctx)
+        try:
+            got = await _ask(reader, writer, {})
+        finally:
+            writer.close()
+        assert got["scheme"] == "https"
+        async with zzz.connect(f"wss://127.0.0.1:{server.port}/ws", ssl=client_ctx) as ws:
+            assert json.loads((await asyncio.wait_for(ws.recv(), 5)).data)["scheme"] == "wss"
+        # A trusted proxy that says http (TLS ended before it) is believed.
+        async with zzz.connect(
+            f"wss://127.0.0.1:{server.port}/ws", ssl=client_ctx, extra_headers={"X-Forwarded-Proto": "http"}
+        ) as ws:
+            assert json.loads((await asyncio.wait_for(ws.recv(), 5)).data)["scheme"] == "ws"
+    finally:
+        await server.close()
