@@ -26,6 +26,7 @@ __all__ = [
     "Security",
     "Settings",
     "StaticFiles",
+    "Telemetry",
     "Timeouts",
     "WsLimits",
 ]
@@ -103,6 +104,18 @@ class FlowControl:
 
 
 @dataclass(frozen=True)
+class Telemetry:
+    """What zzz tells an operator.
+
+    Attributes:
+        metrics_path: serve ``stats()`` in the Prometheus text format at this path (None: not
+            served); needs the ``prometheus-client`` package (``zzz[metrics]``).
+    """
+
+    metrics_path: str | None = None
+
+
+@dataclass(frozen=True)
 class Compression:
     """permessage-deflate (RFC 7692).
 
@@ -121,9 +134,15 @@ class Security:
 
     Attributes:
         allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
+        proxy_headers: believe ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from a
+            trusted proxy (False).
+        forwarded_allow_ips: the peers whose forwarding headers are believed: addresses or CIDRs,
+            ``"*"`` for any (``("127.0.0.1",)``).
     """
 
     allowed_origins: Sequence[str] | None = None
+    proxy_headers: bool = False
+    forwarded_allow_ips: Sequence[str] = ("127.0.0.1",)
 
 
 @dataclass(frozen=True)
@@ -161,8 +180,12 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     # Compression
     "compression": ("permessage_deflate", "enabled"),
     "deflate": ("permessage_deflate", "config"),
+    # Telemetry
+    "metrics_path": ("telemetry", "metrics_path"),
     # Security
     "allowed_origins": ("security", "allowed_origins"),
+    "proxy_headers": ("security", "proxy_headers"),
+    "forwarded_allow_ips": ("security", "forwarded_allow_ips"),
     # Static files
     "static_max_age": ("static", "max_age"),
 }
@@ -172,6 +195,7 @@ _GROUPS: dict[str, type[Any]] = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
     "static": StaticFiles,
@@ -194,8 +218,9 @@ class Settings:
             ``ping_timeout``).
         flow: ``FlowControl`` (``write_high_water``, ``write_low_water``, ``max_backpressure``;
             its ``max_queue`` is the client's and has no flat name here).
+        telemetry: ``Telemetry`` (``metrics_path``).
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
-        security: ``Security`` (``allowed_origins``).
+        security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
         static: ``StaticFiles`` (``static_max_age``).
     """
 
@@ -203,6 +228,7 @@ class Settings:
     http: HttpLimits
     timeouts: Timeouts
     flow: FlowControl
+    telemetry: Telemetry
     permessage_deflate: Compression
     security: Security
     static: StaticFiles
@@ -214,6 +240,7 @@ class Settings:
         http: HttpLimits | None = None,
         timeouts: Timeouts | None = None,
         flow: FlowControl | None = None,
+        telemetry: Telemetry | None = None,
         permessage_deflate: Compression | None = None,
         security: Security | None = None,
         static: StaticFiles | None = None,
@@ -232,6 +259,7 @@ class Settings:
             "http": http,
             "timeouts": timeouts,
             "flow": flow,
+            "telemetry": telemetry,
             "permessage_deflate": permessage_deflate,
             "security": security,
             "static": static,
@@ -313,6 +341,11 @@ class Settings:
         return self.flow.write_low_water
 
     @property
+    def metrics_path(self) -> str | None:
+        """``telemetry.metrics_path``."""
+        return self.telemetry.metrics_path
+
+    @property
     def open_timeout(self) -> float | None:
         """``timeouts.open``."""
         return self.timeouts.open
@@ -346,6 +379,16 @@ class Settings:
     def allowed_origins(self) -> Sequence[str] | None:
         """``security.allowed_origins``."""
         return self.security.allowed_origins
+
+    @property
+    def proxy_headers(self) -> bool:
+        """``security.proxy_headers``."""
+        return self.security.proxy_headers
+
+    @property
+    def forwarded_allow_ips(self) -> Sequence[str]:
+        """``security.forwarded_allow_ips``."""
+        return self.security.forwarded_allow_ips
 
     @property
     def static_max_age(self) -> int:

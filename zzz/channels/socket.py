@@ -377,6 +377,7 @@ class ChannelEndpoint:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.joins = 0
 
     def ws_config(self) -> WsConfig:
         """A ``zzz.WsConfig`` wired to this endpoint."""
@@ -590,6 +591,7 @@ class ChannelEndpoint:
                 self._reply(sock, message, status, response)
             return
         sock._joins[topic] = (join_ref, channel)
+        self.joins += 1  # successful joins: zzz.metrics reads it (stats()["channel_joins"])
         history = self.pubsub.history_for(topic)
         if history is not None:
             yield self._join_history(sock, message, history, response)
