@@ -17,13 +17,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from zzz import runner, upgrade
+from zzz import metrics, proxy, runner, upgrade
 from zzz._grammar import HOST
 from zzz.errors import HttpRefusal
 from zzz.frames import encode_close
 from zzz.http import HttpError, Request, Response, error_response
 from zzz.http_parser import RequestParser
 from zzz.hub import ConnectionHub
+from zzz.proxy import TrustedProxies
 from zzz.routing import Route, RouteTable
 from zzz.settings import FLAT_NAMES, Settings
 from zzz.static import CLIENT_FILES, static_route
@@ -92,6 +93,7 @@ class HttpProtocol(asyncio.Protocol):
         self.writing_paused = False  # between pause_writing and resume_writing
         self.drain_waiter: asyncio.Future[None] | None = None  # _serve waiting for resume_writing
         self.peer: Any = None
+        self.scheme = "http"  # the connection's own: "https" over TLS
         self.closing = False
         self.lingering = False  # an error response was sent: read and discard until the peer closes
         # Set by _before_upgrade while the request being answered is for a WebSocket route.
@@ -103,6 +105,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         hub = self.hub
         self.peer = transport.get_extra_info("peername")
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
         limit = self.settings.max_connections
         # Not refused while the server closes: its listeners are closed first, so a connection that
         # still arrives was accepted before, and its client is owed an answer (Connection: close).
@@ -164,8 +168,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._pause(_PAUSED_BY_QUEUE)
                 break
             if requests:
-                for request in requests:
-                    request.remote_address = self.peer
+                self._address(requests)
                 queue.extend(requests)
                 if requests[-1].upgrade:
                     self.upgrading = True
@@ -176,6 +179,17 @@ class HttpProtocol(asyncio.Protocol):
         if queue and self.task is None:
             self._cancel_timer()
             self.task = self.hub.loop.create_task(self._serve())
+
+    def _address(self, requests: list[Request]) -> None:
+        """Who sent ``requests``: the peer, or with ``proxy_headers`` whom a trusted proxy names."""
+        peer, scheme, proxies = self.peer, self.scheme, self.hub.proxies
+        for request in requests:
+            request.remote_address = peer
+            if proxies is None:
+                request.client, request.scheme = peer, scheme
+            else:
+                client, named = proxy.resolve(proxies, request.headers, peer, scheme)
+                request.client, request.scheme = client, proxy.http_scheme(named)
 
     def _refill(self) -> None:
         """The queue has room again: parse what was kept, and read again if all of it fit."""
@@ -328,6 +342,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(response, UpgradeResponse):
                 self._switch(request, response)
             else:
+                self.hub.counters.handshake_failed(response.status)
                 self._write(response, request, False)
             return False
         keep_alive = request.keep_alive and not request.upgrade and not self.hub.closing
@@ -382,8 +397,9 @@ class HttpProtocol(asyncio.Protocol):
                 "assigns": request.assigns,
                 "path": request.path,
                 "headers": request.headers,
-                "remote_address": self.peer,
+                "remote_address": request.client,
                 "subprotocol": up.subprotocol,
+                "scheme": proxy.ws_scheme(request.scheme),
             },
         )
         self.switched = True
@@ -580,6 +596,19 @@ class Server:
         while not self._hub.closing:
             await asyncio.sleep(3600)
 
+    def stats(self) -> dict[str, Any]:
+        """What this server counted since it started, and what is open now.
+
+        Returns:
+            ``connections_open``, ``connections_total``, ``messages_in``, ``messages_out``,
+            ``bytes_in``, ``bytes_out``, ``backpressure_closes``, ``channel_joins``, ``topics``,
+            ``subscribers`` (ints), ``closes`` (close code -> count) and ``handshake_failures``
+            (HTTP status -> count); see the README's metrics table.
+        """
+        hub = self._hub
+        endpoints = metrics.channel_endpoints(hub.routes.routes)
+        return metrics.stats([hub.counters], len(hub.websockets), endpoints)
+
 
 class App:
     """A zzz application: routes and controllers, app-wide middleware, and ``Settings``.
@@ -591,6 +620,8 @@ class App:
 
     Raises:
         TypeError: an unknown setting.
+        ValueError: a ``forwarded_allow_ips`` entry that is no address, network or ``"*"``.
+        ImportError: ``metrics_path`` is set and ``prometheus-client`` is not installed.
     """
 
     def __init__(
@@ -600,9 +631,25 @@ class App:
         if unknown:
             raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
         self.settings = Settings(**settings)
+        TrustedProxies(self.settings.forwarded_allow_ips)  # a bad entry is refused here, not per request
         routes = list(routes)
         routes.extend(static_route(name, self.settings.static_max_age) for name in CLIENT_FILES)
+        self._exporter: metrics.PrometheusExporter | None = None
+        if self.settings.metrics_path is not None:
+            metrics.require_prometheus()
+            self._exporter = metrics.PrometheusExporter(self.stats)
+            routes.append(self._exporter.route(self.settings.metrics_path))
         self.route_table = RouteTable(routes, app_middleware=middleware)
+        self._channel_endpoints = metrics.channel_endpoints(self.route_table.routes)
+        self._hubs: list[ConnectionHub] = []  # of the servers this app started in this process
+
+    def stats(self) -> dict[str, Any]:
+        """``Server.stats()`` summed over the servers this app started in this process (in a
+        worker: that worker's); every count is 0 before the first start."""
+        hubs = self._hubs
+        return metrics.stats(
+            [hub.counters for hub in hubs], sum(len(hub.websockets) for hub in hubs), self._channel_endpoints
+        )
 
     async def start(
         self,
@@ -635,6 +682,10 @@ class App:
                 lambda: HttpProtocol(hub), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
             )
         server = Server(hub, [srv])
+        self._hubs.append(hub)
+        if self._exporter is not None:
+            hubs = self._hubs
+            self._exporter.started(loop, lambda: any(not h.closing for h in hubs))
         logger.info("zzz listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
         return server
 

@@ -27,6 +27,7 @@ __all__ = [
     "Security",
     "Settings",
     "StaticFiles",
+    "Telemetry",
     "Timeouts",
     "WsLimits",
 ]
@@ -101,6 +102,18 @@ class FlowControl:
     write_low_water: int = 16 * 1024
     max_backpressure: int | None = 8 << 20
     max_queue: int = 16
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What zzz tells an operator.
+
+    Attributes:
+        metrics_path: serve ``stats()`` in the Prometheus text format at this path (None: not
+            served); needs the ``prometheus-client`` package (``zzz[metrics]``).
+    """
+
+    metrics_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,8 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     # Compression
     "compression": ("permessage_deflate", "enabled"),
     "deflate": ("permessage_deflate", "config"),
+    # Telemetry
+    "metrics_path": ("telemetry", "metrics_path"),
     # Security
     "allowed_origins": ("security", "allowed_origins"),
     "proxy_headers": ("security", "proxy_headers"),
@@ -218,6 +233,7 @@ _GROUPS: dict[str, type[Any]] = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
     "static": StaticFiles,
@@ -241,6 +257,7 @@ class Settings:
             ``ping_timeout``).
         flow: ``FlowControl`` (``write_high_water``, ``write_low_water``, ``max_backpressure``;
             its ``max_queue`` is the client's and has no flat name here).
+        telemetry: ``Telemetry`` (``metrics_path``).
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
         security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
         static: ``StaticFiles`` (``static_max_age``).
@@ -251,6 +268,7 @@ class Settings:
     http: HttpLimits
     timeouts: Timeouts
     flow: FlowControl
+    telemetry: Telemetry
     permessage_deflate: Compression
     security: Security
     static: StaticFiles
@@ -263,6 +281,7 @@ class Settings:
         http: HttpLimits | None = None,
         timeouts: Timeouts | None = None,
         flow: FlowControl | None = None,
+        telemetry: Telemetry | None = None,
         permessage_deflate: Compression | None = None,
         security: Security | None = None,
         static: StaticFiles | None = None,
@@ -282,6 +301,7 @@ class Settings:
             "http": http,
             "timeouts": timeouts,
             "flow": flow,
+            "telemetry": telemetry,
             "permessage_deflate": permessage_deflate,
             "security": security,
             "static": static,
@@ -362,6 +382,11 @@ class Settings:
     def write_low_water(self) -> int:
         """``flow.write_low_water``."""
         return self.flow.write_low_water
+
+    @property
+    def metrics_path(self) -> str | None:
+        """``telemetry.metrics_path``."""
+        return self.telemetry.metrics_path
 
     @property
     def open_timeout(self) -> float | None:

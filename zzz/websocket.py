@@ -73,6 +73,7 @@ class WebSocket(core.Sender):
         "path",
         "headers",
         "remote_address",
+        "scheme",
         "subprotocol",
         "__weakref__",
     )
@@ -88,6 +89,7 @@ class WebSocket(core.Sender):
         headers: Any,
         remote_address: Any,
         subprotocol: str | None,
+        scheme: str = "ws",
     ) -> None:
         super().__init__(proto.conn.outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
         self._proto = proto
@@ -99,6 +101,7 @@ class WebSocket(core.Sender):
         self.headers = headers
         self.remote_address = remote_address
         self.subprotocol = subprotocol
+        self.scheme = scheme  # "ws" or "wss": the connection's, or the one a trusted proxy named
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.path} {self.remote_address} {'closed' if self.closed else 'open'}>"
@@ -405,6 +408,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         self._close_reported = True
         code, reason = self._final_code or (CloseCode.ABNORMAL_CLOSURE, "")
+        self.state.counters.closed(code)
         logger.info("websocket closed %s %s code=%s", self.ws.path, self.ws.remote_address, code)
         on_close = self.config.on_close
         if on_close is None:
@@ -494,7 +498,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self._close_timer = self.loop.call_later(self.settings.close_timeout or 2.0, self.abort)
 
     def _fail_slow_reader(self) -> None:
+        if self._final_code == (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded"):
+            return  # done once; the buffer stays over the limit until the transport is gone (uvloop)
         logger.warning("closing %s: write buffer over max_backpressure", self.ws.remote_address)
+        self.state.counters.backpressure_closes += 1
         self._final_code = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.abort()  # the close frame sits behind unread data: on_close keeps 1008

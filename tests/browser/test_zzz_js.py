@@ -261,10 +261,8 @@ def test_zzz_js_sends_no_recover_and_gets_no_meta_without_history(new_page: Any)
     assert p1.evaluate("window.recoveries") == []
 
 
-# Waits for C2 (issue #15, the Redis backbone): today's RedisPubSub keeps history in each process, so a
-# restarted process starts a new epoch and the client is told recovered: false. With the history in
-# Redis the new process continues the stream. strict: once it passes, this marker must go.
-@pytest.mark.xfail(strict=True, reason="needs RedisPubSub to keep history in Redis (issue #15, C2)")
+# The history lives in Redis, so a process started after the first one died continues its stream:
+# the client recovers what was broadcast while it was cut off.
 def test_zzz_js_recovers_across_a_server_restart_on_the_same_redis(
     browser: Any, redis_server: RedisServer
 ) -> None:

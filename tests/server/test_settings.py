@@ -18,6 +18,7 @@ from zzz.settings import (
     Security,
     Settings,
     StaticFiles,
+    Telemetry,
     Timeouts,
     WsLimits,
 )
@@ -27,6 +28,7 @@ GROUPS = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
     "static": StaticFiles,
@@ -47,6 +49,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (s.max_backpressure, s.write_high_water, s.write_low_water) == (8 << 20, 64 * 1024, 16 * 1024)
     assert (s.open_timeout, s.close_timeout, s.ping_interval, s.ping_timeout) == (10.0, 10.0, 20.0, 20.0)
     assert (s.compression, s.deflate, s.allowed_origins, s.static_max_age) == (True, None, None, 86400)
+    assert (s.proxy_headers, s.forwarded_allow_ips, s.metrics_path) == (False, ("127.0.0.1",), None)
     assert s.flow.max_queue == 16
     assert (s.proxy_headers, tuple(s.forwarded_allow_ips)) == (False, ("127.0.0.1",))
     assert (s.drain_batch, s.drain_interval, s.health_path) == (1000, 0.5, None)
