@@ -23,6 +23,7 @@ __all__ = [
     "Compression",
     "FlowControl",
     "HttpLimits",
+    "Operations",
     "Security",
     "Settings",
     "StaticFiles",
@@ -156,6 +157,39 @@ class StaticFiles:
     max_age: int = 86400
 
 
+@dataclass(frozen=True)
+class Operations:
+    """How a server stops, and how it tells a load balancer.
+
+    Attributes:
+        drain_batch: WebSockets closed at once when the server shuts down or restarts (1000); the
+            rest wait for the next round, so clients do not all reconnect in the same instant.
+        drain_interval: seconds between two rounds (0.5).
+        health_path: a path the server answers itself, before routing and middleware: 200 while
+            serving, 503 while draining (None: no such path).
+
+    Raises:
+        ValueError: ``drain_batch`` < 1, ``drain_interval`` < 0, or a ``health_path`` that does not
+            start with ``/``.
+    """
+
+    drain_batch: int = 1000
+    drain_interval: float = 0.5
+    health_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.drain_batch, bool) or not isinstance(self.drain_batch, int) or self.drain_batch < 1:
+            raise ValueError(f"drain_batch must be an int >= 1, not {self.drain_batch!r}")
+        if isinstance(self.drain_interval, bool) or not isinstance(self.drain_interval, (int, float)) or not (
+            self.drain_interval >= 0
+        ):
+            raise ValueError(f"drain_interval must be a number >= 0, not {self.drain_interval!r}")
+        if self.health_path is not None and not (
+            isinstance(self.health_path, str) and self.health_path.startswith("/")
+        ):
+            raise ValueError(f"health_path must be None or a path starting with '/', not {self.health_path!r}")
+
+
 # Flat name -> (group attribute of Settings, field of that group). The flat names are the keyword
 # arguments of App and the attributes read all over the server; the groups are where they live.
 FLAT_NAMES: Mapping[str, tuple[str, str]] = {
@@ -188,6 +222,10 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     "forwarded_allow_ips": ("security", "forwarded_allow_ips"),
     # Static files
     "static_max_age": ("static", "max_age"),
+    # Operations
+    "drain_batch": ("ops", "drain_batch"),
+    "drain_interval": ("ops", "drain_interval"),
+    "health_path": ("ops", "health_path"),
 }
 
 _GROUPS: dict[str, type[Any]] = {
@@ -199,6 +237,7 @@ _GROUPS: dict[str, type[Any]] = {
     "permessage_deflate": Compression,
     "security": Security,
     "static": StaticFiles,
+    "ops": Operations,
 }
 
 
@@ -222,6 +261,7 @@ class Settings:
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
         security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
         static: ``StaticFiles`` (``static_max_age``).
+        ops: ``Operations`` (``drain_batch``, ``drain_interval``, ``health_path``).
     """
 
     ws: WsLimits
@@ -232,6 +272,7 @@ class Settings:
     permessage_deflate: Compression
     security: Security
     static: StaticFiles
+    ops: Operations
 
     def __init__(
         self,
@@ -244,6 +285,7 @@ class Settings:
         permessage_deflate: Compression | None = None,
         security: Security | None = None,
         static: StaticFiles | None = None,
+        ops: Operations | None = None,
         **flat: Any,
     ) -> None:
         """Build the groups from whole groups and flat names.
@@ -263,6 +305,7 @@ class Settings:
             "permessage_deflate": permessage_deflate,
             "security": security,
             "static": static,
+            "ops": ops,
         }
         changes: dict[str, dict[str, Any]] = {}
         for name, value in flat.items():
@@ -394,3 +437,18 @@ class Settings:
     def static_max_age(self) -> int:
         """``static.max_age``."""
         return self.static.max_age
+
+    @property
+    def drain_batch(self) -> int:
+        """``ops.drain_batch``."""
+        return self.ops.drain_batch
+
+    @property
+    def drain_interval(self) -> float:
+        """``ops.drain_interval``."""
+        return self.ops.drain_interval
+
+    @property
+    def health_path(self) -> str | None:
+        """``ops.health_path``."""
+        return self.ops.health_path
