@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test test-cython test-python ext autobahn autobahn-client autobahn-install autobahn-server-cython \
+.PHONY: run test test-packages test-cython test-python ext autobahn autobahn-client autobahn-install autobahn-server-cython \
 	autobahn-server-python autobahn-client-cython autobahn-client-python bench bench-micro fuzz wheel clean
 
 $(VENV)/.stamp: pyproject.toml setup.py
@@ -27,14 +27,18 @@ ARGS ?=
 run: ext
 	$(PY) -m zzz --host $(HOST) --port $(PORT) $(ARGS)
 
-# The whole suite on the compiled core, then again on the pure-Python twin.
-test: test-cython test-python
+# The whole suite on the compiled core, then again on the pure-Python twin. First the system packages
+# the tests need (.ci/install_packages.sh: installed when run as root, else one line saying what is missing).
+test: test-packages test-cython test-python
 
-test-cython: ext
+test-packages:
+	@bash .ci/install_packages.sh
+
+test-cython: test-packages ext
 	$(PY) -c "import zzz.core as c, zzz.readloop as r; assert c.IMPLEMENTATION == r.IMPLEMENTATION == 'cython', 'the extensions did not build'"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-python: ext
+test-python: test-packages ext
 	ZZZ_NO_EXTENSIONS=1 $(PY) -m pytest -m "not packaging" $(PYTEST_ARGS)
 
 # Conformance: wstest's fuzzingclient against our server, its fuzzingserver against our client.

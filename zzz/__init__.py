@@ -92,7 +92,13 @@ __all__ = [
 ]
 
 
+# Submodules that ``import zzz`` makes reachable as attributes too (``zzz.testing.serve``).
+_SUBMODULES = ("testing",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"zzz.{name}")  # the import binds zzz.<name> itself
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'zzz' has no attribute {name!r}")

@@ -237,7 +237,12 @@ class Request:
         keep_alive: whether the client lets the connection stay open after the response.
         upgrade: True when the parser stopped at this request because it asks for a protocol
             upgrade (``Connection: upgrade`` + ``Upgrade``, or CONNECT).
-        remote_address: the peer's address tuple, set by the server, or None.
+        remote_address: the peer's address tuple (behind a proxy: the proxy's), set by the
+            server, or None.
+        client: the client's address: ``remote_address``, or with ``proxy_headers`` the
+            ``(host, port)`` a trusted proxy named (port 0 when it gave none).
+        scheme: ``"http"`` or ``"https"``: the connection's own (TLS or not), or with
+            ``proxy_headers`` the one a trusted proxy named.
         params: path parameters filled by the router (decoded ``str`` values).
         assigns: per-request storage for middleware and handlers.
     """
@@ -248,6 +253,7 @@ class Request:
         "_query_list",
         "assigns",
         "body",
+        "client",
         "headers",
         "http_version",
         "keep_alive",
@@ -256,6 +262,7 @@ class Request:
         "query_string",
         "raw_path",
         "remote_address",
+        "scheme",
         "target",
         "upgrade",
     )
@@ -272,8 +279,11 @@ class Request:
         upgrade: bool = False,
         remote_address: tuple[Any, ...] | None = None,
         params: dict[str, str] | None = None,
+        client: Any = None,
+        scheme: str = "http",
     ) -> None:
-        """Build a request; ``target`` is the request-target (``"/path?query"``)."""
+        """Build a request; ``target`` is the request-target (``"/path?query"``); ``client``
+        defaults to ``remote_address``."""
         self.method = method.upper()
         self.target = target
         self.raw_path, self.query_string = _split_target(target)
@@ -283,6 +293,8 @@ class Request:
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self.remote_address = remote_address
+        self.client: Any = remote_address if client is None else client
+        self.scheme = scheme
         self.params: dict[str, str] = {} if params is None else params
         self.assigns: dict[str, Any] = {}
         self._path: str | None = None

@@ -416,6 +416,8 @@ class RequestParser:
         req.keep_alive = self._keep_alive
         req.upgrade = False
         req.remote_address = None
+        req.client = None
+        req.scheme = "http"
         req.params = {}
         req.assigns = {}
         req._path = None

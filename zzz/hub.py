@@ -1,5 +1,5 @@
 """What every connection of one listening server shares: its settings, routes and loop, the live
-connections, the running callbacks, and whether the server is shutting down.
+connections, the running callbacks, what they count, and whether the server is shutting down.
 
 The I/O drivers (``HttpProtocol``, ``WebSocketProtocol``) hold the hub of their server and report
 to it; ``Server.close`` walks it to shut down. It knows the drivers only as members of its sets,
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from zzz.metrics import Counters
+from zzz.proxy import TrustedProxies
 from zzz.routing import RouteTable
 from zzz.settings import Settings
 
@@ -30,6 +32,9 @@ class ConnectionHub:
         refused: connections answered 503 that linger; not counted as connections.
         closing: set once ``Server.close`` started; new connections get 503.
         idle: set while ``connections`` is empty (shutdown waits for it).
+        counters: what the drivers count (``zzz.metrics.Counters``; ``Server.stats()`` reads it).
+        proxies: the proxies whose forwarding headers are believed, or None when
+            ``proxy_headers`` is off.
     """
 
     def __init__(self, settings: Settings, routes: RouteTable, loop: asyncio.AbstractEventLoop) -> None:
@@ -43,10 +48,13 @@ class ConnectionHub:
         self.closing = False
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
+        self.counters = Counters()
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips) if settings.proxy_headers else None
 
     def register(self, proto: Any) -> None:
         """A WebSocket connection is open."""
         self.websockets.add(proto)
+        self.counters.connections_total += 1
 
     def unregister(self, proto: Any) -> None:
         """A WebSocket connection is gone (it stops counting as a connection too)."""

@@ -17,13 +17,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from zzz import runner, upgrade
+from zzz import metrics, proxy, runner, upgrade
 from zzz._grammar import HOST
 from zzz.errors import HttpRefusal
 from zzz.frames import encode_close
 from zzz.http import HttpError, Request, Response, error_response
 from zzz.http_parser import RequestParser
 from zzz.hub import ConnectionHub
+from zzz.proxy import TrustedProxies
 from zzz.routing import Route, RouteTable
 from zzz.settings import FLAT_NAMES, Settings
 from zzz.static import CLIENT_FILES, static_route
@@ -38,6 +39,10 @@ logger = logging.getLogger("zzz")
 # How long a connection refused with an error response keeps reading (and discarding) after it,
 # so that unread request bytes don't make the kernel reset the connection and lose the response.
 _LINGER_SECONDS = 2.0
+
+
+# How long a connection accepted just before shutdown, with no request read yet, may take to send it.
+_SHUTDOWN_GRACE = 1.0
 
 
 # Flow control of the HTTP side. Each read is parsed in pieces of at most _FEED_SLICE bytes, and
@@ -88,18 +93,24 @@ class HttpProtocol(asyncio.Protocol):
         self.writing_paused = False  # between pause_writing and resume_writing
         self.drain_waiter: asyncio.Future[None] | None = None  # _serve waiting for resume_writing
         self.peer: Any = None
+        self.scheme = "http"  # the connection's own: "https" over TLS
         self.closing = False
         self.lingering = False  # an error response was sent: read and discard until the peer closes
         # Set by _before_upgrade while the request being answered is for a WebSocket route.
         self.upgrade_key: str | None = None
         self.websocket_route = False
+        self.answered = False  # a response was written (the connection is not a fresh one)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         hub = self.hub
         self.peer = transport.get_extra_info("peername")
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
         limit = self.settings.max_connections
-        if hub.closing or (limit is not None and len(hub.connections) >= limit):
+        # Not refused while the server closes: its listeners are closed first, so a connection that
+        # still arrives was accepted before, and its client is owed an answer (Connection: close).
+        if limit is not None and len(hub.connections) >= limit:
             transport.write(_error_bytes(503, "Service Unavailable", [("Retry-After", "1")]))  # type: ignore[attr-defined]
             hub.refused.add(self)
             self._linger()
@@ -157,8 +168,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._pause(_PAUSED_BY_QUEUE)
                 break
             if requests:
-                for request in requests:
-                    request.remote_address = self.peer
+                self._address(requests)
                 queue.extend(requests)
                 if requests[-1].upgrade:
                     self.upgrading = True
@@ -169,6 +179,17 @@ class HttpProtocol(asyncio.Protocol):
         if queue and self.task is None:
             self._cancel_timer()
             self.task = self.hub.loop.create_task(self._serve())
+
+    def _address(self, requests: list[Request]) -> None:
+        """Who sent ``requests``: the peer, or with ``proxy_headers`` whom a trusted proxy names."""
+        peer, scheme, proxies = self.peer, self.scheme, self.hub.proxies
+        for request in requests:
+            request.remote_address = peer
+            if proxies is None:
+                request.client, request.scheme = peer, scheme
+            else:
+                client, named = proxy.resolve(proxies, request.headers, peer, scheme)
+                request.client, request.scheme = client, proxy.http_scheme(named)
 
     def _refill(self) -> None:
         """The queue has room again: parse what was kept, and read again if all of it fit."""
@@ -301,6 +322,9 @@ class HttpProtocol(asyncio.Protocol):
         if refusal is not None:
             self._write(refusal.to_response(), request, keep_alive=False)
             return False
+        if request.path == self.settings.health_path:
+            self._write(_health_response(request, self.hub), request, request.keep_alive and not self.hub.closing)
+            return request.keep_alive and not self.hub.closing
         self.upgrade_key = None
         self.websocket_route = False
         try:
@@ -318,6 +342,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(response, UpgradeResponse):
                 self._switch(request, response)
             else:
+                self.hub.counters.handshake_failed(response.status)
                 self._write(response, request, False)
             return False
         keep_alive = request.keep_alive and not request.upgrade and not self.hub.closing
@@ -348,6 +373,7 @@ class HttpProtocol(asyncio.Protocol):
     def _write(self, response: Response, request: Request, keep_alive: bool) -> None:
         if self.transport is None:
             return
+        self.answered = True
         self.transport.write(response.encode(keep_alive=keep_alive, head=request.method == "HEAD"))
         if not keep_alive:
             self._linger()
@@ -371,8 +397,9 @@ class HttpProtocol(asyncio.Protocol):
                 "assigns": request.assigns,
                 "path": request.path,
                 "headers": request.headers,
-                "remote_address": self.peer,
+                "remote_address": request.client,
                 "subprotocol": up.subprotocol,
+                "scheme": proxy.ws_scheme(request.scheme),
             },
         )
         self.switched = True
@@ -390,13 +417,34 @@ class HttpProtocol(asyncio.Protocol):
     # Shutdown
 
     def shutdown(self) -> None:
+        """The server closes: close when idle, after the answer being written otherwise.
+
+        A connection that has not been answered yet was accepted just before the listener
+        closed, and its request is on its way (or half read): it gets that request answered
+        (with ``Connection: close``) if it comes within ``_SHUTDOWN_GRACE`` seconds.
+        """
         self.closing = True
-        if self.task is None and self.transport is not None and not self.upgrading:
+        if self.task is not None or self.transport is None or self.upgrading or self.lingering:
+            return
+        if self.answered:
             self.transport.close()
+            return
+        self._cancel_timer()
+        self.timer = self.hub.loop.call_later(_SHUTDOWN_GRACE, self._on_timeout)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _health_response(request: Request, hub: ConnectionHub) -> Response:
+    """The answer of ``health_path``: 200 while serving, 503 once the server drains."""
+    headers = [("Cache-Control", "no-store")]
+    if request.method not in ("GET", "HEAD"):
+        return Response("method not allowed\n", status=405, headers=[*headers, ("Allow", "GET, HEAD")])
+    if hub.closing:
+        return Response("draining\n", status=503, headers=[*headers, ("Retry-After", "1")])
+    return Response("ok\n", headers=headers)
 
 
 def _bad_request(request: Request) -> HttpError | None:
@@ -446,17 +494,29 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The port the first socket listens on (useful with ``port=0``)."""
-        return int(self.sockets[0].getsockname()[1])
+        """The port the first socket listens on (useful with ``port=0``); 0 on a Unix socket."""
+        name = self.sockets[0].getsockname()
+        return int(name[1]) if isinstance(name, tuple) else 0
 
     @property
     def connections(self) -> int:
         """Open connections, HTTP and WebSocket."""
         return len(self._hub.connections)
 
+    @property
+    def draining(self) -> bool:
+        """True once ``close()`` started: the health path answers 503 from then on."""
+        return self._hub.closing
+
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
-        """Stop accepting, close every WebSocket with ``code``, wait up to ``close_timeout`` for
-        the handshakes, then abort what is left and wait for running callbacks.
+        """Stop accepting, drain, then abort what is left and wait for running callbacks.
+
+        The drain: the WebSockets are closed with ``code`` in rounds of ``drain_batch``,
+        ``drain_interval`` seconds apart (so that their clients do not all reconnect at once);
+        HTTP connections get what they asked answered with ``Connection: close``, the health path
+        answers 503; then everything still open gets ``close_timeout`` to finish. ``code`` is 1001
+        (Going Away) for a shutdown and 1012 (Service Restart) for a restart. Calling it again
+        waits for the first call.
 
         Raises:
             ValueError: ``code`` may not be sent (as for ``WebSocket.close``) or ``reason`` is over
@@ -471,11 +531,14 @@ class Server:
         hub.closing = True
         self._closed = hub.loop.create_future()
         try:
+            # Connections already accepted are still served; new ones go to whoever else
+            # listens on the same socket (the other workers), or wait in its queue.
             for srv in self._servers:
                 srv.close()
+            await self._close_websockets(code, reason)
             for proto in list(hub.connections):
                 if isinstance(proto, WebSocketProtocol):
-                    proto.shutdown(code, reason)
+                    proto.shutdown(code, reason)  # upgraded after the last round
                 else:
                     proto.shutdown()
             timeout = hub.settings.close_timeout
@@ -506,10 +569,45 @@ class Server:
         finally:
             self._closed.set_result(None)
 
+    async def _close_websockets(self, code: int, reason: str) -> None:
+        """Close the WebSockets in rounds of ``drain_batch``, ``drain_interval`` seconds apart.
+
+        Those upgraded while the rounds run (accepted before the listener closed) join a later
+        round; the loop ends when a round finds none left.
+        """
+        hub = self._hub
+        size, interval = hub.settings.drain_batch, hub.settings.drain_interval
+        told: set[Any] = set()
+        rounds = 0
+        while True:
+            todo = [p for p in hub.connections if isinstance(p, WebSocketProtocol) and p not in told]
+            if not todo:
+                return
+            for start in range(0, len(todo), size):
+                if rounds:
+                    await asyncio.sleep(interval)
+                rounds += 1
+                for proto in todo[start : start + size]:
+                    told.add(proto)
+                    proto.shutdown(code, reason)
+
     async def serve_forever(self) -> None:
         """Wait until ``close()`` is called."""
         while not self._hub.closing:
             await asyncio.sleep(3600)
+
+    def stats(self) -> dict[str, Any]:
+        """What this server counted since it started, and what is open now.
+
+        Returns:
+            ``connections_open``, ``connections_total``, ``messages_in``, ``messages_out``,
+            ``bytes_in``, ``bytes_out``, ``backpressure_closes``, ``channel_joins``, ``topics``,
+            ``subscribers`` (ints), ``closes`` (close code -> count) and ``handshake_failures``
+            (HTTP status -> count); see the README's metrics table.
+        """
+        hub = self._hub
+        endpoints = metrics.channel_endpoints(hub.routes.routes)
+        return metrics.stats([hub.counters], len(hub.websockets), endpoints)
 
 
 class App:
@@ -522,6 +620,8 @@ class App:
 
     Raises:
         TypeError: an unknown setting.
+        ValueError: a ``forwarded_allow_ips`` entry that is no address, network or ``"*"``.
+        ImportError: ``metrics_path`` is set and ``prometheus-client`` is not installed.
     """
 
     def __init__(
@@ -531,9 +631,25 @@ class App:
         if unknown:
             raise TypeError(f"unknown App setting(s): {', '.join(sorted(unknown))}")
         self.settings = Settings(**settings)
+        TrustedProxies(self.settings.forwarded_allow_ips)  # a bad entry is refused here, not per request
         routes = list(routes)
         routes.extend(static_route(name, self.settings.static_max_age) for name in CLIENT_FILES)
+        self._exporter: metrics.PrometheusExporter | None = None
+        if self.settings.metrics_path is not None:
+            metrics.require_prometheus()
+            self._exporter = metrics.PrometheusExporter(self.stats)
+            routes.append(self._exporter.route(self.settings.metrics_path))
         self.route_table = RouteTable(routes, app_middleware=middleware)
+        self._channel_endpoints = metrics.channel_endpoints(self.route_table.routes)
+        self._hubs: list[ConnectionHub] = []  # of the servers this app started in this process
+
+    def stats(self) -> dict[str, Any]:
+        """``Server.stats()`` summed over the servers this app started in this process (in a
+        worker: that worker's); every count is 0 before the first start."""
+        hubs = self._hubs
+        return metrics.stats(
+            [hub.counters for hub in hubs], sum(len(hub.websockets) for hub in hubs), self._channel_endpoints
+        )
 
     async def start(
         self,
@@ -566,6 +682,10 @@ class App:
                 lambda: HttpProtocol(hub), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
             )
         server = Server(hub, [srv])
+        self._hubs.append(hub)
+        if self._exporter is not None:
+            hubs = self._hubs
+            self._exporter.started(loop, lambda: any(not h.closing for h in hubs))
         logger.info("zzz listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
         return server
 
@@ -575,26 +695,33 @@ class App:
         port: int = 8080,
         *,
         loop: str = "auto",
-        workers: int = 1,
+        workers: int | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        uds: str | None = None,
     ) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully (blocking).
 
         Args:
             loop: "auto" (uvloop when installed), "uvloop" or "asyncio".
-            workers: processes sharing the port with SO_REUSEPORT (Linux), each with its own loop.
+            workers: None serves in this process; a number starts that many supervised worker
+                processes sharing one listening socket (restarted when they die; SIGHUP restarts
+                them one by one, SIGTTIN/SIGTTOU add or remove one; see ``zzz.runner``).
+            ssl: serve TLS with this context.
+            uds: listen on this Unix socket path instead of ``host``/``port``.
 
         Raises:
             ValueError: an unknown ``loop``, ``workers`` < 1, or ``port`` outside 0-65535 (checked
                 before anything binds).
             TypeError: ``port`` is not an int.
+            SystemExit: 1 when the supervisor stops because its workers keep dying, or when it
+                cannot listen.
         """
         _check_port(port)
         if loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError('loop must be "auto", "uvloop" or "asyncio"')
-        if workers < 1:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError("workers must be at least 1")
-        runner.run(self, host, port, loop, ssl, workers)
+        runner.run(self, runner.Listen(host, port, uds), loop, ssl, workers)
 
 
 def _check_port(port: Any) -> None:

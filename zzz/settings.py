@@ -23,9 +23,11 @@ __all__ = [
     "Compression",
     "FlowControl",
     "HttpLimits",
+    "Operations",
     "Security",
     "Settings",
     "StaticFiles",
+    "Telemetry",
     "Timeouts",
     "WsLimits",
 ]
@@ -103,6 +105,18 @@ class FlowControl:
 
 
 @dataclass(frozen=True)
+class Telemetry:
+    """What zzz tells an operator.
+
+    Attributes:
+        metrics_path: serve ``stats()`` in the Prometheus text format at this path (None: not
+            served); needs the ``prometheus-client`` package (``zzz[metrics]``).
+    """
+
+    metrics_path: str | None = None
+
+
+@dataclass(frozen=True)
 class Compression:
     """permessage-deflate (RFC 7692).
 
@@ -121,9 +135,15 @@ class Security:
 
     Attributes:
         allowed_origins: exact ``scheme://host[:port]`` values; others get 403 (None: any).
+        proxy_headers: believe ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from a
+            trusted proxy (False).
+        forwarded_allow_ips: the peers whose forwarding headers are believed: addresses or CIDRs,
+            ``"*"`` for any (``("127.0.0.1",)``).
     """
 
     allowed_origins: Sequence[str] | None = None
+    proxy_headers: bool = False
+    forwarded_allow_ips: Sequence[str] = ("127.0.0.1",)
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,39 @@ class StaticFiles:
     """
 
     max_age: int = 86400
+
+
+@dataclass(frozen=True)
+class Operations:
+    """How a server stops, and how it tells a load balancer.
+
+    Attributes:
+        drain_batch: WebSockets closed at once when the server shuts down or restarts (1000); the
+            rest wait for the next round, so clients do not all reconnect in the same instant.
+        drain_interval: seconds between two rounds (0.5).
+        health_path: a path the server answers itself, before routing and middleware: 200 while
+            serving, 503 while draining (None: no such path).
+
+    Raises:
+        ValueError: ``drain_batch`` < 1, ``drain_interval`` < 0, or a ``health_path`` that does not
+            start with ``/``.
+    """
+
+    drain_batch: int = 1000
+    drain_interval: float = 0.5
+    health_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.drain_batch, bool) or not isinstance(self.drain_batch, int) or self.drain_batch < 1:
+            raise ValueError(f"drain_batch must be an int >= 1, not {self.drain_batch!r}")
+        if isinstance(self.drain_interval, bool) or not isinstance(self.drain_interval, (int, float)) or not (
+            self.drain_interval >= 0
+        ):
+            raise ValueError(f"drain_interval must be a number >= 0, not {self.drain_interval!r}")
+        if self.health_path is not None and not (
+            isinstance(self.health_path, str) and self.health_path.startswith("/")
+        ):
+            raise ValueError(f"health_path must be None or a path starting with '/', not {self.health_path!r}")
 
 
 # Flat name -> (group attribute of Settings, field of that group). The flat names are the keyword
@@ -161,10 +214,18 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = {
     # Compression
     "compression": ("permessage_deflate", "enabled"),
     "deflate": ("permessage_deflate", "config"),
+    # Telemetry
+    "metrics_path": ("telemetry", "metrics_path"),
     # Security
     "allowed_origins": ("security", "allowed_origins"),
+    "proxy_headers": ("security", "proxy_headers"),
+    "forwarded_allow_ips": ("security", "forwarded_allow_ips"),
     # Static files
     "static_max_age": ("static", "max_age"),
+    # Operations
+    "drain_batch": ("ops", "drain_batch"),
+    "drain_interval": ("ops", "drain_interval"),
+    "health_path": ("ops", "health_path"),
 }
 
 _GROUPS: dict[str, type[Any]] = {
@@ -172,9 +233,11 @@ _GROUPS: dict[str, type[Any]] = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
     "static": StaticFiles,
+    "ops": Operations,
 }
 
 
@@ -194,18 +257,22 @@ class Settings:
             ``ping_timeout``).
         flow: ``FlowControl`` (``write_high_water``, ``write_low_water``, ``max_backpressure``;
             its ``max_queue`` is the client's and has no flat name here).
+        telemetry: ``Telemetry`` (``metrics_path``).
         permessage_deflate: ``Compression`` (``compression``, ``deflate``).
-        security: ``Security`` (``allowed_origins``).
+        security: ``Security`` (``allowed_origins``, ``proxy_headers``, ``forwarded_allow_ips``).
         static: ``StaticFiles`` (``static_max_age``).
+        ops: ``Operations`` (``drain_batch``, ``drain_interval``, ``health_path``).
     """
 
     ws: WsLimits
     http: HttpLimits
     timeouts: Timeouts
     flow: FlowControl
+    telemetry: Telemetry
     permessage_deflate: Compression
     security: Security
     static: StaticFiles
+    ops: Operations
 
     def __init__(
         self,
@@ -214,9 +281,11 @@ class Settings:
         http: HttpLimits | None = None,
         timeouts: Timeouts | None = None,
         flow: FlowControl | None = None,
+        telemetry: Telemetry | None = None,
         permessage_deflate: Compression | None = None,
         security: Security | None = None,
         static: StaticFiles | None = None,
+        ops: Operations | None = None,
         **flat: Any,
     ) -> None:
         """Build the groups from whole groups and flat names.
@@ -232,9 +301,11 @@ class Settings:
             "http": http,
             "timeouts": timeouts,
             "flow": flow,
+            "telemetry": telemetry,
             "permessage_deflate": permessage_deflate,
             "security": security,
             "static": static,
+            "ops": ops,
         }
         changes: dict[str, dict[str, Any]] = {}
         for name, value in flat.items():
@@ -313,6 +384,11 @@ class Settings:
         return self.flow.write_low_water
 
     @property
+    def metrics_path(self) -> str | None:
+        """``telemetry.metrics_path``."""
+        return self.telemetry.metrics_path
+
+    @property
     def open_timeout(self) -> float | None:
         """``timeouts.open``."""
         return self.timeouts.open
@@ -348,6 +424,31 @@ class Settings:
         return self.security.allowed_origins
 
     @property
+    def proxy_headers(self) -> bool:
+        """``security.proxy_headers``."""
+        return self.security.proxy_headers
+
+    @property
+    def forwarded_allow_ips(self) -> Sequence[str]:
+        """``security.forwarded_allow_ips``."""
+        return self.security.forwarded_allow_ips
+
+    @property
     def static_max_age(self) -> int:
         """``static.max_age``."""
         return self.static.max_age
+
+    @property
+    def drain_batch(self) -> int:
+        """``ops.drain_batch``."""
+        return self.ops.drain_batch
+
+    @property
+    def drain_interval(self) -> float:
+        """``ops.drain_interval``."""
+        return self.ops.drain_interval
+
+    @property
+    def health_path(self) -> str | None:
+        """``ops.health_path``."""
+        return self.ops.health_path

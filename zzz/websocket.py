@@ -74,6 +74,7 @@ class WebSocket(SendHandle):
         "path",
         "query",
         "remote_address",
+        "scheme",
         "subprotocol",
     )
 
@@ -88,6 +89,7 @@ class WebSocket(SendHandle):
         headers: Any,
         remote_address: Any,
         subprotocol: str | None,
+        scheme: str = "ws",
     ) -> None:
         super().__init__(proto._outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
         self._proto = proto
@@ -98,6 +100,7 @@ class WebSocket(SendHandle):
         self.headers = headers
         self.remote_address = remote_address
         self.subprotocol = subprotocol
+        self.scheme = scheme  # "ws" or "wss": the connection's, or the one a trusted proxy named
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.path} {self.remote_address} {'closed' if self.closed else 'open'}>"
@@ -368,6 +371,7 @@ class WebSocketProtocol(ConnectionDriver):
             return
         self._advance(Change.REPORTED)
         code, reason = self.final_close
+        self.state.counters.closed(code)
         logger.info("websocket closed %s %s code=%s", self.ws.path, self.ws.remote_address, code)
         on_close = self.config.on_close
         if on_close is None:
@@ -416,7 +420,10 @@ class WebSocketProtocol(ConnectionDriver):
         self._arm_close_timer(self._close_timeout, self._on_close_timeout)
 
     def _over_limit(self) -> None:
+        if self._close == (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded"):
+            return  # done once; the buffer stays over the limit until the transport is gone (uvloop)
         logger.warning("closing %s: write buffer over max_backpressure", self.ws.remote_address)
+        self.state.counters.backpressure_closes += 1
         self._close = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.abort()  # the close frame sits behind unread data: on_close keeps 1008

@@ -174,6 +174,25 @@ def test_missed_heartbeat_forces_a_reconnect(page: Any) -> None:
     page.evaluate("window.muted.disconnect()")
 
 
+@pytest.mark.parametrize("code", [1012, 1001])
+def test_reconnects_after_a_service_restart_or_a_shutdown_close(page: Any, code: int) -> None:
+    # What a draining server sends: 1012 on a restart, 1001 on a shutdown; both come back.
+    page.evaluate(
+        """(code) => {
+            window.opens = 0; window.closes = [];
+            const c = Zzz.connect("/closes/" + code, {baseDelay: 50, maxDelay: 100});
+            c.on("open", () => { window.opens += 1; });
+            c.on("close", (info) => window.closes.push([info.code, info.willReconnect]));
+            window.closing = c;
+        }""",
+        code,
+    )
+    page.wait_for_function("window.opens >= 3")
+    page.evaluate("window.closing.close()")
+    closes = page.evaluate("window.closes")
+    assert len(closes) >= 2 and all(c == [code, True] for c in closes[:2]), closes
+
+
 RECOVERING = """([topic, user]) => {
     window.got = [];
     window.recoveries = [];
@@ -242,10 +261,8 @@ def test_zzz_js_sends_no_recover_and_gets_no_meta_without_history(new_page: Any)
     assert p1.evaluate("window.recoveries") == []
 
 
-# Waits for C2 (issue #15, the Redis backbone): today's RedisPubSub keeps history in each process, so a
-# restarted process starts a new epoch and the client is told recovered: false. With the history in
-# Redis the new process continues the stream. strict: once it passes, this marker must go.
-@pytest.mark.xfail(strict=True, reason="needs RedisPubSub to keep history in Redis (issue #15, C2)")
+# The history lives in Redis, so a process started after the first one died continues its stream:
+# the client recovers what was broadcast while it was cut off.
 def test_zzz_js_recovers_across_a_server_restart_on_the_same_redis(
     browser: Any, redis_server: RedisServer
 ) -> None:

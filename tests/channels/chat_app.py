@@ -130,6 +130,8 @@ def build_app(
             # A raw echo for Zzz.connect, and a route that never answers (heartbeat timeouts).
             zzz.Router.ws("/echo", zzz.WsConfig(on_message=_echo)),
             zzz.Router.ws("/mute", zzz.WsConfig()),
+            # Closes every connection at once with the code in its path (a server restarting: 1012).
+            zzz.Router.ws("/closes/:code", zzz.WsConfig(on_open=lambda ws: ws.close(int(ws.param("code")), "bye"))),
         ],
         **settings,
     )

@@ -5,7 +5,9 @@ The tests fail (never skip) when the ``redis-server`` binary is missing: ``apt-g
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,9 +20,13 @@ from tests.channels.procs import free_port
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1 (no persistence); ``stop`` and ``start`` keep the port."""
+    """A private redis-server on 127.0.0.1; ``stop`` and ``start`` keep the port and the directory.
 
-    def __init__(self, workdir: Path) -> None:
+    Without persistence unless ``appendonly`` (its append-only file in ``workdir``): a restart then
+    brings its data back. ``start(appendonly=...)`` may change that for one restart.
+    """
+
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
@@ -29,14 +35,18 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
+        self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    def start(self, appendonly: bool | None = None) -> RedisServer:
+        if appendonly is not None:
+            self.appendonly = appendonly
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes" if self.appendonly else "no"]
         self.proc = subprocess.Popen(
             [self.binary, *args, "--dir", str(self.workdir), "--protected-mode", "no"],
             stdout=subprocess.DEVNULL,
@@ -56,8 +66,15 @@ class RedisServer:
                 pytest.fail(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "redis-server is not running"
+        return self.proc.pid
+
     def stop(self) -> None:
+        """Shut it down (SIGTERM: with ``appendonly`` it writes its file first) and wait for it."""
         if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a test that failed mid-stall left it stopped
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
@@ -76,6 +93,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server for one test, which may stop and restart it."""
     server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test with its append-only file on: a restart keeps its data."""
+    server = RedisServer(tmp_path, appendonly=True).start()
     try:
         yield server
     finally:

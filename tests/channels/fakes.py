@@ -6,6 +6,7 @@ It honours the handle's contract: ``send`` takes a str, and ``send``/``close`` d
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from zzz.channels import ChannelConfig, ChannelEndpoint
@@ -27,6 +28,7 @@ class FakeWebSocket:
         self.sent: list[str] = []
         self.close_code: int | None = None
         self.close_reason = ""
+        self.buffered_amount = 0  # what the real handle reports as unsent bytes; tests set it
 
     @property
     def closed(self) -> bool:
@@ -69,7 +71,7 @@ class Client:
     @classmethod
     async def open(cls, endpoint: ChannelEndpoint, **kwargs: Any) -> Client:
         client = cls(endpoint, FakeWebSocket(**kwargs))
-        await endpoint.on_open(client.ws)
+        await _complete(endpoint.on_open(client.ws))
         return client
 
     def next_ref(self) -> str:
@@ -78,7 +80,7 @@ class Client:
 
     async def send_raw(self, data: str | bytes) -> None:
         msg = Text(data) if isinstance(data, str) else Binary(data)
-        await self.endpoint.on_message(self.ws, msg)
+        await _complete(self.endpoint.on_message(self.ws, msg))
 
     async def send(
         self,
@@ -106,7 +108,13 @@ class Client:
 
     async def close(self, code: int = 1000) -> None:
         self.ws.close(code)
-        await self.endpoint.on_close(self.ws, code, "")
+        await _complete(self.endpoint.on_close(self.ws, code, ""))
+
+
+async def _complete(result: Awaitable[None] | None) -> None:
+    # As the server does: a callback that returns an awaitable is finished before the next message.
+    if result is not None:
+        await result
 
 
 def endpoint(config: ChannelConfig) -> ChannelEndpoint:

@@ -20,7 +20,11 @@ def free_port() -> int:
 
 
 class AppProcess:
-    """``python -m tests.channels.chat_app`` on 127.0.0.1; restartable on the same port."""
+    """``python -m tests.channels.chat_app`` on 127.0.0.1; restartable on the same port.
+
+    ``module`` runs another test app that takes the same ``--port``/``--redis``/``--node-ttl``/``--loop``
+    options (e.g. ``tests.channels.fault_app``); ``args`` are added to its command line.
+    """
 
     def __init__(
         self,
@@ -30,7 +34,11 @@ class AppProcess:
         demo: bool = False,
         close_timeout: float | None = None,
         loop: str = "asyncio",
+        module: str = "tests.channels.chat_app",
+        args: list[str] | None = None,
     ) -> None:
+        self.module = module
+        self.args = list(args or [])
         self.demo = demo
         self.close_timeout = close_timeout
         self.loop = loop
@@ -51,7 +59,7 @@ class AppProcess:
         cmd = [
             sys.executable,
             "-m",
-            "tests.channels.chat_app",
+            self.module,
             "--port",
             str(self.port),
             "--node-ttl",
@@ -63,7 +71,7 @@ class AppProcess:
             cmd.append("--demo")
         if self.close_timeout is not None:
             cmd += ["--close-timeout", str(self.close_timeout)]
-        cmd += ["--loop", self.loop]
+        cmd += ["--loop", self.loop, *self.args]
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.channels.fakes import Client, endpoint
-from zzz.channels import ChannelConfig, ChannelDef, ChannelSocket, JoinResult, Presence, Reply
+from tests.channels.fakes import Client, FakeWebSocket, endpoint
+from zzz.channels import ChannelConfig, ChannelDef, ChannelSocket, History, JoinResult, Presence, Reply
+from zzz.frames import Text
 
 
 def join_ok(socket: ChannelSocket, topic: str, payload: Any) -> bool:
@@ -513,3 +514,169 @@ async def test_two_sockets_same_key_have_two_metas() -> None:
     assert len(Presence.list("room:1", config.pubsub)["ann"]["metas"]) == 2
     await a.close()
     assert len(Presence.list("room:1", config.pubsub)["ann"]["metas"]) == 1
+
+
+# -- what must be awaited, and what need not ----------------------------------------------------------
+
+
+async def test_plain_callbacks_are_handled_without_a_coroutine() -> None:
+    """Only what involves an ``async`` callback (or the backend's start, or a history read) returns
+    something to await; the rest is done when ``on_message`` returns, as the server's fast path needs."""
+    left: list[str] = []
+
+    async def async_join(socket: ChannelSocket, topic: str, payload: Any) -> bool:
+        await asyncio.sleep(0)
+        return True
+
+    async def async_leave(socket: ChannelSocket, topic: str) -> None:
+        await asyncio.sleep(0)
+        left.append(topic)
+
+    def echo(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        return payload
+
+    room = ChannelDef(
+        "room:*", join=join_ok, leave=lambda s, t: left.append(t), handlers={"echo": echo, "slow": on_slow}
+    )
+    lazy = ChannelDef("lazy:*", join=async_join, leave=async_leave)
+    hist = ChannelDef("hist:*", history=History(10))
+    ep = endpoint(ChannelConfig(channels=[room, lazy, hist]))
+    ws = FakeWebSocket()
+
+    def frame(topic: str, event: str, ref: str, payload: Any = None) -> Text:
+        return Text(json.dumps({"topic": topic, "event": event, "payload": payload or {}, "ref": ref}))
+
+    starting = ep.on_open(ws)
+    assert starting is not None  # the backend's first start is awaited
+    await starting
+    assert ep.on_open(FakeWebSocket()) is None  # started: nothing to await
+
+    def run(msg: Text) -> Any:
+        return ep.on_message(ws, msg)
+
+    assert run(frame("phoenix", "heartbeat", "1")) is None
+    assert run(frame("room:1", "phx_join", "2")) is None
+    assert run(frame("room:1", "echo", "3", {"n": 3})) is None
+    assert run(frame("room:1", "nope", "4")) is None
+    assert run(frame("room:9", "echo", "5")) is None  # unmatched topic
+    assert [f["ref"] for f in replies(ws.take())] == ["1", "2", "3", "4", "5"]  # all answered already
+
+    pending = run(frame("room:1", "slow", "6"))
+    assert pending is not None and replies(ws.take()) == []  # the async handler's reply comes later
+    await pending
+    assert [f["ref"] for f in replies(ws.take())] == ["6"]
+
+    pending = run(frame("lazy:1", "phx_join", "7"))
+    assert pending is not None
+    await pending
+    pending = run(frame("hist:1", "phx_join", "8"))  # a history read is I/O for other backends
+    assert pending is not None
+    await pending
+    assert [f["payload"]["status"] for f in replies(ws.take())] == ["ok", "ok"]
+
+    assert run(frame("room:1", "phx_leave", "9")) is None and left == ["room:1"]
+    pending = run(frame("room:1", "phx_join", "10"))
+    assert pending is None
+    pending = ep.on_close(ws, 1000, "")  # leaves lazy:1 (async), then hist:1 and room:1, in join order
+    assert pending is not None and left == ["room:1"]
+    await pending
+    assert left == ["room:1", "lazy:1", "room:1"]
+    assert ep.pubsub.subscriber_count("hist:1") == 0 and ep.pubsub.subscriber_count("room:1") == 0
+
+
+async def test_an_exception_in_an_awaited_callback_is_answered_like_a_sync_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def boom(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        await asyncio.sleep(0)
+        raise RuntimeError("late boom")
+
+    async def bad_join(socket: ChannelSocket, topic: str, payload: Any) -> Any:
+        await asyncio.sleep(0)
+        raise RuntimeError("join boom")
+
+    ep = endpoint(
+        ChannelConfig(channels=[ChannelDef("a", handlers={"boom": boom}), ChannelDef("b", join=bad_join)])
+    )
+    c = await Client.open(ep)
+    await c.join("a")
+    with caplog.at_level(logging.ERROR, logger="zzz"):
+        await c.send("a", "boom")
+        assert replies(c.ws.take())[0]["payload"] == {
+            "status": "error",
+            "response": {"reason": "internal error"},
+        }
+        assert (await c.join("b")) == {"status": "error", "response": {"reason": "join crashed"}}
+    assert "late boom" in caplog.text and "join boom" in caplog.text
+    assert not c.ws.closed
+
+
+# -- slow subscribers ------------------------------------------------------------------------------------
+
+
+def test_slow_subscriber_settings_are_checked() -> None:
+    room = ChannelDef("room:*")
+    assert ChannelConfig(channels=[room]).slow_subscriber == "close"
+    with pytest.raises(ValueError, match="slow_subscriber"):
+        ChannelConfig(channels=[room], slow_subscriber="drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="skip_if_buffered_over"):
+        ChannelConfig(channels=[room], skip_if_buffered_over=-1)
+    with pytest.raises(TypeError, match="skip_if_buffered_over"):
+        ChannelConfig(channels=[room], skip_if_buffered_over=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("intercepted", [False, True])
+async def test_skip_leaves_out_subscribers_over_the_threshold(intercepted: bool) -> None:
+    """With ``slow_subscriber="skip"`` a broadcast skips a subscriber whose unsent bytes are over
+    ``skip_if_buffered_over`` (at the threshold it is sent); replies, ``push_to`` and
+    ``presence_diff`` still reach it; intercepted events are skipped before the intercept runs."""
+    calls: list[str] = []
+
+    def through(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+        calls.append(socket.id)
+        return payload
+
+    def join(socket: ChannelSocket, topic: str, payload: Any) -> bool:
+        if payload.get("user"):
+            socket.track(topic, payload["user"], {})
+        return True
+
+    room = ChannelDef(
+        "room:*",
+        join=join,
+        handlers={"new_msg": on_new_msg},
+        intercept={"new_msg": through} if intercepted else None,
+    )
+    ep = endpoint(ChannelConfig(channels=[room], slow_subscriber="skip", skip_if_buffered_over=100))
+    a, b = await Client.open(ep), await Client.open(ep)
+    for c in (a, b):
+        await c.join("room:1")
+        c.ws.take()
+    b.ws.buffered_amount = 101
+    await a.send("room:1", "new_msg", {"n": 1})
+    assert [f["event"] for f in a.ws.take()] == ["new_msg", "phx_reply"]
+    assert b.ws.take() == []  # skipped
+    if intercepted:
+        assert calls == [ep.sockets[0].id]
+    await b.send("room:1", "new_msg", {"n": 2})  # its own reply is not a broadcast: never skipped
+    assert [f["event"] for f in b.ws.take()] == ["phx_reply"]
+    ep.sockets[0].push_to(ep.sockets[1], "room:1", "direct", {})
+    assert [f["event"] for f in b.ws.take()] == ["direct"]
+    c = await Client.open(ep)
+    await c.join("room:1", {"user": "cy"})
+    assert [f["event"] for f in b.ws.take()] == ["presence_diff"]  # presence is never skipped
+    b.ws.buffered_amount = 100  # at the threshold: sent
+    await a.send("room:1", "new_msg", {"n": 3})
+    assert [f["payload"] for f in b.ws.take()] == [{"n": 3}]
+
+
+async def test_close_policy_queues_for_slow_subscribers() -> None:
+    """The default: a broadcast is queued whatever is waiting (the server closes at max_backpressure)."""
+    ep = endpoint(make_config())
+    a, b = await Client.open(ep), await Client.open(ep)
+    for c in (a, b):
+        await c.join("room:1")
+        c.ws.take()
+    b.ws.buffered_amount = 1 << 40
+    await a.send("room:1", "new_msg", {"n": 1})
+    assert [f["payload"] for f in b.ws.take()] == [{"n": 1}]

@@ -14,9 +14,11 @@ from zzz.settings import (
     Compression,
     FlowControl,
     HttpLimits,
+    Operations,
     Security,
     Settings,
     StaticFiles,
+    Telemetry,
     Timeouts,
     WsLimits,
 )
@@ -26,9 +28,11 @@ GROUPS = {
     "http": HttpLimits,
     "timeouts": Timeouts,
     "flow": FlowControl,
+    "telemetry": Telemetry,
     "permessage_deflate": Compression,
     "security": Security,
     "static": StaticFiles,
+    "ops": Operations,
 }
 
 
@@ -45,15 +49,28 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (s.max_backpressure, s.write_high_water, s.write_low_water) == (8 << 20, 64 * 1024, 16 * 1024)
     assert (s.open_timeout, s.close_timeout, s.ping_interval, s.ping_timeout) == (10.0, 10.0, 20.0, 20.0)
     assert (s.compression, s.deflate, s.allowed_origins, s.static_max_age) == (True, None, None, 86400)
+    assert (s.proxy_headers, s.forwarded_allow_ips, s.metrics_path) == (False, ("127.0.0.1",), None)
     assert s.flow.max_queue == 16
+    assert (s.proxy_headers, tuple(s.forwarded_allow_ips)) == (False, ("127.0.0.1",))
+    assert (s.drain_batch, s.drain_interval, s.health_path) == (1000, 0.5, None)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"drain_batch": 0}, {"drain_batch": 1.5}, {"drain_batch": True}, {"drain_interval": -0.1},
+     {"drain_interval": float("nan")}, {"drain_interval": "1"}, {"health_path": "healthz"}, {"health_path": 3}],
+)
+def test_operations_refuse_bad_values(bad: dict[str, object]) -> None:
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        zzz.App(**bad)
 
 
 def test_every_flat_name_reads_its_group_field() -> None:
     values: dict[str, object] = {}
     for i, (flat, (group, field)) in enumerate(FLAT_NAMES.items()):
-        values[flat] = (
-            DeflateConfig() if flat == "deflate" else ("x",) if flat == "allowed_origins" else 1000 + i
-        )
+        special: dict[str, object] = {"deflate": DeflateConfig(), "allowed_origins": ("x",), "health_path": "/h"}
+        values[flat] = special.get(flat, 1000 + i)
     s = Settings(**values)
     for flat, (group, field) in FLAT_NAMES.items():
         assert getattr(s, flat) == values[flat], flat

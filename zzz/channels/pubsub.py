@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from zzz.channels.history import History, LocalHistory, Position, Publication
 from zzz.channels.wire import dumps, encode_raw, position_meta
-
+from zzz.websocket import broadcast
 
 __all__ = ["InMemoryPubSub", "InterceptFn", "PresenceEntry", "PubSub", "Subscriber", "active_backends"]
 
@@ -31,7 +31,13 @@ PresenceEntry = list[Any]
 
 
 class Subscriber(Protocol):
-    """What the pub/sub needs from a subscriber (a ``ChannelSocket``)."""
+    """What the pub/sub needs from a subscriber (a ``ChannelSocket``).
+
+    A subscriber may also have (read when its topic's fan-out list is made, see ``_Fanout``):
+    ``fanout_target``, a ``zzz.WebSocket`` that broadcasts may reach through ``zzz.broadcast`` with
+    the others on ``fanout_thread`` (the thread of its event loop), instead of ``send_text``; and
+    ``skip_over``, bytes of ``buffered_amount`` over which broadcasts skip it (None: never).
+    """
 
     id: str
     array_form: bool
@@ -58,6 +64,7 @@ class ChannelSpec(Protocol):
         """True when ``topic`` belongs to this channel."""
         ...
 
+
 # The least a recovering subscriber may buffer (it may always buffer its topic's History.size).
 _RECOVERY_BUFFER_MIN = 1000
 # Topics whose definition lookup is cached; past it the cache starts over (topics may be unbounded).
@@ -81,6 +88,44 @@ class _Recovery:
         self.last = 0
         self.limit = limit
         self.overflow = False
+
+
+class _Fanout:
+    """The subscribers of one topic sorted for plain broadcasts (no intercept, nobody recovering).
+
+    ``groups`` are the subscribers that take broadcasts through ``zzz.broadcast`` from ``thread``,
+    one group per (wire form, skip threshold): ``(array_form, skip_over, connections, subscribers)``,
+    so a broadcast is one ``zzz.broadcast`` call per group with one frame text per wire form.
+    ``single`` are sent one ``send_text`` at a time. Made on the first broadcast after a change of the
+    topic's subscribers and kept until the next one, so a broadcast does no per-subscriber Python work
+    on the way (but for the ``buffered_amount`` checks of the subscribers that ask to be skipped).
+    """
+
+    __slots__ = ("groups", "single", "thread")
+
+    def __init__(self, subs: Sequence[Subscriber]) -> None:
+        self.thread: int | None = None
+        by_key: dict[tuple[bool, int | None], tuple[list[Any], list[Subscriber]]] = {}
+        self.single: list[Subscriber] = []
+        for sub in subs:
+            target = getattr(sub, "fanout_target", None)
+            if target is not None and self.thread is None:
+                self.thread = getattr(sub, "fanout_thread", None)
+            if target is None or self.thread is None or getattr(sub, "fanout_thread", None) != self.thread:
+                self.single.append(sub)
+                continue
+            key = (bool(sub.array_form), getattr(sub, "skip_over", None))
+            targets, members = by_key.setdefault(key, ([], []))
+            targets.append(target)
+            members.append(sub)
+        self.groups = [(form, skip, targets, members) for (form, skip), (targets, members) in by_key.items()]
+
+
+def _skips(sub: Any, event: str) -> bool:
+    """True when a broadcast of ``event`` skips ``sub``: it asked to be skipped while it is this slow."""
+    skip_over = getattr(sub, "skip_over", None)
+    # presence_diff is never skipped: a client that missed one would show the wrong presences for good.
+    return skip_over is not None and event != "presence_diff" and sub.buffered_amount > skip_over
 
 
 _backends: weakref.WeakSet[PubSub] = weakref.WeakSet()
@@ -111,6 +156,8 @@ class PubSub:
         # The channel definitions of the endpoints on this backend, and (history, intercepts) by topic.
         self._channel_defs: list[ChannelSpec] = []
         self._info: dict[str, tuple[History | None, Mapping[str, InterceptFn] | None]] = {}
+        # topic -> its subscribers sorted for fan-out; dropped whenever they change.
+        self._fanouts: dict[str, _Fanout] = {}
         # topic -> socket id -> its recovery state (only for subscribers not yet fully live).
         self._recovering: dict[str, dict[str, _Recovery]] = {}
         self._history = LocalHistory()
@@ -176,10 +223,12 @@ class PubSub:
         """Deliver ``topic``'s broadcasts to ``sub`` from now on."""
         with self._lock:
             self._topics.setdefault(topic, {})[sub.id] = sub
+            self._fanouts.pop(topic, None)
 
     def unsubscribe(self, topic: str, sub: Subscriber) -> None:
         """Stop delivering ``topic`` to ``sub``."""
         with self._lock:
+            self._fanouts.pop(topic, None)
             subs = self._topics.get(topic)
             if subs is not None:
                 subs.pop(sub.id, None)
@@ -192,12 +241,18 @@ class PubSub:
         self.untrack_all(sub)
         with self._lock:
             for topic in [t for t, subs in self._topics.items() if sub.id in subs]:
+                self._fanouts.pop(topic, None)
                 subs = self._topics[topic]
                 del subs[sub.id]
                 if not subs:
                     del self._topics[topic]
             for topic in [t for t, recs in self._recovering.items() if sub.id in recs]:
                 self._drop_recovery(topic, sub.id)
+
+    def subscriber_changed(self, sub: Subscriber) -> None:
+        """Take note that ``sub``'s wire form (``array_form``) changed: its broadcasts change form too."""
+        with self._lock:
+            self._fanouts.clear()  # rare (a client switching forms): no need to find its topics
 
     def _drop_recovery(self, topic: str, sub_id: str) -> None:
         # Called with self._lock held.
@@ -221,6 +276,7 @@ class PubSub:
                 max(history.size, _RECOVERY_BUFFER_MIN)
             )
             self._topics.setdefault(topic, {})[sub.id] = sub
+            self._fanouts.pop(topic, None)
 
     def replay(self, topic: str, sub: Subscriber, publications: Sequence[Publication], epoch: str) -> None:
         """Send stored publications (from ``since``) to ``sub``, through the topic's intercepts."""
@@ -353,14 +409,47 @@ class PubSub:
         fn = intercepts.get(event) if intercepts else None
         recs = self._recovering.get(topic) if self._recovering else None
         meta = None if pos is None else position_meta(pos.offset, pos.epoch)
-        texts: list[str | None] = [None, None]  # [object form, array form], each made at most once
-        for sub in list(subs.values()):
-            if sub.id == exclude:
-                continue
-            if recs and sub.id in recs and self._hold(topic, recs, sub, event, body, pos):
-                continue
-            if fn is not None:
+        if fn is not None or recs:
+            # Every subscriber is a case of its own: through the intercept, or held while recovering.
+            for sub in list(subs.values()):
+                if sub.id == exclude:
+                    continue
+                if recs and sub.id in recs and self._hold(topic, recs, sub, event, body, pos):
+                    continue
+                if _skips(sub, event):
+                    continue
                 self._send_one(sub, topic, event, body, pos, fn)
+            return
+        fanout = self._fanouts.get(topic)
+        if fanout is None:
+            with self._lock:  # what subscribe/unsubscribe change, and the entry they drop, together
+                subs = self._topics.get(topic)
+                if not subs:
+                    return
+                fanout = self._fanouts[topic] = _Fanout(list(subs.values()))
+        excluded = subs.get(exclude) if exclude is not None else None
+        texts: list[str | None] = [None, None]  # [object form, array form], each made at most once
+        if fanout.groups:
+            on_thread = threading.get_ident() == fanout.thread
+            for array_form, skip_over, targets, members in fanout.groups:
+                text = texts[array_form]
+                if text is None:
+                    text = texts[array_form] = encode_raw(array_form, topic, event, body, None, None, meta)
+                if not on_thread:  # zzz.broadcast runs on the loop's thread; send hands over one by one
+                    for sub in members:
+                        if sub is not excluded and not _skips(sub, event):
+                            sub.send_text(text)
+                    continue
+                if skip_over is not None and event != "presence_diff":
+                    targets = [ws for ws in targets if ws.buffered_amount <= skip_over]
+                if excluded is not None:
+                    target = getattr(excluded, "fanout_target", None)
+                    if target is not None and target in targets:
+                        targets = [ws for ws in targets if ws is not target]
+                if targets:
+                    broadcast(targets, text)
+        for sub in fanout.single:
+            if sub is excluded or _skips(sub, event):
                 continue
             form = 1 if sub.array_form else 0
             text = texts[form]

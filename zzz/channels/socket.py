@@ -12,9 +12,10 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from zzz.channels.history import History, Position, Publication
 from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
 from zzz.channels.wire import MalformedMessage, Message, decode, encode, reply_payload
 from zzz.routing import Route, Router
-from zzz.websocket import WsConfig
+from zzz.websocket import WebSocket, WsConfig
 
 __all__ = [
     "ChannelConfig",
@@ -42,12 +43,47 @@ log = logging.getLogger("zzz")
 HISTORY_TIMEOUT = 5.0
 
 
-async def _call(fn: Any, *args: Any) -> Any:
-    # Handlers may be plain functions or coroutines; await only what needs awaiting.
+# What an endpoint step is: plain code that yields each awaitable it needs, and gets its result back.
+_Steps = Generator[Awaitable[Any], Any, None]
+
+
+_HANDLER_RAISED = "zzz.channels: handler for %r on %r raised"
+
+# Results that are never awaitable: checked first, as inspect.isawaitable is slow on non-awaitables.
+_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple, Reply, JoinResult})
+
+
+def _call(fn: Any, *args: Any) -> Generator[Awaitable[Any], Any, Any]:
+    """Call a callback that may be a plain function or ``async``; yield its result only when awaitable."""
     result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
+    if result is not None and type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+        result = yield result
     return result
+
+
+def _run(steps: _Steps) -> Coroutine[Any, Any, None] | None:
+    """Run ``steps`` up to their first awaitable: None when they finished without one, else the rest."""
+    try:
+        awaitable = steps.send(None)
+    except StopIteration:
+        return None
+    return _finish(steps, awaitable)
+
+
+async def _finish(steps: _Steps, awaitable: Awaitable[Any]) -> None:
+    while True:
+        try:
+            value = await awaitable
+        except BaseException as exc:  # noqa: BLE001 (raised where the step awaited: it handles or re-raises)
+            try:
+                awaitable = steps.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                awaitable = steps.send(value)
+            except StopIteration:
+                return
 
 
 # -- what an application declares ------------------------------------------------------------------------
@@ -115,6 +151,19 @@ class ChannelConfig:
             None disables it.
         rate_limit_action: ``"drop"`` answers excess pushes with ``{"reason": "rate_limited"}``;
             ``"disconnect"`` closes the socket with 1008.
+        slow_subscriber: what a broadcast does for a subscriber that does not read fast enough.
+            ``"close"``: it queues the frame like any other, and the server closes the connection with
+            1008 once its unsent bytes pass ``max_backpressure``. ``"skip"``: while the subscriber's
+            unsent bytes (``ws.buffered_amount``) are over ``skip_if_buffered_over``, broadcasts skip it
+            (they are lost to it, as if the network had dropped them) instead of queueing more; replies,
+            ``push``, ``push_to``, replays and ``presence_diff`` are never skipped.
+        skip_if_buffered_over: the threshold of ``slow_subscriber="skip"``, in bytes (default 1 MiB);
+            keep it under the server's ``max_backpressure`` (8 MiB by default), which still applies.
+
+    Raises:
+        ValueError: an unknown ``rate_limit_action`` or ``slow_subscriber``, a bad ``rate_limit``, or a
+            negative ``skip_if_buffered_over``.
+        TypeError: ``skip_if_buffered_over`` is not an int.
     """
 
     channels: list[ChannelDef]
@@ -123,12 +172,20 @@ class ChannelConfig:
     max_topics_per_socket: int | None = 100
     rate_limit: tuple[float, float] | None = None
     rate_limit_action: Literal["drop", "disconnect"] = "drop"
+    slow_subscriber: Literal["close", "skip"] = "close"
+    skip_if_buffered_over: int = 1 << 20
 
     def __post_init__(self) -> None:
         if self.pubsub is None:
             self.pubsub = InMemoryPubSub()
         if self.rate_limit_action not in ("drop", "disconnect"):
             raise ValueError("rate_limit_action must be 'drop' or 'disconnect'")
+        if self.slow_subscriber not in ("close", "skip"):
+            raise ValueError("slow_subscriber must be 'close' or 'skip'")
+        if not isinstance(self.skip_if_buffered_over, int) or isinstance(self.skip_if_buffered_over, bool):
+            raise TypeError("skip_if_buffered_over must be an int (bytes)")
+        if self.skip_if_buffered_over < 0:
+            raise ValueError("skip_if_buffered_over must be >= 0")
         if self.rate_limit is not None:
             burst, rate = self.rate_limit
             if burst < 1 or rate <= 0:
@@ -167,17 +224,30 @@ class ChannelSocket:
         assigns: per-connection data; starts as a copy of the upgrade request's assigns.
         array_form: True when frames to this client use the array form: always for a socket opened with
             ``vsn=2.x`` (phoenix.js), otherwise when the client's last message used it.
+        skip_over: the ``skip_if_buffered_over`` of an endpoint with ``slow_subscriber="skip"``, else None.
+        fanout_target: ``ws`` when it is a ``zzz.WebSocket`` (broadcasts reach it through
+            ``zzz.broadcast``, from ``fanout_thread``, the thread that opened it), else None.
 
     Args:
         ws: the connection.
         pubsub: the endpoint's backend.
         array_form: the socket was opened with ``vsn=2.x``: every frame to it is in the array form,
             whatever form the client's messages take.
+        skip_over: while more than this many bytes wait to be sent to the client, broadcasts skip it
+            (``ChannelConfig(slow_subscriber="skip")``); None: it gets every broadcast.
     """
 
-    def __init__(self, ws: Any, pubsub: PubSub, array_form: bool = False) -> None:
+    def __init__(
+        self, ws: Any, pubsub: PubSub, array_form: bool = False, skip_over: int | None = None
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
+        self.skip_over = skip_over
+        # A zzz.WebSocket takes broadcasts through zzz.broadcast with the other subscribers of its
+        # thread (the loop's: sockets are made in the connection's callbacks); other handles (test
+        # doubles) get them one send_text at a time.
+        self.fanout_target: Any = ws if isinstance(ws, WebSocket) else None
+        self.fanout_thread = threading.get_ident()
         self.assigns: dict[str, Any] = dict(getattr(ws, "assigns", None) or {})
         self.array_form = array_form
         # phoenix.js with vsn=2.0.0 parses every frame as an array, so its form is fixed at connect
@@ -224,6 +294,11 @@ class ChannelSocket:
         return topic in self._joins
 
     # -- sending -------------------------------------------------------------------------------------------
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes sent to this client and not yet handed to the kernel (``ws.buffered_amount``)."""
+        return self.ws.buffered_amount  # type: ignore[no-any-return]
 
     def send_text(self, text: str) -> None:
         """Send an already-encoded frame (no-op once the connection is closed)."""
@@ -280,6 +355,14 @@ class ChannelSocket:
 class ChannelEndpoint:
     """Speaks the channel protocol over the WebSockets of one route.
 
+    The callbacks are plain functions: a message whose handling involves only plain functions (a
+    heartbeat, a sync join, a sync event handler, a leave) is handled at once, inside the server's
+    read, so the connection keeps reading and the replies of a read go out in one write. When
+    something must be awaited (an ``async def`` join, leave or handler, a join that reads its topic's
+    history, the backend's start), the callback returns a coroutine for the rest, and the server
+    holds the connection's next messages until it is done: the order of one connection's messages
+    and replies is kept either way.
+
     Args:
         config: the endpoint's settings.
     """
@@ -290,9 +373,11 @@ class ChannelEndpoint:
         self.pubsub: PubSub = config.pubsub
         self.pubsub.register_channels(config.channels)
         self._sockets: dict[int, ChannelSocket] = {}
+        self._skip_over = config.skip_if_buffered_over if config.slow_subscriber == "skip" else None
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.joins = 0
 
     def ws_config(self) -> WsConfig:
         """A ``zzz.WsConfig`` wired to this endpoint."""
@@ -305,69 +390,100 @@ class ChannelEndpoint:
 
     # -- WebSocket callbacks -------------------------------------------------------------------------------
 
-    async def on_open(self, ws: Any) -> None:
-        """Attach a ``ChannelSocket`` to a new connection and start the backend on first use."""
+    def on_open(self, ws: Any) -> Coroutine[Any, Any, None] | None:
+        """Attach a ``ChannelSocket`` to a new connection (starting the backend on first use).
+
+        Returns:
+            None once the backend has started; before that, a coroutine that starts it.
+        """
+        if not self._started:
+            return self._open_after_start(ws)
+        self._attach(ws)
+        return None
+
+    def on_message(self, ws: Any, msg: Any) -> Coroutine[Any, Any, None] | None:
+        """Decode one frame and act on it; malformed input is answered, never raised.
+
+        Returns:
+            None when the message was handled completely; otherwise a coroutine that finishes it (an
+            ``async`` callback or a history read is involved), which the caller must await before it
+            hands over the connection's next message.
+        """
+        sock = self._sockets.get(id(ws))
+        if sock is None:  # on_open not run (or failed): be robust rather than drop the message
+            return self._open_then_handle(ws, msg)
+        return self._handle(sock, ws, msg)
+
+    def on_close(self, ws: Any, code: int, reason: str) -> Coroutine[Any, Any, None] | None:
+        """Leave every channel of the connection and drop its subscriptions and presence.
+
+        Returns:
+            None, or a coroutine when a channel's ``leave`` callback is ``async``.
+        """
+        sock = self._sockets.pop(id(ws), None)
+        if sock is None:
+            return None
+        sock.closed = True
+        return _run(self._close_steps(sock))
+
+    # -- protocol ------------------------------------------------------------------------------------------
+
+    async def _open_after_start(self, ws: Any) -> None:
         await self._ensure_started()
+        self._attach(ws)
+
+    async def _open_then_handle(self, ws: Any, msg: Any) -> None:
+        pending = self.on_open(ws)
+        if pending is not None:
+            await pending
+        rest = self._handle(self._socket_for(ws), ws, msg)
+        if rest is not None:
+            await rest
+
+    def _attach(self, ws: Any) -> None:
         self._socket_for(ws)
         if self.config.heartbeat_timeout is not None and (self._watchdog is None or self._watchdog.done()):
             self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeats())
 
-    async def on_message(self, ws: Any, msg: Any) -> None:
-        """Decode one frame and act on it; malformed input is answered, never raised."""
-        sock = self._sockets.get(id(ws))
-        if sock is None:  # on_open not run (or failed): be robust rather than drop the message
-            await self.on_open(ws)
-            sock = self._socket_for(ws)
+    def _handle(self, sock: ChannelSocket, ws: Any, msg: Any) -> Coroutine[Any, Any, None] | None:
         sock.last_seen = time.monotonic()
         data = getattr(msg, "data", None)
         if not isinstance(data, str):
             ws.close(1003, "binary frames are not supported")
-            return
+            return None
         try:
             message = decode(data)
         except MalformedMessage as exc:
             self._malformed(sock, exc)
-            return
+            return None
         if sock._array_only:
             if not message.array_form:
                 message = dataclasses.replace(message, array_form=True)
-        else:
+        elif sock.array_form is not message.array_form:
             sock.array_form = message.array_form
+            self.pubsub.subscriber_changed(sock)  # its broadcasts now take the other wire form
         if message.event == "heartbeat" and message.topic == "phoenix":
             self._reply(sock, message, "ok", {})
-            return
+            return None
         if self.config.rate_limit is not None and not self._take_token(sock):
             if self.config.rate_limit_action == "disconnect":
                 ws.close(1008, "rate limited")
             elif message.ref is not None:
                 self._reply(sock, message, "error", {"reason": "rate_limited"})
-            return
+            return None
         if message.event == "phx_join":
-            await self._join(sock, message)
-        elif message.event == "phx_leave":
-            if message.topic in sock._joins:
-                await self._leave(sock, message.topic)
-            self._reply(sock, message, "ok", {})
-        else:
-            await self._event(sock, message)
-
-    async def on_close(self, ws: Any, code: int, reason: str) -> None:
-        """Leave every channel of the connection and drop its subscriptions and presence."""
-        sock = self._sockets.pop(id(ws), None)
-        if sock is None:
-            return
-        sock.closed = True
-        for topic in list(sock._joins):
-            await self._leave(sock, topic)
-        self.pubsub.forget(sock)
-
-    # -- protocol ------------------------------------------------------------------------------------------
+            return _run(self._join(sock, message))
+        if message.event == "phx_leave":
+            return _run(self._leave_steps(sock, message))
+        return self._event(sock, message)
 
     def _socket_for(self, ws: Any) -> ChannelSocket:
         sock = self._sockets.get(id(ws))
         if sock is None:
             vsn = ws.query_param("vsn") if hasattr(ws, "query_param") else None
-            sock = ChannelSocket(ws, self.pubsub, array_form=bool(vsn and vsn.startswith("2.")))
+            sock = ChannelSocket(
+                ws, self.pubsub, array_form=bool(vsn and vsn.startswith("2.")), skip_over=self._skip_over
+            )
             self._sockets[id(ws)] = sock
         return sock
 
@@ -436,7 +552,12 @@ class ChannelEndpoint:
             return True
         return False
 
-    async def _join(self, sock: ChannelSocket, message: Message) -> None:
+    # Joins and leaves are steps: generators run by ``_run``, plain code up to each ``yield``, which hands
+    # over an awaitable (an async callback's result, a history read); the value it resolves to (or its
+    # exception) comes back at the ``yield``. Without a yield, a message is handled with no await at all.
+    # Pushes (``_event``, the hot path) do the same with a plain function and an async tail.
+
+    def _join(self, sock: ChannelSocket, message: Message) -> _Steps:
         topic = message.topic
         channel = self.config.find(topic)
         if channel is None:
@@ -445,7 +566,7 @@ class ChannelEndpoint:
         if topic in sock._joins:
             # Like Phoenix: a second join replaces the first; the client's old channel gets phx_close.
             old_ref = sock._joins[topic][0]
-            await self._leave(sock, topic)
+            yield from self._leave(sock, topic)
             sock.send_text(encode(sock.array_form, topic, "phx_close", {}, None, old_ref))
         limit = self.config.max_topics_per_socket
         if limit is not None and len(sock._joins) >= limit:
@@ -458,7 +579,8 @@ class ChannelEndpoint:
         response: Any = {}
         if channel.join is not None:
             try:
-                status, response = _join_outcome(await _call(channel.join, sock, topic, message.payload))
+                outcome = yield from _call(channel.join, sock, topic, message.payload)
+                status, response = _join_outcome(outcome)
             except Exception:
                 log.exception("zzz.channels: join of %r raised", topic)
                 status, response = "error", {"reason": "join crashed"}
@@ -469,9 +591,10 @@ class ChannelEndpoint:
                 self._reply(sock, message, status, response)
             return
         sock._joins[topic] = (join_ref, channel)
+        self.joins += 1  # successful joins: zzz.metrics reads it (stats()["channel_joins"])
         history = self.pubsub.history_for(topic)
         if history is not None:
-            await self._join_history(sock, message, history, response)
+            yield self._join_history(sock, message, history, response)
             return
         self.pubsub.subscribe(topic, sock)
         self._reply(sock, message, "ok", response)
@@ -506,7 +629,9 @@ class ChannelEndpoint:
         except Exception as exc:  # noqa: BLE001 (any backend failure: the stream cannot be read now)
             log.warning("zzz.channels: history of %r unavailable (%r); join refused", topic, exc)
             if sock._joins.get(topic) is join:
-                await self._leave(sock, topic)
+                rest = _run(self._leave(sock, topic))
+                if rest is not None:
+                    await rest
             if not sock.closed:
                 self._reply(sock, message, "error", {"reason": "history unavailable"})
             return
@@ -523,17 +648,28 @@ class ChannelEndpoint:
             log.warning("zzz.channels: a join on %r received too much while recovering; closing it", topic)
             sock.close(1013, "recovery overflow")
 
-    async def _leave(self, sock: ChannelSocket, topic: str) -> None:
+    def _leave_steps(self, sock: ChannelSocket, message: Message) -> _Steps:
+        if message.topic in sock._joins:
+            yield from self._leave(sock, message.topic)
+        self._reply(sock, message, "ok", {})
+
+    def _leave(self, sock: ChannelSocket, topic: str) -> _Steps:
         _join_ref, channel = sock._joins.pop(topic)
         self.pubsub.unsubscribe(topic, sock)
         self.pubsub.untrack(sock, topic)
         if channel.leave is not None:
             try:
-                await _call(channel.leave, sock, topic)
+                yield from _call(channel.leave, sock, topic)
             except Exception:
                 log.exception("zzz.channels: leave of %r raised", topic)
 
-    async def _event(self, sock: ChannelSocket, message: Message) -> None:
+    def _close_steps(self, sock: ChannelSocket) -> _Steps:
+        for topic in list(sock._joins):
+            yield from self._leave(sock, topic)
+        self.pubsub.forget(sock)
+
+    def _event(self, sock: ChannelSocket, message: Message) -> Coroutine[Any, Any, None] | None:
+        # Every push comes here: a plain function rather than steps, as it has one await at most.
         join = sock._joins.get(message.topic)
         if join is None or (message.join_ref is not None and message.join_ref != join[0]):
             # Phoenix's answer to a topic the socket has not joined (or a push from a join since replaced).
@@ -543,17 +679,35 @@ class ChannelEndpoint:
                 sock.send_text(
                     encode(sock.array_form, message.topic, "phx_error", {"reason": "unmatched topic"})
                 )
-            return
+            return None
         handler = join[1].handlers.get(message.event)
         if handler is None:
             if message.ref is not None:
                 self._reply(sock, message, "error", {"reason": "unknown event"})
-            return
+            return None
         try:
-            result = await _call(handler, sock, message.topic, message.event, message.payload)
+            result = handler(sock, message.topic, message.event, message.payload)
         except Exception:
-            log.exception("zzz.channels: handler for %r on %r raised", message.event, message.topic)
+            log.exception(_HANDLER_RAISED, message.event, message.topic)
             result = Reply.error("internal error")
+        else:
+            if result is not None and type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+                return self._event_reply_later(sock, message, result)
+        self._answer(sock, message, result)
+        return None
+
+    async def _event_reply_later(
+        self, sock: ChannelSocket, message: Message, awaitable: Awaitable[Any]
+    ) -> None:
+        try:
+            result = await awaitable
+        except Exception:
+            log.exception(_HANDLER_RAISED, message.event, message.topic)
+            result = Reply.error("internal error")
+        self._answer(sock, message, result)
+
+    def _answer(self, sock: ChannelSocket, message: Message, result: Any) -> None:
+        """Reply to a push with what its handler returned (None, or a push without a ref: no reply)."""
         if result is None or message.ref is None:
             return
         if isinstance(result, Reply):

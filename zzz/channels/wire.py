@@ -9,6 +9,7 @@ recovery requests; a frame without one is exactly Phoenix's. Pure functions, no 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,35 @@ __all__ = [
 ]
 
 # Compact separators keep frames small; ensure_ascii=False keeps non-ASCII text as it is (frames are UTF-8).
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode = _encoder.encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
+# What _encode does with a str, without the encoder's Python wrapper (topics, events and refs are
+# quoted for every frame).
+_quote = json.encoder.encode_basestring
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _quick_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """The C encoder ``_encode`` makes on every call, made once; None when this Python has none.
+
+    It is made without the circular-reference check (its bookkeeping is what cannot be shared between
+    calls): a circular value then overflows the stack, and ``dumps`` asks ``_encode`` what went wrong.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "2": {}}
+    try:
+        quick = make(None, _encoder.default, _quote, None, ":", ",", False, False, True)
+        if "".join(quick(sample, 0)) != _encode(sample):
+            return None
+    except Exception:  # noqa: BLE001 (another Python's signature: do without)
+        return None
+    return quick  # type: ignore[no-any-return]
+
+
+_quick = _quick_encoder()
 
 
 # The deepest nesting a client message may have, the message itself counting as one level. Python's JSON
@@ -46,7 +74,15 @@ def dumps(value: Any) -> str:
         ValueError: the value holds a circular reference.
         RecursionError: the value is nested too deeply to encode.
     """
-    text = _encode(value)
+    if type(value) is str:
+        text = _quote(value)
+    elif _quick is not None:
+        try:
+            text = "".join(_quick(value, 0))
+        except RecursionError:  # circular, or nested too deeply: the checking encoder raises the right one
+            text = _encode(value)
+    else:
+        text = _encode(value)
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -55,9 +91,10 @@ def dumps(value: Any) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per client message, and a frozen dataclass's __init__ costs several times more.
+@dataclass(slots=True)
 class Message:
-    """One channel message.
+    """One channel message (treat it as read-only: ``dataclasses.replace`` makes a changed copy).
 
     Attributes:
         topic: the channel topic, e.g. ``"room:lobby"`` (``"phoenix"`` for heartbeats).
@@ -133,7 +170,7 @@ def decode(text: str) -> Message:
             6-element array, or a field of the wrong type (``meta`` must be an object or null).
     """
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except ValueError:
         raise MalformedMessage("invalid JSON", not_json=True) from None
     except RecursionError:
@@ -188,6 +225,17 @@ def decode(text: str) -> Message:
     if payload is None:
         payload = {}
     return Message(good_topic, event, payload, ref, join_ref, array_form, meta)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``, quicker for the usual frame: one JSON value and nothing around it."""
+    try:
+        data, end = _raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # leading whitespace, or not JSON: json.loads decides, as it says
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        return json.loads(text)  # more after the value: json.loads raises "Extra data"
+    return data
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

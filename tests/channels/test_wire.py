@@ -1,0 +1,105 @@
+"""The wire module's quick paths give exactly what the plain ``json`` calls give."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from zzz.channels.wire import MalformedMessage, decode, dumps, encode_raw
+
+FRAME = '{"topic":"room:1","event":"e","payload":{"n":1},"ref":"1"}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FRAME,
+        " " + FRAME,
+        FRAME + " \t\r\n",
+        "\n" + FRAME + "\n",
+        FRAME + "x",
+        FRAME + " {}",
+        FRAME + "\x0b",  # not JSON whitespace, though str.isspace() says it is
+        FRAME + "\u3000",
+        "\ufeff" + FRAME,
+        "",
+        "   ",
+        '["1","1","room:1","e",{}]',
+        '["1","1","room:1","e",{}] ]',
+        "NaN",
+        '{"topic": "room:1", "event": "e", "payload": NaN, "ref": "1"}',
+    ],
+)
+def test_decode_accepts_and_refuses_what_json_loads_does(text: str) -> None:
+    try:
+        expected: Any = json.loads(text)
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(MalformedMessage) as info:
+            decode(text)
+        assert info.value.not_json
+        return
+    try:
+        message = decode(text)
+    except MalformedMessage as exc:  # JSON, but not a channel message: never for want of JSON
+        assert not exc.not_json
+        return
+    payload = expected[4] if isinstance(expected, list) else expected["payload"]
+    assert json.dumps(message.payload) == json.dumps(payload)  # (NaN != NaN)
+
+
+@pytest.mark.parametrize(
+    "value", ["room:1", 'a"b\\c\n\x01\x7f', "", "caf\u00e9", "\ud800", "\U0001f600", 1, None, {"a": ["b"]}]
+)
+def test_dumps_of_strings_is_the_encoder_s(value: Any) -> None:
+    text = dumps(value)
+    text.encode("utf-8")  # always encodable, lone surrogates included
+    assert json.loads(text) == value
+    if isinstance(value, str) and value != "\ud800":  # (a lone surrogate is escaped instead)
+        assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_encode_raw_quotes_fields_as_json() -> None:
+    text = encode_raw(False, 'room:"1"', "e\n", "{}", "r\\1", None)
+    assert json.loads(text) == {
+        "topic": 'room:"1"',
+        "event": "e\n",
+        "payload": {},
+        "ref": "r\\1",
+        "join_ref": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"status": "ok", "response": {"d": "x" * 32}},
+        [1, -2, 3.25, 1e300, float("inf"), float("-inf"), None, True, False],
+        {1: "int key", 2.5: "float key", False: "bool key", None: "null key"},
+        {"caf\u00e9": "\u00e9\U0001f600", "ctl": "\x00\x1f\x7f"},
+        {"nested": [[[{"a": []}]]]},
+        (1, 2),
+        12345678901234567890,
+    ],
+)
+def test_dumps_of_values_is_the_encoder_s(value: Any) -> None:
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert dumps(value) == expected
+
+
+def test_dumps_raises_what_the_encoder_raises() -> None:
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        dumps(circular)
+    nested: Any = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(RecursionError):
+        dumps(nested)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"a": object()})
+    assert json.loads(dumps({"s": "\ud800"})) == {"s": "\ud800"}  # escaped, so the frame stays UTF-8
