@@ -15,7 +15,7 @@ $(VENV)/.stamp: pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Rebuild the extension whenever _speedups.pyx changed (cheap when up to date).
+# Rebuild the extensions whenever _speedups.pyx/.pxd or _readloop.py/_readloop_c.pxd changed (cheap when up to date).
 ext: $(VENV)/.stamp
 	$(PY) setup.py -q build_ext --inplace
 
@@ -35,7 +35,7 @@ test-packages:
 	@bash .ci/install_packages.sh
 
 test-cython: test-packages ext
-	$(PY) -c "import zzz.core as c; assert c.IMPLEMENTATION == 'cython', 'the extension did not build'"
+	$(PY) -c "import zzz.core as c, zzz.readloop as r; assert c.IMPLEMENTATION == r.IMPLEMENTATION == 'cython', 'the extensions did not build'"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-python: test-packages ext
@@ -80,4 +80,4 @@ wheel: ext
 	$(PY) -m build --wheel --outdir dist/
 
 clean:
-	rm -rf build dist *.egg-info zzz/*.so zzz/_speedups.c reports .pytest_cache
+	rm -rf build dist *.egg-info zzz/*.so zzz/_speedups.c zzz/_readloop.c reports .pytest_cache

@@ -1,6 +1,9 @@
-"""Build the optional Cython core; fall back to the pure-Python package when it can't be built.
+"""Build the optional Cython extensions; fall back to the pure-Python package when they can't be built.
 
-``ZZZ_NO_EXTENSIONS=1`` at build time skips the extension on purpose.
+Two extensions: ``zzz._speedups`` (the byte core, from ``_speedups.pyx``) and ``zzz._readloop_c``
+(the per-read loop, compiled from the same ``_readloop.py`` the twin runs). Both or neither: if
+one fails, the other is not installed either, so a wheel never pairs a compiled core with a
+missing loop. ``ZZZ_NO_EXTENSIONS=1`` at build time skips them on purpose.
 """
 
 import os
@@ -15,25 +18,38 @@ def _wanted() -> bool:
 
 
 class OptionalBuildExt(build_ext):
-    """Compile the extension, but install the pure-Python package (and say so) if that fails."""
+    """Compile the extensions, but install the pure-Python package (and say so) if one fails."""
 
     def run(self):
         try:
             super().run()
-        except Exception as exc:  # no compiler, no Cython: the twin takes over
+        except Exception as exc:  # noqa: BLE001 - no compiler, no Cython: the twin takes over
             self._fallback(exc)
 
-    def build_extension(self, ext):
-        try:
-            super().build_extension(ext)
-        except Exception as exc:
-            self._fallback(exc)
+    def build_extensions(self):
+        built = []
+        for ext in self.extensions:
+            try:
+                self.build_extension(ext)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the twin takes over
+                # Both or neither: drop what was built, so nothing installs a half-compiled zzz.
+                for done in built:
+                    path = self.get_ext_fullpath(done.name)
+                    if os.path.exists(path):
+                        os.remove(path)
+                self.extensions = []
+                self._fallback(exc)
+                return
+            built.append(ext)
 
     @staticmethod
     def _fallback(exc):
         sys.stderr.write(
             f"zzz: the C extension could not be built ({exc}); installing the pure-Python core.\n"
         )
+
+
+_OPTIMIZE = ["-O3"] if os.name != "nt" else ["/O2"]
 
 
 def _extensions():
@@ -45,25 +61,31 @@ def _extensions():
     except ImportError:
         sys.stderr.write("zzz: Cython is not installed; installing the pure-Python core.\n")
         return []
-    ext = Extension(
+    directives = {
+        "language_level": "3",
+        "boundscheck": False,
+        "wraparound": False,
+        "cdivision": True,
+        "initializedcheck": False,
+    }
+    core = Extension(
         "zzz._speedups",
         ["zzz/_speedups.pyx"],
         # The C kernels live in headers; listing them rebuilds on change and ships them in sdists.
-        depends=["zzz/_mask.h", "zzz/_utf8.h"],
+        depends=["zzz/_mask.h", "zzz/_utf8.h", "zzz/_speedups.pxd"],
         include_dirs=["zzz"],
         # No -march=native: the wheel must run on any x86-64; SIMD is picked at run time.
-        extra_compile_args=["-O3"] if os.name != "nt" else ["/O2"],
+        extra_compile_args=_OPTIMIZE,
     )
-    return cythonize(
-        [ext],
-        compiler_directives={
-            "language_level": "3",
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-        },
+    # The per-read loop: the same text the twin runs, compiled as its own module and typed by
+    # zzz/_readloop_c.pxd (Cython finds a .pxd by the name of the module it builds).
+    readloop = Extension(
+        "zzz._readloop_c",
+        ["zzz/_readloop.py"],
+        depends=["zzz/_readloop_c.pxd", "zzz/_speedups.pxd"],
+        extra_compile_args=_OPTIMIZE,
     )
+    return cythonize([core, readloop], compiler_directives=directives)
 
 
 setup(

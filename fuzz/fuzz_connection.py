@@ -14,6 +14,7 @@ import atheris
 with atheris.instrument_imports():
     from zzz import _purepy, deflate
     from zzz.protocol import Connection, ConnectionFailed
+    from zzz.settings import WsLimits
 
 from zzz import _speedups
 
@@ -59,17 +60,17 @@ def TestOneInput(data: bytes) -> None:
     params = deflate.DeflateParams(
         client_no_context_takeover=fdp.ConsumeBool(), client_max_window_bits=fdp.ConsumeIntInRange(8, 15)
     )
-    options = dict(
-        max_message_size=_util.limit(fdp, SIZES),
-        max_frame_size=_util.limit(fdp, SIZES),
-        max_fragments=_util.limit(fdp, (None, 1, 2, 4)),
-    )
+    options = {
+        "max_message_size": _util.limit(fdp, SIZES),
+        "max_frame_size": _util.limit(fdp, SIZES),
+        "max_fragments": _util.limit(fdp, (None, 1, 2, 4)),
+    }
     stream = _stream(fdp) if fdp.ConsumeBool() else fdp.ConsumeBytes(2048)
     pieces = _util.chunks(fdp, stream)
     results = []
     for impl in (_purepy, _speedups):
         pmd = deflate.PerMessageDeflate(params, is_server=True) if compress else None
-        conn = Connection(is_server=True, deflate=pmd, **options)
+        conn = Connection(is_server=True, deflate=pmd, limits=WsLimits(**options))
         max_frame = options["max_frame_size"]
         conn._reader = impl.FrameReader(
             require_mask=True,

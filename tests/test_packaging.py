@@ -1,4 +1,5 @@
-"""Packaging: the wheel carries the compiled core, and the build falls back to the twin.
+"""Packaging: the wheel carries both extensions (the byte core and the read loop), and the build
+falls back to the twin, both or neither.
 
 Builds a wheel from a copy of the source tree (isolated build, as ``pip`` does it), repairs it
 into a manylinux wheel with ``auditwheel`` (needs ``patchelf``), installs it into a fresh venv
@@ -66,8 +67,11 @@ def build_wheel(src: Path, out: Path, **env_extra: str) -> tuple[Path, str]:
     log = run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(src)], env=env)
     # The backend's Python warnings (build prints them as "WARNING <message>"; pip as
     # "...BuildBackendWarning: ...") flag configuration a later setuptools will refuse.
-    noisy = [line for line in log.splitlines()
-             if line.startswith("WARNING ") or "Warning:" in line or "deprecat" in line.lower()]
+    noisy = [
+        line
+        for line in log.splitlines()
+        if line.startswith("WARNING ") or "Warning:" in line or "deprecat" in line.lower()
+    ]
     assert not noisy, "\n".join(noisy)
     wheels = list(out.glob("zzz-*.whl"))
     assert len(wheels) == 1, wheels
@@ -79,9 +83,10 @@ def implementation(python: Path, **env_extra: str) -> str:
     env.pop("PYTHONPATH", None)
     env.update(env_extra)
     # Run from / so that the installed package is imported, not the working tree.
-    code = "import zzz.core as c; print(c.IMPLEMENTATION, c.__file__)"
+    code = "import zzz.core as c, zzz.readloop as r; print(c.IMPLEMENTATION, r.IMPLEMENTATION, c.__file__)"
     out = run([str(python), "-c", code], env=env, cwd=Path("/")).split()
-    assert "/work/main" not in out[1], out
+    assert str(ROOT) not in out[2], out
+    assert out[0] == out[1], f"the byte core is {out[0]} but the read loop is {out[1]}"
     return out[0]
 
 
@@ -144,6 +149,8 @@ def test_manylinux_wheel_runs_the_compiled_core(tmp_path: Path, venv_python: Pat
     wheel, _ = build_wheel(src, tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("zzz/_speedups") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("zzz/_readloop_c") and n.endswith(".so") for n in names), names
+    assert "zzz/_readloop.py" in names, names  # the text the twin runs
     assert not any(n.endswith((".c", ".h")) for n in names), names
     run(
         [
@@ -177,6 +184,19 @@ def test_no_extensions_at_build_time_gives_a_pure_wheel(tmp_path: Path, venv_pyt
 def test_missing_compiler_falls_back_to_the_twin(tmp_path: Path, venv_python: Path) -> None:
     src = source_copy(tmp_path)
     wheel, log = build_wheel(src, tmp_path / "dist", CC="/nonexistent/cc")
+    assert "could not be built" in log and "installing the pure-Python core" in log
+    assert not any(n.endswith(".so") for n in zipfile.ZipFile(wheel).namelist())
+    install(venv_python, wheel)
+    assert implementation(venv_python) == "python"
+
+
+def test_a_failed_read_loop_build_installs_neither_extension(tmp_path: Path, venv_python: Path) -> None:
+    src = source_copy(tmp_path)
+    # The C of _readloop_c includes a header that does not exist: its compile fails, the byte
+    # core's does not, and the build must not ship the byte core alone.
+    with open(src / "zzz" / "_readloop_c.pxd", "a") as pxd:
+        pxd.write('\ncdef extern from "zzz_no_such_header.h":\n    pass\n')
+    wheel, log = build_wheel(src, tmp_path / "dist")
     assert "could not be built" in log and "installing the pure-Python core" in log
     assert not any(n.endswith(".so") for n in zipfile.ZipFile(wheel).namelist())
     install(venv_python, wheel)

@@ -1,13 +1,13 @@
 """Pure-Python twin of ``zzz._speedups``: masking, UTF-8 validation, frame reading and encoding.
 
-Same names, same results and the same errors (messages included) as the compiled extension;
-``zzz.core`` picks one of the two and nothing else imports this module.
+Bytes only: nothing here touches a transport, a loop or a user callback. Same names, same results
+and the same errors (messages included) as the compiled extension; ``zzz.core`` picks one of the
+two and nothing else imports this module.
 """
 
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,23 +15,21 @@ from typing import Any
 from zzz.errors import InvalidUtf8, MessageTooBig, PolicyViolation, ProtocolError, WebSocketError
 
 __all__ = [
-    "OP_CONT",
-    "OP_TEXT",
     "OP_BINARY",
     "OP_CLOSE",
+    "OP_CONT",
     "OP_PING",
     "OP_PONG",
+    "OP_TEXT",
+    "Binary",
+    "FrameReader",
+    "Outbox",
+    "Text",
+    "Utf8Validator",
+    "encode_frame",
     "mask",
     "mask_inplace",
     "validate_utf8",
-    "Utf8Validator",
-    "FrameReader",
-    "encode_frame",
-    "Text",
-    "Binary",
-    "Outbox",
-    "Sender",
-    "Receiver",
 ]
 
 OP_CONT = 0x0
@@ -115,7 +113,7 @@ class Utf8Validator:
     """Incremental UTF-8 validator: state carries across ``feed`` calls, failure is reported
     at the first byte that can no longer start or continue a valid sequence."""
 
-    __slots__ = ("_pending", "_failed")
+    __slots__ = ("_failed", "_pending")
 
     def __init__(self) -> None:
         self._pending = b""
@@ -167,7 +165,8 @@ class FrameReader:
     get, made once.
 
     On a violation ``feed`` raises a ``WebSocketError`` subclass whose ``frames`` attribute holds
-    the frames completed before it; the reader stays failed afterwards.
+    the frames completed before it; the reader stays failed afterwards (``error`` is that
+    violation, None until then).
     """
 
     def __init__(
@@ -187,7 +186,7 @@ class FrameReader:
         self.max_message_size = _UNLIMITED if max_message_size is None else max_message_size
         self.max_fragments = _UNLIMITED if max_fragments is None else max_fragments
         self._buf = bytearray()
-        self._error: WebSocketError | None = None
+        self.error: WebSocketError | None = None
         # The frame whose payload is being read (``_length < 0`` when reading a header).
         self._length = -1
         self._opcode = 0
@@ -204,15 +203,15 @@ class FrameReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Parse ``data``; return the frames it completes."""
-        if self._error is not None:
-            self._error.frames = []
-            raise self._error
+        if self.error is not None:
+            self.error.frames = []
+            raise self.error
         frames: list[Any] = []
         try:
             self._parse(data, frames)
         except WebSocketError as exc:
             exc.frames = frames
-            self._error = exc
+            self.error = exc
             raise
         return frames
 
@@ -230,7 +229,11 @@ class FrameReader:
             want = self._length - len(self._payload)
             if end - pos >= want and not self._payload:
                 # Fast path: the whole payload is in the buffer.
-                raw = bytes(buf[pos : pos + want]) if self._key == b"" else mask(buf[pos : pos + want], self._key)
+                raw = (
+                    bytes(buf[pos : pos + want])
+                    if self._key == b""
+                    else mask(buf[pos : pos + want], self._key)
+                )
                 pos += want
                 self._complete(raw, frames, streamed=False)
                 continue
@@ -406,8 +409,6 @@ class Binary:
 
 # Payloads from this size on are queued as their own buffer, not copied behind their header.
 _SPLIT_FRAME_SIZE = 64 * 1024
-# While a read is handled, replies are held for one write; past this many bytes they go out early.
-EARLY_FLUSH_SIZE = 256 * 1024
 
 
 class Outbox:
@@ -418,26 +419,25 @@ class Outbox:
     ``encoder`` the frames are a server's: unmasked and uncompressed, built here; with one,
     ``encoder(payload: bytes, opcode)`` returns each data frame (masking, compression).
     ``take`` hands everything over as a list of immutable buffers for one vectored write.
+    ``size`` counts the bytes queued (read it, never set it). No view of a buffer that is reused
+    is ever handed out: ``take`` gives bytes objects the outbox no longer touches.
     """
 
-    __slots__ = ("open", "in_read", "encoder", "_buffers", "_size")
+    __slots__ = ("_buffers", "encoder", "in_read", "open", "size")
 
     def __init__(self, encoder: Callable[[bytes, int], bytes] | None = None) -> None:
+        # Mirrors the owning Connection's state (True exactly while it is OPEN); its one setter
+        # is Connection._set_state.
         self.open = True
         self.in_read = False  # set while a read is handled: the owner flushes once at its end
         self.encoder = encoder
+        self.size = 0
         self._buffers: list[bytes] = []
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        """Bytes queued."""
-        return self._size
 
     @property
     def pending(self) -> bool:
         """True when something is queued."""
-        return self._size > 0
+        return self.size > 0
 
     def text(self, text: str) -> None:
         """Queue a text message."""
@@ -448,7 +448,7 @@ class Outbox:
             if self.encoder is None and len(payload) < _SPLIT_FRAME_SIZE:  # the common case, inline
                 frame = encode_frame(OP_TEXT, payload)
                 self._buffers.append(frame)
-                self._size += len(frame)
+                self.size += len(frame)
             else:
                 self._data(OP_TEXT, payload)
 
@@ -458,7 +458,7 @@ class Outbox:
             if self.encoder is None and type(data) is bytes and len(data) < _SPLIT_FRAME_SIZE:
                 frame = encode_frame(OP_BINARY, data)
                 self._buffers.append(frame)
-                self._size += len(frame)
+                self.size += len(frame)
             else:
                 self._data(OP_BINARY, data)
 
@@ -479,195 +479,11 @@ class Outbox:
         """Queue bytes that are already one or more whole frames."""
         if frame:
             self._buffers.append(frame)
-            self._size += len(frame)
+            self.size += len(frame)
 
     def take(self) -> list[bytes]:
         """Everything queued, in order; the outbox is empty afterwards."""
         buffers = self._buffers
         self._buffers = []
-        self._size = 0
+        self.size = 0
         return buffers
-
-    def dispatch(
-        self, frames: list[Any], pos: int, on_message: Callable[[Any, Any], Any], ws: Any
-    ) -> tuple[int, bool, Any]:
-        """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` (``Text`` and
-        ``Binary`` items from a ``FrameReader(messages=True)``), up to the first frame tuple.
-
-        Messages after the outbox stopped being ``open`` are skipped (they arrived after our
-        close frame). Returns ``(next position, raised, value)`` as soon as a call raises an
-        ``Exception`` (``raised`` True, ``value`` the exception) or returns something other than
-        None (``value`` is what it returned); ``(position reached, False, None)`` otherwise.
-        """
-        n = len(frames)
-        while pos < n:
-            msg = frames[pos]
-            if type(msg) is tuple:
-                break
-            pos += 1
-            if not self.open:
-                continue
-            try:
-                result = on_message(ws, msg)
-            except Exception as exc:
-                return pos, True, exc
-            if result is not None:
-                return pos, False, result
-        return pos, False, None
-
-
-class Sender:
-    """The sending half of a connection handle: ``send`` and ``send_binary``, safe from any thread.
-
-    On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
-    unless a read is being handled (then the owner writes everything once at the end), or the
-    queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
-    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
-    once the loop is closed, that does nothing.
-    """
-
-    __slots__ = ("_out", "_flush_fn", "_owner_loop", "_owner_thread", "_text_later", "_binary_later")
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        flush: Callable[[], Any],
-        loop: Any,
-        text_later: Callable[[str], Any],
-        binary_later: Callable[[bytes], Any],
-    ) -> None:
-        self._out = outbox
-        self._flush_fn = flush
-        self._owner_loop = loop
-        self._owner_thread = threading.get_ident()
-        self._text_later = text_later
-        self._binary_later = binary_later
-
-    def send(self, text: str) -> None:
-        """Send a text message.
-
-        Raises:
-            TypeError: ``text`` is not a ``str``.
-        """
-        if not isinstance(text, str):
-            raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
-        if threading.get_ident() == self._owner_thread:
-            out = self._out
-            out.text(text)
-            if not out.in_read or out._size >= EARLY_FLUSH_SIZE:
-                self._flush_fn()
-        else:
-            self._hand_over(self._text_later, text)
-
-    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
-        """Send a binary message.
-
-        Raises:
-            TypeError: ``data`` is not bytes, bytearray or memoryview.
-        """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
-        if threading.get_ident() == self._owner_thread:
-            out = self._out
-            out.binary(data)
-            if not out.in_read or out._size >= EARLY_FLUSH_SIZE:
-                self._flush_fn()
-        else:
-            # Copy now: the caller may reuse its buffer before the loop gets to it.
-            self._hand_over(self._binary_later, bytes(data))
-
-    def _hand_over(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        try:
-            self._owner_loop.call_soon_threadsafe(fn, arg)
-        except RuntimeError:
-            # The loop is closed, so is the connection: a send after close does nothing.
-            if not self._owner_loop.is_closed():
-                raise
-
-
-class Receiver:
-    """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
-    ``feed(data)`` is the transport's ``data_received``.
-
-    A read whose frames are all whole data messages, read without error, is handled here from
-    start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
-    ``writelines``) of everything sent, and ``over_limit()`` if the transport's buffer is then
-    over ``max_buffer`` bytes (None: no limit). Every other read goes to Python: ``slow(data)``
-    when the fast path is off (``enabled`` False, the outbox closed, the reader failed), or
-    ``finish(frames, pos, raised, value, error)`` with what was read and how far the dispatch
-    got, when the read held something else (a control frame, a fragment, a compressed message,
-    a violation) or a callback raised or returned a value. ``keepalive.received`` is set on
-    every read.
-    """
-
-    __slots__ = (
-        "_reader",
-        "_out",
-        "_on_message",
-        "_ws",
-        "_slow",
-        "_finish",
-        "_transport",
-        "_max_buffer",
-        "_over_limit",
-        "_keepalive",
-        "enabled",
-    )
-
-    def __init__(
-        self,
-        reader: FrameReader,
-        outbox: Outbox,
-        on_message: Callable[[Any, Any], Any],
-        ws: Any,
-        slow: Callable[[Any], Any],
-        finish: Callable[..., Any],
-        transport: Any,
-        max_buffer: int | None,
-        over_limit: Callable[[], Any],
-        keepalive: Any,
-    ) -> None:
-        self._reader = reader
-        self._out = outbox
-        self._on_message = on_message
-        self._ws = ws
-        self._slow = slow
-        self._finish = finish
-        self._transport = transport
-        self._max_buffer = max_buffer
-        self._over_limit = over_limit
-        self._keepalive = keepalive
-        self.enabled = True
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Handle one read (see the class)."""
-        out = self._out
-        self._keepalive.received = True
-        if not self.enabled or not out.open or self._reader._error is not None:
-            self._slow(data)
-            return
-        error = None
-        out.in_read = True
-        try:
-            try:
-                frames = self._reader.feed(data)
-            except WebSocketError as exc:
-                frames = exc.frames
-                error = exc
-            pos, raised, value = out.dispatch(frames, 0, self._on_message, self._ws)
-        finally:
-            out.in_read = False
-        if pos == len(frames) and not raised and value is None and error is None:
-            del frames[:]  # the reader made this list for this read; nothing in it is kept
-            if out._size:
-                buffers = out.take()
-                transport = self._transport
-                if len(buffers) == 1:
-                    transport.write(buffers[0])
-                else:
-                    transport.writelines(buffers)
-                limit = self._max_buffer
-                if limit is not None and transport.get_write_buffer_size() > limit:
-                    self._over_limit()
-            return
-        self._finish(frames, pos, raised, value, error)

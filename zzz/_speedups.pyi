@@ -1,7 +1,7 @@
-"""Type stub for the compiled core; ``zzz._purepy`` is its twin and the reference for behaviour."""
+"""Type stub for the compiled byte core (fields and C methods: ``_speedups.pxd``); ``zzz._purepy`` is
+its twin and the reference for behaviour."""
 
 from collections.abc import Callable
-from typing import Any
 
 from zzz.errors import WebSocketError as WebSocketError
 
@@ -43,6 +43,8 @@ class FrameReader:
         messages: bool = False,
     ) -> None: ...
     messages: bool
+    @property
+    def error(self) -> WebSocketError | None: ...
     def feed(self, data: _Buffer) -> list[_Frame | Text | Binary]: ...
 
 def _select_kernels(name: str = "best") -> tuple[str, str]:
@@ -69,50 +71,19 @@ class Binary:
     def data(self) -> bytes: ...
     def __init__(self, data: bytes) -> None: ...
 
-EARLY_FLUSH_SIZE: int
-
 class Outbox:
     open: bool
     in_read: bool
     encoder: Callable[[_Buffer, int], bytes] | None
-    def __init__(self, encoder: Callable[[_Buffer, int], bytes] | None = None) -> None: ...
     @property
     def size(self) -> int: ...
+    def __init__(self, encoder: Callable[[_Buffer, int], bytes] | None = None) -> None: ...
     @property
     def pending(self) -> bool: ...
     def text(self, text: str) -> None: ...
     def binary(self, data: _Buffer) -> None: ...
     def raw(self, frame: bytes) -> None: ...
     def take(self) -> list[bytes]: ...
-    def dispatch(
-        self, frames: list[Any], pos: int, on_message: Callable[[Any, Any], Any], ws: Any
-    ) -> tuple[int, bool, Any]: ...
 
-class Sender:
-    def __init__(
-        self,
-        outbox: Outbox,
-        flush: Callable[[], Any],
-        loop: Any,
-        text_later: Callable[[str], Any],
-        binary_later: Callable[[bytes], Any],
-    ) -> None: ...
-    def send(self, text: str) -> None: ...
-    def send_binary(self, data: _Buffer) -> None: ...
-
-class Receiver:
-    enabled: bool
-    def __init__(
-        self,
-        reader: FrameReader,
-        outbox: Outbox,
-        on_message: Callable[[Any, Any], Any],
-        ws: Any,
-        slow: Callable[[Any], Any],
-        finish: Callable[..., Any],
-        transport: Any,
-        max_buffer: int | None,
-        over_limit: Callable[[], Any],
-        keepalive: Any,
-    ) -> None: ...
-    def feed(self, data: _Buffer) -> None: ...
+def _thread_ident() -> int:
+    """``threading.get_ident()`` for C callers (``_readloop_c``). Not in the twin."""

@@ -2,8 +2,10 @@
 # cython: initializedcheck=False, auto_pickle=False, binding=False
 """Compiled core of zzz: XOR masking, incremental UTF-8 validation, frame reading and encoding.
 
-``zzz._purepy`` is its twin and the reference for behaviour (errors and messages included);
-``zzz.core`` picks one of the two and nothing else imports this module.
+Bytes only: nothing here touches a transport, a loop or a user callback. ``zzz._purepy`` is its
+twin and the reference for behaviour (errors and messages included); ``zzz.core`` picks one of the
+two and nothing else imports this module (``_readloop_c`` cimports the types of
+``_speedups.pxd``, the map of every field and C method here).
 """
 
 cimport cython
@@ -13,11 +15,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_Append
 from cpython.long cimport PyLong_Check
-from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, UINT64_MAX
+from libc.stdint cimport UINT64_MAX
 from libc.string cimport memcpy
 
 from operator import index as _index
@@ -54,23 +55,21 @@ cdef extern from "_utf8.h":
     Py_ssize_t zzz_utf8_feed(uint32_t *state, const unsigned char *p, size_t n) nogil
 
 __all__ = [
-    "OP_CONT",
-    "OP_TEXT",
     "OP_BINARY",
     "OP_CLOSE",
+    "OP_CONT",
     "OP_PING",
     "OP_PONG",
+    "OP_TEXT",
+    "Binary",
+    "FrameReader",
+    "Outbox",
+    "Text",
+    "Utf8Validator",
+    "encode_frame",
     "mask",
     "mask_inplace",
     "validate_utf8",
-    "Utf8Validator",
-    "FrameReader",
-    "encode_frame",
-    "Text",
-    "Binary",
-    "Outbox",
-    "Sender",
-    "Receiver",
 ]
 
 OP_CONT = 0x0
@@ -93,6 +92,11 @@ cdef enum:
     _SMALL_TEXT = 512
 _UNLIMITED = 1 << 64
 _KEY_ERROR = "mask key must be exactly 4 bytes"
+
+
+cpdef unsigned long _thread_ident() noexcept:
+    """The calling thread's id (``threading.get_ident()``), callable from C without a Python call."""
+    return PyThread_get_thread_ident()
 
 
 def _select_kernels(name="best"):
@@ -295,8 +299,6 @@ cdef class Utf8Validator:
     """Incremental UTF-8 validator: state carries across ``feed`` calls, failure is reported
     at the first byte that can no longer start or continue a valid sequence."""
 
-    cdef uint32_t _state
-
     def __cinit__(self):
         self._state = ZZZ_UTF8_ACCEPT
 
@@ -333,7 +335,6 @@ cdef class Utf8Validator:
 cdef class Text:
     """A text message; ``data`` is the decoded ``str``."""
 
-    cdef readonly object data
     __match_args__ = ("data",)
 
     def __init__(self, data):
@@ -358,7 +359,6 @@ cdef class Text:
 cdef class Binary:
     """A binary message; ``data`` is ``bytes``."""
 
-    cdef readonly object data
     __match_args__ = ("data",)
 
     def __init__(self, data):
@@ -381,11 +381,6 @@ cdef class Binary:
 
 # ---------------------------------------------------------------------------------------------
 # Frame reader
-
-cdef struct _Limit:
-    bint negative    # every size is over it
-    uint64_t value   # saturated at UINT64_MAX (sizes never come near it)
-
 
 cdef int _set_limit(_Limit *limit, object value) except -1:
     value = _index(value)
@@ -413,41 +408,9 @@ cdef class FrameReader:
     get, made once.
 
     On a violation ``feed`` raises a ``WebSocketError`` subclass whose ``frames`` attribute holds
-    the frames completed before it; the reader stays failed afterwards.
+    the frames completed before it; the reader stays failed afterwards (``error`` is that
+    violation, None until then).
     """
-
-    cdef public bint require_mask
-    cdef public bint allow_rsv1
-    cdef public bint messages
-    cdef object _max_frame_size_obj
-    cdef object _max_message_size_obj
-    cdef object _max_fragments_obj
-    cdef _Limit _frame_limit
-    cdef _Limit _message_limit
-    cdef _Limit _fragment_limit
-    cdef object _error
-    # A header cut by the end of the previous chunk (a header is at most 14 bytes).
-    cdef unsigned char _stash[16]
-    cdef Py_ssize_t _stash_len
-    # The frame whose payload is being read.
-    cdef bint _in_payload
-    cdef int _opcode
-    cdef bint _fin
-    cdef bint _rsv1
-    cdef bint _masked
-    cdef unsigned char _key[4]
-    cdef uint64_t _length
-    cdef uint64_t _received
-    # Payload received so far when it came in pieces: a private bytes object grown as data
-    # arrives (never to the declared length up front), shrunk to size and handed out as is.
-    cdef PyObject *_acc
-    cdef Py_ssize_t _acc_cap
-    # The data message in progress (opcode 0 when none).
-    cdef int _msg_opcode
-    cdef bint _msg_compressed
-    cdef uint64_t _msg_size
-    cdef uint64_t _msg_frames
-    cdef uint32_t _utf8
 
     def __cinit__(self):
         self._acc = NULL
@@ -501,7 +464,7 @@ cdef class FrameReader:
         _set_limit(&self._fragment_limit, value)
         self._max_fragments_obj = value
 
-    def feed(self, data):
+    cpdef list feed(self, object data):
         """Parse ``data``; return the frames it completes.
 
         Args:
@@ -515,14 +478,11 @@ cdef class FrameReader:
                 holds the frames completed before the failure, and every later call raises it
                 again (with no frames).
         """
-        return self._feed(data)
-
-    cdef list _feed(self, object data):
         cdef Py_buffer view
         cdef list frames
-        if self._error is not None:
-            self._error.frames = []
-            raise self._error
+        if self.error is not None:
+            self.error.frames = []
+            raise self.error
         if _try_get_buffer(data, &view, PyBUF_SIMPLE) != 0:
             PyErr_Clear()
             raise TypeError(f"can't concat {type(data).__name__} to bytearray")
@@ -531,7 +491,7 @@ cdef class FrameReader:
             self._parse(<const unsigned char *>view.buf, view.len, frames)
         except WebSocketError as exc:
             exc.frames = frames
-            self._error = exc
+            self.error = exc
             raise
         finally:
             PyBuffer_Release(&view)
@@ -548,7 +508,7 @@ cdef class FrameReader:
             if take > n:
                 take = n
             memcpy(&self._stash[self._stash_len], p, take)
-            header = self._header(self._stash, self._stash_len + take)
+            header = _read_header(self, self._stash, self._stash_len + take)
             if header < 0:
                 self._stash_len += take  # a short header means all of data went in
                 return 0
@@ -556,7 +516,7 @@ cdef class FrameReader:
             self._stash_len = 0
         while True:
             if not self._in_payload:
-                header = self._header(p + pos, n - pos)
+                header = _read_header(self, p + pos, n - pos)
                 if header < 0:
                     memcpy(self._stash, p + pos, n - pos)
                     self._stash_len = n - pos
@@ -565,7 +525,7 @@ cdef class FrameReader:
             want = self._length - self._received
             if self._received == 0 and <uint64_t>(n - pos) >= want:
                 # The whole payload is here: build the result straight from the caller's data.
-                self._deliver(self._whole_payload(p + pos, <Py_ssize_t>want), frames)
+                _deliver(self, self._whole_payload(p + pos, <Py_ssize_t>want), frames)
                 pos += <Py_ssize_t>want
                 continue
             take = n - pos
@@ -576,103 +536,14 @@ cdef class FrameReader:
                 pos += take
             if self._received < self._length:
                 return 0
-            self._deliver(self._accumulated_payload(), frames)
-
-    cdef inline Py_ssize_t _header(self, const unsigned char *p, Py_ssize_t avail) except -2:
-        """Parse a header; return its length, or -1 if incomplete. Checks in the twin's order."""
-        cdef unsigned int b0, b1
-        cdef int opcode
-        cdef bint fin, rsv1, masked, compressed
-        cdef uint64_t length
-        cdef Py_ssize_t offset
-        if avail < 2:
-            return -1
-        b0 = p[0]
-        b1 = p[1]
-        fin = (b0 & 0x80) != 0
-        rsv1 = (b0 & 0x40) != 0
-        opcode = b0 & 0x0F
-        masked = (b1 & 0x80) != 0
-        length = b1 & 0x7F
-        if b0 & 0x30:
-            raise ProtocolError("reserved bits set")
-        if not ((_KNOWN_OPCODES >> opcode) & 1):
-            raise ProtocolError(f"invalid opcode {opcode}")
-        if opcode >= 8:
-            if not fin:
-                raise ProtocolError("fragmented control frame")
-            if length > 125:
-                raise ProtocolError("control frame too long")
-            if rsv1:
-                raise ProtocolError("reserved bits set")
-        elif rsv1:
-            if not self.allow_rsv1:
-                raise ProtocolError("reserved bits set")
-            if opcode == 0:
-                raise ProtocolError("RSV1 set on continuation frame")
-        if opcode == 0:
-            if not self._msg_opcode:
-                raise ProtocolError("unexpected continuation frame")
-        elif opcode < 8 and self._msg_opcode:
-            raise ProtocolError("expected continuation frame")
-        if masked != self.require_mask:
-            raise ProtocolError("frame not masked" if self.require_mask else "frame masked by server")
-        offset = 2
-        if length == 126:
-            if avail < 4:
-                return -1
-            length = (<uint64_t>p[2] << 8) | p[3]
-            offset = 4
-        elif length == 127:
-            if avail < 10:
-                return -1
-            length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40)
-                      | (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16)
-                      | (<uint64_t>p[8] << 8) | <uint64_t>p[9])
-            if length >> 63:
-                raise ProtocolError("invalid frame length")
-            offset = 10
-        if masked:
-            if avail < offset + 4:
-                return -1
-            memcpy(self._key, p + offset, 4)
-            offset += 4
-        if self._frame_limit.negative or length > self._frame_limit.value:
-            raise MessageTooBig("frame too big")
-        if opcode < 8:
-            if self._fragment_limit.negative or self._msg_frames >= self._fragment_limit.value:
-                raise PolicyViolation("too many fragments")
-            compressed = rsv1 if opcode != 0 else self._msg_compressed
-            # Subtract, never add: the declared length may be anything up to 2**63 - 1.
-            if not compressed and (
-                self._message_limit.negative
-                or self._msg_size > self._message_limit.value
-                or length > self._message_limit.value - self._msg_size
-            ):
-                raise MessageTooBig("message too big")
-            if opcode != 0:
-                self._msg_opcode = opcode
-                self._msg_compressed = rsv1
-            self._msg_frames += 1
-            self._msg_size += length
-        self._length = length
-        self._received = 0
-        self._opcode = opcode
-        self._fin = fin
-        self._rsv1 = rsv1
-        self._masked = masked
-        self._in_payload = True
-        return offset
-
-    cdef inline bint _validates_text(self):
-        return self._msg_opcode == 1 and not self._msg_compressed and self._opcode < 8
+            _deliver(self, self._accumulated_payload(), frames)
 
     cdef object _whole_payload(self, const unsigned char *src, Py_ssize_t n):
         """The payload of a frame that arrived whole: unmasked, validated, decoded if text."""
         cdef object payload
         cdef unsigned char *dst
         cdef unsigned char small[_SMALL_TEXT]
-        cdef bint text = self._validates_text()
+        cdef bint text = _validates_text(self)
         if text and self._fin and self._opcode == 1:
             if n == 0:
                 return ""
@@ -736,7 +607,7 @@ cdef class FrameReader:
         else:
             memcpy(dst, src, take)
         self._received += take
-        if self._validates_text() and zzz_utf8_feed(&self._utf8, dst, <size_t>take) >= 0:
+        if _validates_text(self) and zzz_utf8_feed(&self._utf8, dst, <size_t>take) >= 0:
             raise InvalidUtf8("invalid UTF-8")
         return 0
 
@@ -750,28 +621,123 @@ cdef class FrameReader:
         Py_DECREF(payload)  # drop the accumulator's own reference, ``payload`` keeps one
         self._acc = NULL
         self._acc_cap = 0
-        if self._validates_text():
+        if _validates_text(self):
             if self._fin and self._utf8 != ZZZ_UTF8_ACCEPT:
                 raise InvalidUtf8("invalid UTF-8")
             if self._fin and self._opcode == 1:
                 return _decode(<const unsigned char *>PyBytes_AS_STRING(payload), n)
         return payload
 
-    cdef inline int _deliver(self, object payload, list frames) except -1:
-        cdef int opcode = self._opcode
-        cdef bint fin = self._fin
-        if fin and opcode < 8:
-            self._msg_opcode = 0
-            self._msg_compressed = False
-            self._msg_size = 0
-            self._msg_frames = 0
-            self._utf8 = ZZZ_UTF8_ACCEPT
-        self._in_payload = False
-        if self.messages and fin and not self._rsv1 and (opcode == 1 or opcode == 2):
-            PyList_Append(frames, _message(opcode, payload))
-        else:
-            PyList_Append(frames, (opcode, fin, self._rsv1, payload))
-        return 0
+
+# The reader's per-frame steps, module-level so that C inlines them into ``_parse`` (methods
+# declared in ``_speedups.pxd`` can't be inline).
+
+cdef inline Py_ssize_t _read_header(FrameReader self, const unsigned char *p, Py_ssize_t avail) except -2:
+    """Parse a header; return its length, or -1 if incomplete. Checks in the twin's order."""
+    cdef unsigned int b0, b1
+    cdef int opcode
+    cdef bint fin, rsv1, masked, compressed
+    cdef uint64_t length
+    cdef Py_ssize_t offset
+    if avail < 2:
+        return -1
+    b0 = p[0]
+    b1 = p[1]
+    fin = (b0 & 0x80) != 0
+    rsv1 = (b0 & 0x40) != 0
+    opcode = b0 & 0x0F
+    masked = (b1 & 0x80) != 0
+    length = b1 & 0x7F
+    if b0 & 0x30:
+        raise ProtocolError("reserved bits set")
+    if not ((_KNOWN_OPCODES >> opcode) & 1):
+        raise ProtocolError(f"invalid opcode {opcode}")
+    if opcode >= 8:
+        if not fin:
+            raise ProtocolError("fragmented control frame")
+        if length > 125:
+            raise ProtocolError("control frame too long")
+        if rsv1:
+            raise ProtocolError("reserved bits set")
+    elif rsv1:
+        if not self.allow_rsv1:
+            raise ProtocolError("reserved bits set")
+        if opcode == 0:
+            raise ProtocolError("RSV1 set on continuation frame")
+    if opcode == 0:
+        if not self._msg_opcode:
+            raise ProtocolError("unexpected continuation frame")
+    elif opcode < 8 and self._msg_opcode:
+        raise ProtocolError("expected continuation frame")
+    if masked != self.require_mask:
+        raise ProtocolError("frame not masked" if self.require_mask else "frame masked by server")
+    offset = 2
+    if length == 126:
+        if avail < 4:
+            return -1
+        length = (<uint64_t>p[2] << 8) | p[3]
+        offset = 4
+    elif length == 127:
+        if avail < 10:
+            return -1
+        length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40)
+                  | (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16)
+                  | (<uint64_t>p[8] << 8) | <uint64_t>p[9])
+        if length >> 63:
+            raise ProtocolError("invalid frame length")
+        offset = 10
+    if masked:
+        if avail < offset + 4:
+            return -1
+        memcpy(self._key, p + offset, 4)
+        offset += 4
+    if self._frame_limit.negative or length > self._frame_limit.value:
+        raise MessageTooBig("frame too big")
+    if opcode < 8:
+        if self._fragment_limit.negative or self._msg_frames >= self._fragment_limit.value:
+            raise PolicyViolation("too many fragments")
+        compressed = rsv1 if opcode != 0 else self._msg_compressed
+        # Subtract, never add: the declared length may be anything up to 2**63 - 1.
+        if not compressed and (
+            self._message_limit.negative
+            or self._msg_size > self._message_limit.value
+            or length > self._message_limit.value - self._msg_size
+        ):
+            raise MessageTooBig("message too big")
+        if opcode != 0:
+            self._msg_opcode = opcode
+            self._msg_compressed = rsv1
+        self._msg_frames += 1
+        self._msg_size += length
+    self._length = length
+    self._received = 0
+    self._opcode = opcode
+    self._fin = fin
+    self._rsv1 = rsv1
+    self._masked = masked
+    self._in_payload = True
+    return offset
+
+
+cdef inline bint _validates_text(FrameReader self) noexcept:
+    return self._msg_opcode == 1 and not self._msg_compressed and self._opcode < 8
+
+
+cdef inline int _deliver(FrameReader self, object payload, list frames) except -1:
+    cdef int opcode = self._opcode
+    cdef bint fin = self._fin
+    if fin and opcode < 8:
+        self._msg_opcode = 0
+        self._msg_compressed = False
+        self._msg_size = 0
+        self._msg_frames = 0
+        self._utf8 = ZZZ_UTF8_ACCEPT
+    self._in_payload = False
+    if self.messages and fin and not self._rsv1 and (opcode == 1 or opcode == 2):
+        PyList_Append(frames, _message(opcode, payload))
+    else:
+        PyList_Append(frames, (opcode, fin, self._rsv1, payload))
+    return 0
 
 
 cdef inline object _message(int opcode, object payload):
@@ -886,16 +852,11 @@ cdef inline void _write_header(unsigned char *dst, int b0, int mask_bit, Py_ssiz
 cdef enum:
     # Payloads from this size on are queued as their own buffer, not copied behind their header.
     _SPLIT_FRAME_SIZE = 64 * 1024
-    # While a read is handled, replies are held for one write; past this many bytes they go out early.
-    _EARLY_FLUSH_SIZE = 256 * 1024
     _OUTBOX_FIRST_SIZE = 1024
     # A buffer this full is queued as it is when it would have to grow; the next one starts at
     # _OUTBOX_CHUNK_SIZE, so a big batch of replies is never copied by growing.
     _OUTBOX_SEAL_SIZE = 32 * 1024
     _OUTBOX_CHUNK_SIZE = 64 * 1024
-
-EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
-
 
 @cython.final
 cdef class Outbox:
@@ -909,16 +870,9 @@ cdef class Outbox:
 
     Small frames are written one after another into a bytes object that grows as needed and is
     handed over as it is (shrunk to fit, never copied again); big payloads are their own buffer.
+    ``size`` counts the bytes queued. No view of a buffer that is reused is ever handed out:
+    ``take`` gives bytes objects the outbox no longer touches.
     """
-
-    cdef public bint open
-    cdef public bint in_read
-    cdef public object encoder
-    cdef list _buffers
-    cdef Py_ssize_t _queued  # bytes in _buffers
-    cdef PyObject *_buf  # the bytes being filled (only reference), or NULL
-    cdef Py_ssize_t _len
-    cdef Py_ssize_t _cap
 
     def __cinit__(self):
         self._buf = NULL
@@ -932,91 +886,49 @@ cdef class Outbox:
         self.in_read = False
         self.encoder = encoder
         self._buffers = []
-        self._queued = 0
-
-    @property
-    def size(self):
-        """Bytes queued."""
-        return self._queued + self._len
+        self.size = 0
 
     @property
     def pending(self):
         """True when something is queued."""
-        return self._queued + self._len > 0
+        return self.size > 0
 
-    def text(self, text):
+    cpdef text(self, object text):
         """Queue a text message."""
+        cdef object data
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
-        self._text(text)
+        if not self.open:
+            return None
+        if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
+            data = PyUnicode_AsUTF8String(text)
+            self._data(0x81, data)
+            return None
+        # ASCII: the str's own bytes are the UTF-8 payload.
+        self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        return None
 
-    def binary(self, data):
+    cpdef binary(self, object data):
         """Queue a binary message; a mutable buffer is copied, since its owner may reuse it."""
-        self._binary(data)
+        if self.open:
+            self._data(0x82, data)
+        return None
 
-    def raw(self, frame):
+    cpdef raw(self, object frame):
         """Queue bytes that are already one or more whole frames."""
         self._raw(frame)
+        return None
 
-    def take(self):
+    cpdef list take(self):
         """Everything queued, in order; the outbox is empty afterwards."""
-        return self._take()
-
-    cdef list _take(self):
         cdef list buffers
         self._seal()
         buffers = self._buffers
         self._buffers = []
-        self._queued = 0
+        self.size = 0
         return buffers
 
-    def dispatch(self, list frames, Py_ssize_t pos, on_message, ws):
-        """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` (``Text`` and
-        ``Binary`` items from a ``FrameReader(messages=True)``), up to the first frame tuple.
-
-        Messages after the outbox stopped being ``open`` are skipped (they arrived after our
-        close frame). Returns ``(next position, raised, value)`` as soon as a call raises an
-        ``Exception`` (``raised`` True, ``value`` the exception) or returns something other than
-        None (``value`` is what it returned); ``(position reached, False, None)`` otherwise.
-        """
-        return self._dispatch(frames, pos, on_message, ws)
-
-    cdef tuple _dispatch(self, list frames, Py_ssize_t pos, object on_message, object ws):
-        cdef Py_ssize_t n = len(frames)
-        cdef object msg, result
-        while pos < n:
-            msg = frames[pos]
-            if type(msg) is tuple:
-                break
-            pos += 1
-            if not self.open:
-                continue
-            try:
-                result = on_message(ws, msg)
-            except Exception as exc:
-                return pos, True, exc
-            if result is not None:
-                return pos, False, result
-        return pos, False, None
-
     # The work, callable from C without argument parsing.
-
-    cdef int _text(self, object text) except -1:
-        cdef object data
-        if not self.open:
-            return 0
-        if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
-            data = PyUnicode_AsUTF8String(text)
-            self._data(0x81, data)
-            return 0
-        # ASCII: the str's own bytes are the UTF-8 payload.
-        self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
-        return 0
-
-    cdef int _binary(self, object data) except -1:
-        if self.open:
-            self._data(0x82, data)
-        return 0
 
     cdef int _data(self, int b0, object payload) except -1:
         cdef Py_buffer view
@@ -1049,10 +961,11 @@ cdef class Outbox:
         if n >= _SPLIT_FRAME_SIZE:
             self._seal()
             self._buffers.append(frame)
-            self._queued += n
+            self.size += n
         elif n:
             memcpy(self._reserve(n), PyBytes_AS_STRING(frame), n)
             self._len += n
+            self.size += n
         return 0
 
     cdef int _frame(self, int b0, const unsigned char *payload, Py_ssize_t n) except -1:
@@ -1061,15 +974,17 @@ cdef class Outbox:
         _write_header(dst, b0, 0, n)
         memcpy(dst + header, payload, n)
         self._len += header + n
+        self.size += header + n
         return 0
 
     cdef int _big(self, int b0, bytes payload, Py_ssize_t n) except -1:
         """The header goes into the buffer; the payload is queued as it is, after it."""
         _write_header(self._reserve(10), b0, 0, n)
         self._len += 10
+        self.size += 10
         self._seal()
         self._buffers.append(payload)
-        self._queued += n
+        self.size += n
         return 0
 
     cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL:
@@ -1107,155 +1022,7 @@ cdef class Outbox:
         Py_DECREF(filled)  # drop self._buf's reference, ``filled`` keeps one
         self._buf = NULL
         self._buffers.append(filled)
-        self._queued += self._len
         self._len = 0
         self._cap = 0
         return 0
 
-
-cdef class Sender:
-    """The sending half of a connection handle: ``send`` and ``send_binary``, safe from any thread.
-
-    On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
-    unless a read is being handled (then the owner writes everything once at the end), or the
-    queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
-    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
-    once the loop is closed, that does nothing.
-    """
-
-    cdef Outbox _out
-    cdef object _flush_fn
-    cdef object _owner_loop
-    cdef unsigned long _owner_thread
-    cdef object _text_later
-    cdef object _binary_later
-
-    def __init__(self, Outbox outbox not None, flush, loop, text_later, binary_later):
-        self._out = outbox
-        self._flush_fn = flush
-        self._owner_loop = loop
-        self._owner_thread = PyThread_get_thread_ident()
-        self._text_later = text_later
-        self._binary_later = binary_later
-
-    def send(self, text):
-        """Send a text message.
-
-        Raises:
-            TypeError: ``text`` is not a ``str``.
-        """
-        cdef Outbox out = self._out
-        if not isinstance(text, str):
-            raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
-        if PyThread_get_thread_ident() == self._owner_thread:
-            out._text(text)
-            if not out.in_read or out._queued + out._len >= _EARLY_FLUSH_SIZE:
-                self._flush_fn()
-        else:
-            self._hand_over(self._text_later, text)
-
-    def send_binary(self, data):
-        """Send a binary message.
-
-        Raises:
-            TypeError: ``data`` is not bytes, bytearray or memoryview.
-        """
-        cdef Outbox out = self._out
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
-        if PyThread_get_thread_ident() == self._owner_thread:
-            out._binary(data)
-            if not out.in_read or out._queued + out._len >= _EARLY_FLUSH_SIZE:
-                self._flush_fn()
-        else:
-            # Copy now: the caller may reuse its buffer before the loop gets to it.
-            self._hand_over(self._binary_later, bytes(data))
-
-    cdef _hand_over(self, fn, arg):
-        try:
-            self._owner_loop.call_soon_threadsafe(fn, arg)
-        except RuntimeError:
-            # The loop is closed, so is the connection: a send after close does nothing.
-            if not self._owner_loop.is_closed():
-                raise
-
-
-@cython.final
-cdef class Receiver:
-    """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
-    ``feed(data)`` is the transport's ``data_received``.
-
-    A read whose frames are all whole data messages, read without error, is handled here from
-    start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
-    ``writelines``) of everything sent, and ``over_limit()`` if the transport's buffer is then
-    over ``max_buffer`` bytes (None: no limit). Every other read goes to Python: ``slow(data)``
-    when the fast path is off (``enabled`` False, the outbox closed, the reader failed), or
-    ``finish(frames, pos, raised, value, error)`` with what was read and how far the dispatch
-    got, when the read held something else (a control frame, a fragment, a compressed message,
-    a violation) or a callback raised or returned a value. ``keepalive.received`` is set on
-    every read.
-    """
-
-    cdef FrameReader _reader
-    cdef Outbox _out
-    cdef object _on_message
-    cdef object _ws
-    cdef object _slow
-    cdef object _finish
-    cdef object _write
-    cdef object _writelines
-    cdef object _buffer_size
-    cdef Py_ssize_t _max_buffer
-    cdef object _over_limit
-    cdef object _keepalive
-    cdef public bint enabled
-
-    def __init__(self, FrameReader reader not None, Outbox outbox not None, on_message, ws, slow, finish,
-                 transport, max_buffer, over_limit, keepalive):
-        self._reader = reader
-        self._out = outbox
-        self._on_message = on_message
-        self._ws = ws
-        self._slow = slow
-        self._finish = finish
-        self._write = transport.write
-        self._writelines = transport.writelines
-        self._buffer_size = transport.get_write_buffer_size
-        self._max_buffer = -1 if max_buffer is None else max_buffer
-        self._over_limit = over_limit
-        self._keepalive = keepalive
-        self.enabled = True
-
-    def feed(self, data):
-        """Handle one read (see the class)."""
-        cdef Outbox out = self._out
-        cdef list frames
-        cdef list buffers
-        cdef object error = None
-        cdef tuple outcome
-        self._keepalive.received = True
-        if not self.enabled or not out.open or self._reader._error is not None:
-            self._slow(data)
-            return
-        out.in_read = True
-        try:
-            try:
-                frames = self._reader._feed(data)
-            except WebSocketError as exc:
-                frames = exc.frames
-                error = exc
-            outcome = out._dispatch(frames, 0, self._on_message, self._ws)
-        finally:
-            out.in_read = False
-        if outcome[0] == len(frames) and outcome[1] is False and outcome[2] is None and error is None:
-            del frames[:]  # the reader made this list for this read; nothing in it is kept
-            if out._queued + out._len:
-                buffers = out._take()
-                if len(buffers) == 1:
-                    self._write(buffers[0])
-                else:
-                    self._writelines(buffers)
-                if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
-                    self._over_limit()
-            return
-        self._finish(frames, outcome[0], outcome[1], outcome[2], error)

@@ -1,4 +1,5 @@
-"""The zzz client: ``async with zzz.connect(url) as ws`` on the same sans-I/O core as the server.
+"""The zzz client: ``async with zzz.connect(url) as ws`` on the same sans-I/O core and the same
+driver (``zzz.driver.ConnectionDriver``) as the server.
 
 Messages arrive through ``await ws.recv()`` or ``async for``; ``send``, ``send_binary`` and
 ``close`` are the server handle's methods, safe from any thread.
@@ -11,18 +12,20 @@ import ssl as ssl_module
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from zzz import deflate as deflate_module
 from zzz import handshake
+from zzz.driver import PAUSED_BY_QUEUE, Change, ConnectionDriver, Phase
 from zzz.errors import ConnectionClosed
 from zzz.frames import Binary, CloseCode, Text, WsMessage, encode_close
-from zzz.keepalive import Keepalive
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, State
+from zzz.settings import Compression, FlowControl, Timeouts, WsLimits
 
-__all__ = ["connect", "ClientWebSocket", "InvalidURI"]
+__all__ = ["ClientWebSocket", "InvalidURI", "connect"]
 
 _MAX_RESPONSE_HEAD = 64 * 1024
 _NORMAL_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
@@ -32,21 +35,67 @@ class InvalidURI(ValueError):
     """The URL is not a ``ws://`` or ``wss://`` URL."""
 
 
-class _ClientProtocol(asyncio.Protocol):
-    """Reads the handshake response, then drives the ``Connection`` and queues messages."""
+@dataclass(frozen=True)
+class ClientSettings:
+    """What ``connect`` was given: the groups the server uses too (``zzz.settings``), and what
+    only a client says.
+
+    Attributes:
+        ws: what the server may send (``WsLimits``).
+        timeouts: ``open`` (TCP, TLS and the handshake together), ``close``, the heartbeats.
+        flow: ``write_high_water`` (``write_limit``) and ``write_low_water`` (a quarter of it) for
+            ``drain()``; ``max_queue`` received messages before reading pauses.
+        permessage_deflate: whether to offer compression, and its ``DeflateConfig``.
+        subprotocols: offered, in order of preference (None: none).
+        extra_headers: more request headers (a mapping or pairs).
+        ssl: the ``ssl.SSLContext`` for ``wss://`` (None: the system's trust store).
+    """
+
+    ws: WsLimits
+    timeouts: Timeouts
+    flow: FlowControl
+    permessage_deflate: Compression
+    subprotocols: list[str] | None
+    extra_headers: Any
+    ssl: ssl_module.SSLContext | None
+
+
+class _ClientProtocol(ConnectionDriver):
+    """The client's driver: reads the handshake response, then drives the ``Connection`` and
+    turns its events into the handle's message queue."""
+
+    # Reading goes on while writing is paused; only the latest ping is answered meanwhile (see
+    # ConnectionDriver.pause_reading_while_writing_paused): a server that floods pings and
+    # never reads can't grow our memory, and received messages are bounded by max_queue.
+    pause_reading_while_writing_paused = False
 
     def __init__(self, ws: ClientWebSocket) -> None:
+        settings = ws._settings
+        super().__init__(ws._loop, phase=Phase.CONNECTING, timeouts=settings.timeouts, flow=settings.flow)
         self.ws = ws
-        self.transport: asyncio.Transport | None = None
+        self._max_queue = settings.flow.max_queue
         self.head = bytearray()
         self.handshake: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]] = ws._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def opened(self, conn: Connection, rest: bytes) -> None:
+        """The handshake is done: drive ``conn`` from now on, starting with ``rest``."""
+        transport = self.transport
+        assert transport is not None
+        self._set_connection(transport, conn)
+        self._advance(Change.OPENED)
+        self._start()
+        if rest:
+            self.data_received(rest)
+
     def data_received(self, data: bytes) -> None:
-        if self.ws._conn is not None:
-            self.ws._data_received(data)
+        conn = self.conn
+        if conn is not None:
+            self._keepalive.received = True
+            conn.receive_data(data)
+            self._process()
             return
         self.head += data
         end = self.head.find(b"\r\n\r\n")
@@ -62,7 +111,9 @@ class _ClientProtocol(asyncio.Protocol):
         lines = head.split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            self.handshake.set_exception(handshake.InvalidHandshake(f"malformed status line {lines[0][:80]!r}"))
+            self.handshake.set_exception(
+                handshake.InvalidHandshake(f"malformed status line {lines[0][:80]!r}")
+            )
             return
         headers: list[tuple[str, str]] = []
         for line in lines[1:]:
@@ -74,49 +125,118 @@ class _ClientProtocol(asyncio.Protocol):
         self.handshake.set_result((int(parts[1]), headers, rest))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        self._lost()
         if not self.handshake.done():
             self.handshake.set_exception(ConnectionError("connection closed during the handshake"))
-        self.ws._connection_lost()
+        self._process()  # messages that arrived before the connection dropped are still read
+        if self.conn is not None:
+            self.conn.abandon()
+        self._advance(Change.REPORTED)
+        ws = self.ws
+        ws._closed.set()
+        ws._wake()
 
-    def pause_writing(self) -> None:
-        # A server that floods pings and never reads must not make us queue pongs without end;
-        # reading goes on (see Connection.hold_pongs), received messages are bounded by max_queue.
-        self.ws._writing_paused = True
-        if self.ws._conn is not None:
-            self.ws._conn.hold_pongs(True)
+    def _process(self) -> None:
+        """Turn received frames into events, one message ahead of the application at most (all
+        of them once the transport is gone).
 
-    def resume_writing(self) -> None:
-        self.ws._writing_paused = False
-        if self.ws._conn is not None:
-            self.ws._conn.hold_pongs(False)
-            self.ws._flush()
-        self.ws._wake_drain()
+        While a message waits to be read, later frames stay parsed but unprocessed: if one of
+        them breaks the protocol, the connection fails only after the application has read (and
+        perhaps answered) the messages that came before it, as a server's callbacks would.
+        """
+        conn = self.conn
+        if conn is None:
+            return
+        messages = self.ws._messages
+        drain = self.phase is Phase.LOST
+        while drain or not (messages and conn.state is State.OPEN):
+            event = conn.next_event()
+            if event is None:
+                break
+            cls = type(event)
+            if cls is Text or cls is Binary:
+                messages.append(event)  # type: ignore[arg-type]
+            elif cls is CloseReceived or cls is ConnectionFailed:
+                self._close = (event.code, event.reason)  # type: ignore[union-attr]
+                self._flush()
+                if cls is ConnectionFailed:
+                    self._close_transport()
+                elif self.transport is not None:
+                    # The server should close TCP first; don't wait for it forever.
+                    self._arm_close_timer(self._close_timeout, self._close_transport)
+            elif cls is Pong:
+                self._keepalive.pong()
+        self._flush()
+        if messages:
+            self.ws._wake()
+        backlog = conn.pending_frame_count
+        if backlog >= self._max_queue and not self._paused & PAUSED_BY_QUEUE and conn.state is State.OPEN:
+            self._pause(PAUSED_BY_QUEUE)
+        elif backlog <= self._max_queue // 4:
+            self._resume(PAUSED_BY_QUEUE)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # Loop thread only (ClientWebSocket hands calls from other threads over)
+
+    def send_text(self, text: str) -> None:
+        if self.conn is not None:
+            self.conn.send_text(text)
+            self._flush()
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        if self.conn is not None:
+            self.conn.send_binary(data)
+            self._flush()
+
+    def close(self, code: int, reason: str) -> None:
+        conn = self.conn
+        if conn is None or conn.state is not State.OPEN:
+            return
+        conn.send_close(code, reason)
+        self._flush()
+        self._arm_close_timer(self._close_timeout, self._close_transport)
+        # The peer's close frame may sit behind messages nobody will read: read on (the connection
+        # now discards data frames) so the handshake can finish.
+        self._process()
+        self._resume(PAUSED_BY_QUEUE)
 
 
 class ClientWebSocket:
-    """A client connection. Create it with ``zzz.connect``."""
+    """A client connection. Create it with ``zzz.connect``.
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    Attributes:
+        subprotocol: the subprotocol the server chose, or None.
+        response_headers: the handshake response's headers, names lower-cased.
+    """
+
+    def __init__(self, settings: ClientSettings) -> None:
         self._settings = settings
         self._loop = asyncio.get_running_loop()
-        self._thread_id = threading.get_ident()
-        self._proto: _ClientProtocol | None = None
-        self._conn: Connection | None = None
         self._messages: deque[WsMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
-        self._paused = False
-        self._writing_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._close_timer: asyncio.TimerHandle | None = None
-        self._keepalive = Keepalive(
-            self._loop, settings["ping_interval"], settings["ping_timeout"], self._send_ping, self._on_ping_timeout
-        )
-        self.close_code: int | None = None
-        self.close_reason: str = ""
+        self._proto = _ClientProtocol(self)
         self.subprotocol: str | None = None
         self.response_headers: list[tuple[str, str]] = []
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the connection closed with: the server's close frame (1005 if it had none),
+        the code we sent when the server broke the protocol, 1006 when the connection ended
+        without a close handshake; None until then."""
+        proto = self._proto
+        if proto._close is not None:
+            return proto._close[0]
+        return CloseCode.ABNORMAL_CLOSURE if proto.phase is Phase.REPORTED else None
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with ``close_code`` ("" if none)."""
+        close = self._proto._close
+        return "" if close is None else close[1]
 
     # Opening
 
@@ -127,7 +247,7 @@ class ClientWebSocket:
             raise InvalidURI(f"not a ws:// or wss:// URL: {url!r}")
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
-        ssl_ctx = s["ssl"]
+        ssl_ctx = s.ssl
         if secure and ssl_ctx is None:
             ssl_ctx = ssl_module.create_default_context()
         elif not secure and ssl_ctx is not None:
@@ -135,11 +255,15 @@ class ClientWebSocket:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = parts.netloc.rpartition("@")[2]
         key = handshake.generate_key()
-        config = s["deflate"] or deflate_module.DeflateConfig()
-        offer = deflate_module.client_offer(config) if s["compression"] else None
-        self._proto = proto = _ClientProtocol(self)
+        config = s.permessage_deflate.config or deflate_module.DeflateConfig()
+        offer = deflate_module.client_offer(config) if s.permessage_deflate.enabled else None
+        proto = self._proto
         await self._loop.create_connection(
-            lambda: proto, parts.hostname, port, ssl=ssl_ctx, server_hostname=parts.hostname if secure else None
+            lambda: proto,
+            parts.hostname,
+            port,
+            ssl=ssl_ctx,
+            server_hostname=parts.hostname if secure else None,
         )
         assert proto.transport is not None
         proto.transport.write(
@@ -147,13 +271,13 @@ class ClientWebSocket:
                 host_header,
                 path,
                 key,
-                subprotocols=s["subprotocols"],
+                subprotocols=s.subprotocols,
                 extensions=offer,
-                extra_headers=list(_header_items(s["extra_headers"])),
+                extra_headers=list(_header_items(s.extra_headers)),
             )
         )
         status, headers, rest = await proto.handshake
-        handshake.check_response(status, headers, key, subprotocols_offered=s["subprotocols"] or ())
+        handshake.check_response(status, headers, key, subprotocols_offered=s.subprotocols or ())
         self.response_headers = headers
         self.subprotocol = next((v for n, v in headers if n == "sec-websocket-protocol"), None)
         deflate = None
@@ -166,75 +290,9 @@ class ClientWebSocket:
             except ValueError as exc:
                 raise handshake.InvalidHandshake(f"invalid extension answer: {exc}") from None
             deflate = deflate_module.PerMessageDeflate.from_config(params, config, is_server=False)
-        self._conn = Connection(
-            is_server=False,
-            deflate=deflate,
-            max_message_size=s["max_message_size"],
-            max_frame_size=s["max_frame_size"],
-            max_fragments=s["max_fragments"],
-        )
-        proto.transport.set_write_buffer_limits(high=s["write_limit"], low=s["write_limit"] // 4)
-        self._keepalive.start()
-        if rest:
-            self._data_received(rest)
+        proto.opened(Connection(is_server=False, deflate=deflate, limits=s.ws), rest)
 
     # Receiving
-
-    def _data_received(self, data: bytes) -> None:
-        conn = self._conn
-        assert conn is not None
-        self._keepalive.received = True
-        conn.receive_data(data)
-        self._pump()
-
-    def _pump(self, drain: bool = False) -> None:
-        """Turn received frames into events, one message ahead of the application at most.
-
-        While a message waits to be read, later frames stay parsed but unprocessed: if one of
-        them breaks the protocol, the connection fails only after the application has read (and
-        perhaps answered) the messages that came before it, as a server's callbacks would.
-        """
-        conn = self._conn
-        if conn is None:
-            return
-        while drain or not (self._messages and conn.state is State.OPEN):
-            event = conn.next_event()
-            if event is None:
-                break
-            cls = type(event)
-            if cls is Text or cls is Binary:
-                self._messages.append(event)  # type: ignore[arg-type]
-            elif cls is CloseReceived or cls is ConnectionFailed:
-                self.close_code, self.close_reason = event.code, event.reason  # type: ignore[union-attr]
-                self._flush()
-                if cls is ConnectionFailed:
-                    self._close_transport()
-                else:
-                    # The server should close TCP first; don't wait for it forever.
-                    self._arm_close_timer()
-            elif cls is Pong:
-                self._keepalive.pong()
-        self._flush()
-        if self._messages:
-            self._wake()
-        backlog = conn.pending_frame_count
-        if backlog >= self._settings["max_queue"] and not self._paused and conn.state is State.OPEN:
-            self._paused = True
-            if self._proto is not None and self._proto.transport is not None:
-                self._proto.transport.pause_reading()
-        elif self._paused and backlog <= self._settings["max_queue"] // 4:
-            self._resume_reading()
-
-    def _connection_lost(self) -> None:
-        self._pump(drain=True)  # messages that arrived before the connection dropped are still read
-        self._cancel_timers()
-        if self.close_code is None:
-            self.close_code = CloseCode.ABNORMAL_CLOSURE
-        if self._conn is not None:
-            self._conn.abandon()
-        self._closed.set()
-        self._wake()
-        self._wake_drain()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -247,12 +305,15 @@ class ClientWebSocket:
         Raises:
             ConnectionClosed: the connection is closed and every received message was read.
         """
+        proto = self._proto
         while not self._messages:
-            self._pump()
+            proto._process()
             if self._messages:
                 break
-            if self._closed.is_set() or (self._conn is not None and self._conn.state is State.CLOSED
-                                         and self.close_code is not None):
+            conn = proto.conn
+            if self._closed.is_set() or (
+                conn is not None and conn.state is State.CLOSED and proto._close is not None
+            ):
                 raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
             self._waiter = self._loop.create_future()
             try:
@@ -283,7 +344,7 @@ class ClientWebSocket:
         """
         if not isinstance(text, str):
             raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
-        self._call(self._send_text, text)
+        self._proto._call_soon(self._proto.send_text, text)
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message (thread-safe; ignored once closed).
@@ -293,18 +354,18 @@ class ClientWebSocket:
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
-        if threading.get_ident() != self._thread_id:
-            data = bytes(data)
-        self._call(self._send_binary, data)
+        if threading.get_ident() != self._proto._thread_id:
+            data = bytes(data)  # copy now: the caller may reuse its buffer before the loop gets to it
+        self._proto._call_soon(self._proto.send_binary, data)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake (thread-safe); ``await ws.wait_closed()`` to wait for its end.
 
         Raises:
             ValueError: a code that may not be sent, or a reason over 123 bytes of UTF-8.
         """
         encode_close(code, reason)
-        self._call(self._close, code, reason)
+        self._proto._call_soon(self._proto.close, code, reason)
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
@@ -312,110 +373,23 @@ class ClientWebSocket:
 
     async def ping(self, data: bytes = b"") -> None:
         """Send a ping; returns without waiting for the pong."""
-        if self._conn is not None:
-            self._conn.send_ping(data)
-            self._flush()
+        proto = self._proto
+        if proto.conn is not None:
+            proto.conn.send_ping(data)
+            proto._flush()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark; always yields to the loop once,
         so a ``send``/``drain`` loop lets other work (the peer's close frame, say) run."""
-        if self._writing_paused and not self._closed.is_set():
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-        else:
-            await asyncio.sleep(0)
+        await self._proto.drain()
 
     @property
     def closed(self) -> bool:
         """True once the connection is closing or closed."""
-        return self._conn is None or self._conn.state is not State.OPEN
-
-    def _call(self, fn: Any, *args: Any) -> None:
-        if threading.get_ident() == self._thread_id:
-            fn(*args)
-            return
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed, so is the connection: nothing to do
-            if not self._loop.is_closed():
-                raise
-
-    def _send_text(self, text: str) -> None:
-        if self._conn is not None:
-            self._conn.send_text(text)
-            self._flush()
-
-    def _send_binary(self, data: bytes | bytearray | memoryview) -> None:
-        if self._conn is not None:
-            self._conn.send_binary(data)
-            self._flush()
-
-    def _close(self, code: int, reason: str) -> None:
-        conn = self._conn
-        if conn is None or conn.state is not State.OPEN:
-            return
-        conn.send_close(code, reason)
-        self._flush()
-        self._arm_close_timer()
-        # The peer's close frame may sit behind messages nobody will read: read on (the connection
-        # now discards data frames) so the handshake can finish.
-        self._pump()
-        self._resume_reading()
-
-    def _resume_reading(self) -> None:
-        if self._paused:
-            self._paused = False
-            if self._proto is not None and self._proto.transport is not None:
-                self._proto.transport.resume_reading()
-
-    def _flush(self) -> None:
-        conn = self._conn
-        proto = self._proto
-        if conn is None or proto is None or proto.transport is None or not conn.pending_output:
-            return
-        proto.transport.write(conn.data_to_send())
-
-    def _wake_drain(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # Timers
-
-    def _arm_close_timer(self) -> None:
-        timeout = self._settings["close_timeout"]
-        if self._close_timer is None and timeout is not None:
-            self._close_timer = self._loop.call_later(timeout, self._close_transport)
-
-    def _close_transport(self) -> None:
-        self._close_timer = None
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.close()
-
-    def _send_ping(self) -> bool:
-        if self.closed or self._conn is None:
-            return False
-        self._conn.send_ping(b"zzz")
-        self._flush()
-        return True
-
-    def _on_ping_timeout(self) -> None:
-        if self._conn is not None and self._conn.state is State.OPEN:
-            self._conn.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            self._flush()
-        self._abort()
-
-    def _cancel_timers(self) -> None:
-        self._keepalive.cancel()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        return self._proto.closed
 
     def _abort(self) -> None:
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.abort()
+        self._proto.abort()
 
 
 def _header_items(headers: Any) -> list[tuple[str, str]]:
@@ -426,7 +400,7 @@ def _header_items(headers: Any) -> list[tuple[str, str]]:
     return [(str(k), str(v)) for k, v in headers]
 
 
-class connect:  # noqa: N801 - used like a function: ``async with zzz.connect(url) as ws``
+class connect:
     """Open a WebSocket connection; use as ``async with connect(url) as ws`` or ``ws = await connect(url)``.
 
     Args:
@@ -471,28 +445,31 @@ class connect:  # noqa: N801 - used like a function: ``async with zzz.connect(ur
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self._url = url
-        self._open_timeout = open_timeout
-        self._settings = dict(
+        self._settings = ClientSettings(
+            ws=WsLimits(
+                max_message_size=max_message_size, max_frame_size=max_frame_size, max_fragments=max_fragments
+            ),
+            timeouts=Timeouts(
+                open=open_timeout, close=close_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout
+            ),
+            # A client has no backpressure limit: its sends are the application's own.
+            flow=FlowControl(
+                write_high_water=write_limit,
+                write_low_water=write_limit // 4,
+                max_backpressure=None,
+                max_queue=max_queue,
+            ),
+            permessage_deflate=Compression(enabled=compression, config=deflate),
             subprotocols=list(subprotocols) if subprotocols else None,
-            compression=compression,
             extra_headers=extra_headers,
-            max_message_size=max_message_size,
-            max_frame_size=max_frame_size,
-            max_fragments=max_fragments,
-            close_timeout=close_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            max_queue=max_queue,
-            write_limit=write_limit,
             ssl=ssl,
-            deflate=deflate,
         )
         self._ws: ClientWebSocket | None = None
 
     async def _connect(self) -> ClientWebSocket:
         ws = ClientWebSocket(self._settings)
         try:
-            await asyncio.wait_for(ws._open(self._url), self._open_timeout)
+            await asyncio.wait_for(ws._open(self._url), self._settings.timeouts.open)
         except BaseException:
             ws._abort()
             raise
@@ -511,7 +488,7 @@ class connect:  # noqa: N801 - used like a function: ``async with zzz.connect(ur
         ws = self._ws
         assert ws is not None
         ws.close()
-        timeout = self._settings["close_timeout"]
+        timeout = self._settings.timeouts.close
         try:
             await asyncio.wait_for(ws.wait_closed(), None if timeout is None else timeout + 1)
         except asyncio.TimeoutError:

@@ -1,6 +1,8 @@
-"""The one place that chooses the compiled core (``zzz._speedups``) or its pure-Python twin.
+"""The one place that chooses the compiled byte core (``zzz._speedups``) or its pure-Python twin.
 
-Set ``ZZZ_NO_EXTENSIONS`` to a true value (1, true, yes, on) to force the twin.
+Set ``ZZZ_NO_EXTENSIONS`` to a true value (1, true, yes, on) to force the twin. The byte core is
+masking, UTF-8, the frame reader, the encoder and the outbox buffer; the per-read loop on top of
+it lives in the I/O layer (``zzz.readloop``, which follows ``IMPLEMENTATION``).
 """
 
 from __future__ import annotations
@@ -9,23 +11,21 @@ import os
 
 __all__ = [
     "IMPLEMENTATION",
-    "OP_CONT",
-    "OP_TEXT",
     "OP_BINARY",
     "OP_CLOSE",
+    "OP_CONT",
     "OP_PING",
     "OP_PONG",
+    "OP_TEXT",
+    "Binary",
+    "FrameReader",
+    "Outbox",
+    "Text",
+    "Utf8Validator",
+    "encode_frame",
     "mask",
     "mask_inplace",
     "validate_utf8",
-    "Utf8Validator",
-    "FrameReader",
-    "encode_frame",
-    "Text",
-    "Binary",
-    "Outbox",
-    "Sender",
-    "Receiver",
 ]
 
 
@@ -62,5 +62,3 @@ encode_frame = _impl.encode_frame
 Text = _impl.Text
 Binary = _impl.Binary
 Outbox = _impl.Outbox
-Sender = _impl.Sender
-Receiver = _impl.Receiver

@@ -1,17 +1,20 @@
-"""Exceptions that carry the answer a failure maps to: a WebSocket close code, or an HTTP status
-(``HttpRefusal``).
+"""Exceptions that carry the answer a failure maps to: a WebSocket close code (``CloseCode``), or
+an HTTP status (``HttpRefusal``).
 
 Shared by the compiled core, its pure-Python twin and the protocol layer, so both cores raise
-the very same classes.
+the very same classes. ``CloseCode`` lives here, at the bottom of the house, so that every layer
+names codes by their RFC names (``zzz.frames`` re-exports it).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 
 from zzz._grammar import reason_phrase
 
 __all__ = [
+    "CloseCode",
     "ConnectionClosed",
     "HttpRefusal",
     "InvalidPayload",
@@ -23,10 +26,30 @@ __all__ = [
 ]
 
 
+class CloseCode(enum.IntEnum):
+    """Close status codes (RFC 6455 §7.4.1 and the IANA registry up to 1014)."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    RESERVED = 1004
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_FRAME_PAYLOAD_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
 class WebSocketError(Exception):
     """A peer broke the protocol; ``close_code`` is what we answer with."""
 
-    close_code: int = 1002
+    close_code: int = CloseCode.PROTOCOL_ERROR
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -44,13 +67,13 @@ class WebSocketError(Exception):
 class ProtocolError(WebSocketError):
     """RFC 6455 violation: close code 1002."""
 
-    close_code = 1002
+    close_code = CloseCode.PROTOCOL_ERROR
 
 
 class InvalidPayload(WebSocketError):
     """Payload inconsistent with its message type (e.g. a corrupt deflate stream): close code 1007."""
 
-    close_code = 1007
+    close_code = CloseCode.INVALID_FRAME_PAYLOAD_DATA
 
 
 class InvalidUtf8(InvalidPayload):
@@ -60,13 +83,13 @@ class InvalidUtf8(InvalidPayload):
 class PolicyViolation(WebSocketError):
     """A documented server policy was broken (e.g. too many fragments): close code 1008."""
 
-    close_code = 1008
+    close_code = CloseCode.POLICY_VIOLATION
 
 
 class MessageTooBig(WebSocketError):
     """A frame or message is over its size limit: close code 1009."""
 
-    close_code = 1009
+    close_code = CloseCode.MESSAGE_TOO_BIG
 
 
 class ConnectionClosed(Exception):

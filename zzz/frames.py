@@ -1,26 +1,26 @@
 """RFC 6455 vocabulary: opcodes, close codes, the two message kinds, and close-frame payloads.
 
-Pure data and small checks; no I/O, no state.
+Pure data and small checks; no I/O, no state. ``CloseCode`` is defined in ``zzz.errors`` (the
+exceptions carry its members) and re-exported here.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from typing import Union
 
 from zzz import core
-from zzz.errors import InvalidUtf8, ProtocolError
+from zzz.errors import CloseCode, InvalidUtf8, ProtocolError
 
 __all__ = [
-    "Opcode",
-    "CloseCode",
-    "Text",
     "Binary",
+    "CloseCode",
+    "Opcode",
+    "Text",
     "WsMessage",
+    "encode_close",
     "is_valid_close_code",
     "parse_close",
-    "encode_close",
 ]
 
 
@@ -35,36 +35,19 @@ class Opcode(enum.IntEnum):
     PONG = 0xA
 
 
-class CloseCode(enum.IntEnum):
-    """Close status codes (RFC 6455 §7.4.1 and the IANA registry up to 1014)."""
-
-    NORMAL_CLOSURE = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    RESERVED = 1004
-    NO_STATUS_RCVD = 1005
-    ABNORMAL_CLOSURE = 1006
-    INVALID_FRAME_PAYLOAD_DATA = 1007
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    MANDATORY_EXTENSION = 1010
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
-    BAD_GATEWAY = 1014
-
-
 # The message classes come from the core: extension types when it is compiled (they are made once
 # per received message and matched by user code), frozen dataclasses in the pure-Python twin.
 Text = core.Text
 Binary = core.Binary
 
-WsMessage = Union[Text, Binary]
+WsMessage = Text | Binary
 
-# Codes a peer may put on the wire: 1000-1003 and 1007-1014 are assigned, 3000-4999 are for
-# libraries and applications; 1004-1006 and 1015 must never be sent.
-_WIRE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
+# 1004-1006 and 1015 (TLS handshake failure, not in the enum: nothing here could report it) only
+# report what happened and must never be sent (RFC 6455 §7.4.1).
+_RESERVED_CODES = frozenset((CloseCode.RESERVED, CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, 1015))
+# Codes a peer may put on the wire: the registry's others (1000-1003, 1007-1014); 3000-4999 are
+# for libraries and applications.
+_WIRE_CODES = frozenset(int(code) for code in CloseCode if code not in _RESERVED_CODES)
 _pack_code = struct.Struct("!H").pack
 
 
@@ -92,9 +75,6 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     except UnicodeDecodeError:
         raise InvalidUtf8("invalid UTF-8 in close reason") from None
     return code, reason
-
-
-_RESERVED_CODES = frozenset((1004, 1005, 1006, 1015))
 
 
 def encode_close(code: int, reason: str = "") -> bytes:

@@ -1,7 +1,12 @@
 """The sans-I/O WebSocket connection: bytes in, events out; messages in, bytes out.
 
 It owns reassembly, bounded inflation, control frames and the close handshake, and maps every
-violation to its close code in one place (``_fail``). It never touches a socket or a loop.
+violation to its close code in one place (``_fail``). It never touches a socket or a loop, and
+never calls user code: callbacks belong to the drivers (layer 4).
+
+A driver reads through ``receive_data`` and ``next_event``; the per-read loop of the server
+(``zzz.readloop.ReadLoop``) instead parses with the reader and queues into the outbox that
+``fast_path()`` gives, and hands back what it could not finish with ``resume(ReadStop)``.
 """
 
 from __future__ import annotations
@@ -9,21 +14,23 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NamedTuple
 
 from zzz import core
-from zzz.deflate import compressed_size_bound
+from zzz.deflate import PerMessageDeflate, compressed_size_bound
 from zzz.errors import InvalidUtf8, MessageTooBig, WebSocketError
 from zzz.frames import Binary, CloseCode, Text, encode_close, parse_close
+from zzz.settings import WsLimits
 
 __all__ = [
-    "State",
-    "Ping",
-    "Pong",
     "CloseReceived",
+    "Connection",
     "ConnectionFailed",
     "Event",
-    "Connection",
+    "Ping",
+    "Pong",
+    "ReadStop",
+    "State",
 ]
 
 OP_CONT = core.OP_CONT
@@ -75,7 +82,32 @@ class ConnectionFailed:
     reason: str
 
 
-Event = Union[Text, Binary, Ping, Pong, CloseReceived, ConnectionFailed]
+Event = Text | Binary | Ping | Pong | CloseReceived | ConnectionFailed
+
+
+class ReadStop(NamedTuple):
+    """Where a driver's fast path (``zzz.readloop.ReadLoop``) stopped in one read. Made only on
+    the slow path (a read that was not all whole messages, or a callback that raised or returned
+    something), so the common read costs nothing.
+
+    Attributes:
+        frames: everything the connection's reader returned for the read: ``Text``/``Binary``
+            messages and ``(opcode, fin, rsv1, payload)`` frame tuples.
+        pos: how many of them were delivered already.
+        error: the reader's violation, found after ``frames``, or None.
+        raised: the callback for ``frames[pos - 1]`` raised ``value``.
+        value: that exception, or what the callback returned; None when delivery stopped at a
+            frame tuple or at the end.
+    """
+
+    frames: list[Any]
+    pos: int
+    error: WebSocketError | None
+    raised: bool
+    value: Any
+
+
+_NO_LIMITS = WsLimits(max_message_size=None, max_frame_size=None, max_fragments=None)
 
 # Module-level aliases: looking up an Enum member through its class is slow on the hot path.
 _OPEN = State.OPEN
@@ -86,45 +118,51 @@ _CLOSED = State.CLOSED
 class Connection:
     """One WebSocket connection's protocol state, server or client side.
 
+    Receiving: ``receive_data(bytes)``, then ``next_event()`` until it returns None (or
+    ``events_received()``). Sending: ``send_text``, ``send_binary``, ``send_raw``, ``send_ping``,
+    ``send_close``, then ``data_to_send()``. The fast-path port: ``fast_path()`` and ``resume``.
+
     Args:
         is_server: server side expects masked frames and sends unmasked ones; the client the reverse.
         deflate: a ``zzz.deflate.PerMessageDeflate`` when permessage-deflate was negotiated.
-        max_message_size: limit on a message after reassembly and decompression (None: none).
-        max_frame_size: limit on one frame's payload (None: ``max_message_size``, raised to
-            ``deflate.compressed_size_bound(max_message_size)`` when compressing).
-        max_fragments: limit on frames in one message (None: none).
+        limits: what the peer may send (``zzz.settings.WsLimits``; None: no limit at all).
+            ``max_message_size`` applies after reassembly and decompression; ``max_frame_size``
+            None means ``max_message_size``, raised to ``deflate.compressed_size_bound`` of it when
+            compressing; ``max_fragments`` counts the frames of one message.
     """
 
     __slots__ = (
+        "_deflate",
+        "_error",
+        "_frames",
+        "_held_pong",
+        "_hold_pongs",
+        "_max_message_size",
+        "_msg_compressed",
+        "_msg_opcode",
+        "_msg_size",
+        "_out",
+        "_parts",
+        "_pos",
+        "_reader",
+        "_utf8",
+        "close_rcvd",
+        "close_sent",
         "is_server",
         "state",
-        "close_sent",
-        "close_rcvd",
-        "_deflate",
-        "_reader",
-        "_frames",
-        "_pos",
-        "_error",
-        "_out",
-        "_max_message_size",
-        "_parts",
-        "_msg_opcode",
-        "_msg_compressed",
-        "_msg_size",
-        "_utf8",
-        "_hold_pongs",
-        "_held_pong",
     )
 
     def __init__(
         self,
         *,
         is_server: bool = True,
-        deflate: Any = None,
-        max_message_size: int | None = None,
-        max_frame_size: int | None = None,
-        max_fragments: int | None = None,
+        deflate: PerMessageDeflate | None = None,
+        limits: WsLimits | None = None,
     ) -> None:
+        if limits is None:
+            limits = _NO_LIMITS
+        max_message_size = limits.max_message_size
+        max_frame_size = limits.max_frame_size
         self.is_server = is_server
         self.state = State.OPEN
         self.close_sent: tuple[int, str] | None = None
@@ -144,7 +182,7 @@ class Connection:
             allow_rsv1=deflate is not None,
             max_frame_size=max_frame_size,
             max_message_size=max_message_size,
-            max_fragments=max_fragments,
+            max_fragments=limits.max_fragments,
             messages=True,
         )
         # What the reader delivered: whole messages as Text/Binary, other frames as tuples.
@@ -154,7 +192,7 @@ class Connection:
         # A server without compression has its frames built by the outbox itself.
         self._out = core.Outbox(None if is_server and deflate is None else self.encode_message)
         self._max_message_size = max_message_size
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._msg_opcode = 0
         self._msg_compressed = False
         self._msg_size = 0
@@ -184,11 +222,6 @@ class Connection:
     def pending_frame_count(self) -> int:
         """Frames received and not yet turned into events."""
         return len(self._frames) - self._pos
-
-    @property
-    def has_pending_frames(self) -> bool:
-        """True when received frames (or a failure) wait for ``next_event``."""
-        return self._pos < len(self._frames) or (self._error is not None and self.state is not _CLOSED)
 
     def next_event(self) -> Event | None:
         """Process received frames up to the next event; None when there is none yet.
@@ -220,52 +253,39 @@ class Connection:
             return self._fail(self._error)
         return None
 
-    def receive_events(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """``receive_data``, then the whole single-frame messages at the front of what is pending,
-        in one call (the fast path for a consumer that handles each message at once).
+    # The fast-path port
 
-        It stops at the first frame that needs more (a control frame, a fragment, a compressed
-        message) or at a failure: call ``next_event`` for those *after* handling the batch, so
-        that whatever the batch's handlers send goes out before a pong or a close frame.
+    def fast_path(self) -> tuple[core.FrameReader, core.Outbox]:
+        """The connection's ``(reader, outbox)``, for a driver that reads and sends without a call
+        into this class per message (``zzz.readloop``); with ``resume``, its one way in.
+
+        ``reader`` is the ``core.FrameReader(messages=True)`` this connection reads with. A driver
+        may feed it reads itself, instead of ``receive_data``, and deliver the whole messages
+        (``Text``/``Binary``) at the front of what it returns, as long as the rest, and the
+        reader's violation if one was raised, come back through ``resume`` before anything else
+        is read or ``next_event`` is called. Feed it only while nothing is pending here (after
+        ``next_event`` returned None) and while ``outbox.open`` is True.
+
+        ``outbox`` is the ``core.Outbox`` that queues this connection's frames: a driver takes
+        its buffers (``take()``) to write them, sets ``in_read`` while it handles a read, and may
+        queue data messages (``text``, ``binary``, which do nothing unless ``open``). ``open`` is
+        kept equal to ``state is State.OPEN`` by this class alone (see ``_set_state``).
         """
-        self.receive_data(data)
-        if self.state is not _OPEN:
-            return []
-        frames = self._frames
-        start = pos = self._pos
-        n = len(frames)
-        while pos < n and type(frames[pos]) is not tuple:
-            pos += 1
-        self._pos = pos
-        return frames[start:pos]
+        return self._reader, self._out
 
-    def dispatch(self, on_message: Any, ws: Any) -> tuple[bool, Any]:
-        """Call ``on_message(ws, msg)`` for each whole single-frame message at the front of what
-        is pending (the fast path, one call into the core per read); stop where ``next_event`` is
-        needed, as ``receive_events`` does.
-
-        Returns ``(raised, value)``: ``(True, exc)`` when a call raised ``exc``, ``(False, value)``
-        when one returned something other than None, ``(False, None)`` when the run is over.
-        Call again after handling the first two.
-        """
-        if self.state is not _OPEN:
-            return False, None
-        self._pos, raised, value = self._out.dispatch(self._frames, self._pos, on_message, ws)
-        return raised, value
-
-    @property
-    def reader(self) -> Any:
-        """The ``core.FrameReader`` (``messages=True``) this connection reads with, for a
-        ``core.Receiver`` that parses reads itself and hands leftovers back with ``adopt``."""
-        return self._reader
-
-    def adopt(self, frames: list[Any], pos: int, error: WebSocketError | None) -> None:
-        """Take over what a ``core.Receiver`` read: ``frames`` as the reader returned them, of
-        which the first ``pos`` were dispatched already, and the reader's ``error`` (or None).
-        ``next_event`` and ``dispatch`` go on from there. Only call it with nothing pending."""
-        self._frames = frames
-        self._pos = pos
-        if error is not None:
+    def resume(self, stop: ReadStop) -> None:
+        """Take back what the fast path read and did not deliver: ``stop.frames[stop.pos:]`` come
+        before anything received later, and ``stop.error`` (the reader's violation) fails the
+        connection once they are processed. ``next_event`` goes on from there. ``stop.raised``
+        and ``stop.value`` are the driver's business and are ignored here. After the close,
+        nothing of it is processed (``next_event`` drops data and stops at the first frame)."""
+        if self._pos >= len(self._frames):  # nothing pending: the common case
+            self._frames = stop.frames
+            self._pos = stop.pos
+        else:
+            self._frames.extend(stop.frames[stop.pos :])
+        error = stop.error
+        if error is not None and self._error is None:
             self._error = error
 
     def events_received(self) -> list[Event]:
@@ -303,7 +323,9 @@ class Connection:
         self._pos = 0
         return CloseReceived(code, reason)
 
-    def _handle_fragment(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> Event | None:
+    def _handle_fragment(
+        self, opcode: int, fin: bool, rsv1: bool, payload: bytes | bytearray
+    ) -> Event | None:
         if opcode:  # first frame of a message
             self._msg_opcode = opcode
             self._msg_compressed = rsv1
@@ -314,9 +336,11 @@ class Connection:
                 else:
                     self._utf8.reset()
         if self._msg_compressed:
+            deflate = self._deflate
+            assert deflate is not None  # the reader refuses RSV1 unless deflate was negotiated
             limit = self._max_message_size
             budget = None if limit is None else limit - self._msg_size
-            payload = self._deflate.decompress_frame(payload, fin, budget)
+            payload = deflate.decompress_frame(payload, fin, budget)
             if self._msg_opcode == OP_TEXT and self._utf8.feed(payload) >= 0:
                 raise InvalidUtf8("invalid UTF-8")
         self._msg_size += len(payload)
@@ -418,14 +442,15 @@ class Connection:
         self._set_state(_CLOSED)
 
     def _set_state(self, state: State) -> None:
+        """The one setter of ``state``; it keeps the outbox's mirror of it true.
+
+        Invariant: ``outbox.open is (state is State.OPEN)``. The outbox drops data messages
+        unless open, and the per-read loop (which reads only the outbox) stops delivering
+        messages once it is not: after our close frame, data is discarded (RFC 6455 §1.4), and
+        after a failure nothing is delivered at all.
+        """
         self.state = state
         self._out.open = state is _OPEN
-
-    @property
-    def outbox(self) -> Any:
-        """The ``core.Outbox`` that queues this connection's frames (a handle's ``Sender`` writes
-        into it directly)."""
-        return self._out
 
     def data_to_send(self) -> bytes:
         """Everything queued for the network since the last call, as one buffer."""
@@ -434,12 +459,7 @@ class Connection:
             return b""
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def buffers_to_send(self) -> list[bytes]:
-        """Everything queued since the last call, as a list of immutable buffers for a vectored
-        write (``transport.writelines``): big payloads are not copied into one buffer."""
-        return self._out.take()  # type: ignore[no-any-return]
-
     @property
     def pending_output(self) -> bool:
         """True when ``data_to_send`` has something."""
-        return self._out.pending  # type: ignore[no-any-return]
+        return self._out.pending

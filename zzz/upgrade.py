@@ -105,13 +105,7 @@ def connection(up: UpgradeResponse, settings: Settings) -> Connection:
     if up.deflate is not None:
         config = settings.deflate or deflate_module.DeflateConfig()
         deflate = deflate_module.PerMessageDeflate.from_config(up.deflate, config, is_server=True)
-    return Connection(
-        is_server=True,
-        deflate=deflate,
-        max_message_size=settings.max_message_size,
-        max_frame_size=settings.max_frame_size,
-        max_fragments=settings.max_fragments,
-    )
+    return Connection(is_server=True, deflate=deflate, limits=settings.ws)
 
 
 def origin_allowed(origin: str, allowed: Sequence[str]) -> bool:

@@ -13,6 +13,7 @@ from server.helpers import RawClient, recorder, serve
 import zzz
 from zzz import core
 from zzz.protocol import Connection
+from zzz.settings import WsLimits
 
 from .hostile import cpu_seconds, frame, header, traced, ws_app
 
@@ -53,7 +54,9 @@ async def test_rsv1_on_a_continuation_is_1002_even_with_deflate() -> None:
 
 @pytest.mark.parametrize("rsv", [0x20, 0x10], ids=["rsv2", "rsv3"])
 async def test_rsv2_rsv3_are_1002_even_with_deflate(rsv: int) -> None:
-    await _fails_with([header(0x81 | rsv, 2) + b"hi"], 1002, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    await _fails_with(
+        [header(0x81 | rsv, 2) + b"hi"], 1002, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    )
 
 
 @pytest.mark.parametrize("opcode", [3, 4, 5, 6, 7, 11, 12, 13, 14, 15])
@@ -85,7 +88,7 @@ async def test_declared_length_over_the_limit_is_1009_at_once_without_allocating
 
 
 async def test_a_message_exactly_at_the_limit_is_accepted() -> None:
-    seen, config = recorder()
+    _seen, config = recorder()
     async with serve(ws_app(config, max_message_size=64 * 1024)) as server:
         client = await RawClient.connect(server.port)
         client.send_frame(2, b"a" * 1000, fin=False)
@@ -97,8 +100,13 @@ async def test_a_message_exactly_at_the_limit_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [frame(9, b"p" * 126), frame(10, b"p" * 126), frame(8, b"\x03\xe8" + b"r" * 124), frame(9, b"p", fin=False),
-     frame(8, b"\x03\xe8", fin=False)],
+    [
+        frame(9, b"p" * 126),
+        frame(10, b"p" * 126),
+        frame(8, b"\x03\xe8" + b"r" * 124),
+        frame(9, b"p", fin=False),
+        frame(8, b"\x03\xe8", fin=False),
+    ],
     ids=["ping-126", "pong-126", "close-126", "fragmented-ping", "fragmented-close"],
 )
 async def test_oversized_or_fragmented_control_frame_is_1002(data: bytes) -> None:
@@ -196,7 +204,9 @@ async def test_a_hundred_thousand_fragments_hit_max_fragments_1008_with_bounded_
             client.close()
             await asyncio.wait_for(seen["closed"].wait(), 5)
         peak = memory.peak_growth()
-    print(f"\n100,000 {size}-byte fragments: peak traced growth {peak / 1024:.0f} KiB for {len(data) / 1024:.0f} KiB sent")
+    print(
+        f"\n100,000 {size}-byte fragments: peak traced growth {peak / 1024:.0f} KiB for {len(data) / 1024:.0f} KiB sent"
+    )
     assert code == 1008
     assert seen["close"][0][0] == 1008
     assert seen["messages"] == []
@@ -204,7 +214,7 @@ async def test_a_hundred_thousand_fragments_hit_max_fragments_1008_with_bounded_
 
 
 async def test_exactly_max_fragments_is_accepted() -> None:
-    seen, config = recorder()
+    _seen, config = recorder()
     async with serve(ws_app(config, max_fragments=4096)) as server:
         client = await RawClient.connect(server.port)
         client.writer.write(_fragments(4096, 1))
@@ -214,7 +224,7 @@ async def test_exactly_max_fragments_is_accepted() -> None:
 
 
 def _dribble_cost(size: int, text: bool) -> float:
-    conn = Connection(is_server=True, max_message_size=4 << 20)
+    conn = Connection(is_server=True, limits=WsLimits(max_message_size=4 << 20))
     payload = ("é" * (size // 2)).encode() if text else b"\xab" * size
     data = frame(1 if text else 2, payload)
     start = cpu_seconds()
@@ -238,8 +248,10 @@ def test_a_frame_delivered_one_byte_per_read_costs_linear_time(text: bool) -> No
     _dribble_cost(small // 4, text)  # warm-up
     t_small = min(_dribble_cost(small, text) for _ in range(2))
     t_big = _dribble_cost(big, text)
-    print(f"\n{core.IMPLEMENTATION}: {big >> 10} KiB one byte per read {t_big:.2f} s, "
-          f"{small >> 10} KiB {t_small:.2f} s (ratio {t_big / t_small:.1f}, linear is 4)")
+    print(
+        f"\n{core.IMPLEMENTATION}: {big >> 10} KiB one byte per read {t_big:.2f} s, "
+        f"{small >> 10} KiB {t_small:.2f} s (ratio {t_big / t_small:.1f}, linear is 4)"
+    )
     assert t_big / t_small < LINEAR_RATIO
 
 

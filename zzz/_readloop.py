@@ -1,0 +1,263 @@
+# cython: language_level=3, annotation_typing=False, binding=True, auto_pickle=False
+"""The per-read fast path of one connection: ``ReadLoop`` (a read, its callbacks and one write)
+and ``SendHandle`` (the handle's ``send`` and ``send_binary``).
+
+One text, two builds. This file runs as it is over the pure-Python core (``zzz._purepy``), and
+``setup.py`` compiles it with Cython, typed by ``_readloop_c.pxd``, into ``zzz._readloop_c`` over
+the compiled core, whose ``FrameReader`` and ``Outbox`` it then calls at C speed. ``zzz.readloop``
+picks the build that matches ``zzz.core.IMPLEMENTATION``. The annotations are for mypy only; the
+``.pxd`` gives the C types. Both cores expose the names used here (``FrameReader.feed`` and
+``.error``, ``Outbox.text/binary/take``, ``.size``, ``.open``, ``.in_read``).
+
+Layer 4 (I/O): this is where a read meets the transport, the loop and the user's callback, with
+no Python frame between them in the common case. The reader and the outbox come from
+``Connection.fast_path()``; what the loop can't finish goes back, as a ``ReadStop``, to the
+driver, which hands the frames to ``Connection.resume``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from threading import get_ident as _thread_ident
+from typing import TYPE_CHECKING, Any
+
+from zzz.errors import WebSocketError
+from zzz.protocol import ReadStop
+
+if TYPE_CHECKING:
+    from zzz import core
+
+__all__ = ["EARLY_FLUSH_SIZE", "ReadLoop", "SendHandle"]
+
+# While a read is handled, replies are held for its one write; past this many bytes they go out early.
+_EARLY_FLUSH_SIZE = 256 * 1024
+EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
+# A ReadStop without the Python call of the named tuple's own __new__ (the slow path counts too).
+_TUPLE_NEW = tuple.__new__
+
+
+class ReadLoop:
+    """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
+    ``feed(data)`` is the transport's ``data_received``.
+
+    A read whose frames are all whole data messages, read without error, is handled here from
+    start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
+    ``writelines``) of everything sent, and ``over_limit()`` if the transport's buffer is then
+    over ``max_buffer`` bytes (None: no limit). Every other read goes back to the driver:
+    ``slow(data)`` when the fast path is off (``enabled`` False, the outbox closed, the reader
+    failed), or ``finish(stop)`` with a ``ReadStop`` saying what was read and where delivery
+    stopped, when the read held something else (a control frame, a fragment, a compressed
+    message, a violation) or a callback raised or returned a value. ``keepalive.received`` is
+    set on every read.
+
+    Args:
+        reader: the connection's ``FrameReader(messages=True)`` (``Connection.fast_path()``).
+        outbox: the connection's ``Outbox`` (``Connection.fast_path()``).
+        on_message: the sync callback, called as ``on_message(ws, msg)``.
+        ws: the handle passed to it.
+        slow: takes a read the loop does not handle.
+        finish: takes the ``ReadStop`` of a read the loop started and could not finish.
+        transport: where the replies of a read go (``write``, ``writelines``,
+            ``get_write_buffer_size``).
+        max_buffer: bytes the transport may hold after a write before ``over_limit()``.
+        over_limit: called when a write leaves more than ``max_buffer`` bytes unsent.
+        keepalive: gets ``received = True`` on every read.
+    """
+
+    __slots__ = (
+        "_buffer_size",
+        "_finish",
+        "_keepalive",
+        "_max_buffer",
+        "_on_message",
+        "_out",
+        "_over_limit",
+        "_raised",
+        "_reader",
+        "_slow",
+        "_value",
+        "_write",
+        "_writelines",
+        "_ws",
+        "enabled",
+    )
+
+    def __init__(
+        self,
+        reader: core.FrameReader,
+        outbox: core.Outbox,
+        on_message: Callable[[Any, Any], Any],
+        ws: Any,
+        slow: Callable[[Any], Any],
+        finish: Callable[[ReadStop], Any],
+        transport: Any,
+        max_buffer: int | None,
+        over_limit: Callable[[], Any],
+        keepalive: Any,
+    ) -> None:
+        if reader is None or outbox is None:
+            raise TypeError("ReadLoop needs a connection's reader and outbox")
+        self._reader = reader
+        self._out = outbox
+        self._on_message = on_message
+        self._ws = ws
+        self._slow = slow
+        self._finish = finish
+        self._write = transport.write
+        self._writelines = transport.writelines
+        self._buffer_size = transport.get_write_buffer_size
+        self._max_buffer = -1 if max_buffer is None else max_buffer
+        self._over_limit = over_limit
+        self._keepalive = keepalive
+        # How the last run of callbacks stopped: a call raised (``_value`` is the exception) or
+        # returned ``_value``; ``_value`` None when it ran to the end. Cleared by ``_stop``.
+        self._raised = False
+        self._value: Any = None
+        # False while an async callback runs (the driver's phase is IN_CALLBACK): every read then
+        # waits for it the slow way. Its one setter is ConnectionDriver._set_phase.
+        self.enabled = True
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Handle one read (see the class)."""
+        out = self._out
+        self._keepalive.received = True
+        if not self.enabled or not out.open or self._reader.error is not None:
+            self._slow(data)
+            return
+        error = None
+        out.in_read = True
+        try:
+            try:
+                frames = self._reader.feed(data)
+            except WebSocketError as exc:
+                frames = exc.frames
+                error = exc
+            pos = self._run(frames, 0)
+        finally:
+            out.in_read = False
+        if pos == len(frames) and self._value is None and error is None:
+            del frames[:]  # the reader made this list for this read; nothing in it is kept
+            if out.size:
+                buffers = out.take()
+                if len(buffers) == 1:
+                    self._write(buffers[0])
+                else:
+                    self._writelines(buffers)
+                if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
+                    self._over_limit()
+            return
+        self._finish(self._stop(frames, pos, error))
+
+    def deliver(self, stop: ReadStop) -> ReadStop:
+        """Go on calling ``on_message`` from where ``stop`` left off (once the driver has dealt
+        with the exception or the result that stopped it); return where this run stopped.
+
+        Messages after the outbox stopped being ``open`` are skipped: they arrived after our
+        close frame (RFC 6455 §1.4).
+        """
+        frames = stop.frames
+        return self._stop(frames, self._run(frames, stop.pos), stop.error)
+
+    def _run(self, frames: list[Any], pos: int) -> int:
+        """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` up to the first frame
+        tuple; return the position reached. A call that raises an ``Exception`` or returns
+        something other than None ends the run early (``_raised`` and ``_value`` say how)."""
+        out = self._out
+        on_message = self._on_message
+        ws = self._ws
+        n = len(frames)
+        while pos < n:
+            msg = frames[pos]
+            if type(msg) is tuple:
+                break
+            pos += 1
+            if not out.open:
+                continue
+            try:
+                result = on_message(ws, msg)
+            except Exception as exc:  # noqa: BLE001 - the driver fails the connection with 1011
+                self._raised = True
+                self._value = exc
+                return pos
+            if result is not None:
+                self._value = result
+                return pos
+        return pos
+
+    def _stop(self, frames: list[Any], pos: int, error: WebSocketError | None) -> ReadStop:
+        stop: ReadStop = _TUPLE_NEW(ReadStop, (frames, pos, error, self._raised, self._value))
+        self._raised = False
+        self._value = None
+        return stop
+
+
+class SendHandle:
+    """The sending half of a connection handle (the base of ``zzz.WebSocket``): ``send`` and
+    ``send_binary``, safe from any thread.
+
+    On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
+    unless a read is being handled (then the driver writes everything once at the end), or the
+    queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
+    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
+    once the loop is closed, that does nothing.
+    """
+
+    __slots__ = ("_binary_later", "_flush_fn", "_out", "_owner_loop", "_owner_thread", "_text_later")
+
+    def __init__(
+        self,
+        outbox: core.Outbox,
+        flush: Callable[[], Any],
+        loop: Any,
+        text_later: Callable[[str], Any],
+        binary_later: Callable[[bytes], Any],
+    ) -> None:
+        if outbox is None:
+            raise TypeError("SendHandle needs a connection's outbox")
+        self._out = outbox
+        self._flush_fn = flush
+        self._owner_loop = loop
+        self._owner_thread = _thread_ident()
+        self._text_later = text_later
+        self._binary_later = binary_later
+
+    def send(self, text: str) -> None:
+        """Send a text message.
+
+        Raises:
+            TypeError: ``text`` is not a ``str``.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"send() takes a str, not {type(text).__name__}; use send_binary() for bytes")
+        if _thread_ident() == self._owner_thread:
+            out = self._out
+            out.text(text)
+            if not out.in_read or out.size >= _EARLY_FLUSH_SIZE:
+                self._flush_fn()
+        else:
+            self._hand_over(self._text_later, text)
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message.
+
+        Raises:
+            TypeError: ``data`` is not bytes, bytearray or memoryview.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_binary() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+        if _thread_ident() == self._owner_thread:
+            out = self._out
+            out.binary(data)
+            if not out.in_read or out.size >= _EARLY_FLUSH_SIZE:
+                self._flush_fn()
+        else:
+            # Copy now: the caller may reuse its buffer before the loop gets to it.
+            self._hand_over(self._binary_later, bytes(data))
+
+    def _hand_over(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            self._owner_loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:
+            # The loop is closed, so is the connection: a send after close does nothing.
+            if not self._owner_loop.is_closed():
+                raise

@@ -1,0 +1,51 @@
+# C types for ``_readloop.py`` when setup.py compiles it as ``zzz._readloop_c`` (Cython looks
+# for the .pxd of the module it builds, hence the name). The .py is the one text; this only says
+# which names are C: the classes become extension types, their fields C fields, and the byte
+# core's FrameReader and Outbox are called through ``_speedups.pxd`` without Python calls.
+
+cimport cython
+
+from zzz._speedups cimport FrameReader, Outbox, _thread_ident
+
+cdef Py_ssize_t _EARLY_FLUSH_SIZE
+cdef object _TUPLE_NEW
+cdef object ReadStop
+cdef object WebSocketError
+
+
+@cython.final
+cdef class ReadLoop:
+    cdef FrameReader _reader
+    cdef Outbox _out
+    cdef object _on_message
+    cdef object _ws
+    cdef object _slow
+    cdef object _finish
+    cdef object _write
+    cdef object _writelines
+    cdef object _buffer_size
+    cdef Py_ssize_t _max_buffer
+    cdef object _over_limit
+    cdef object _keepalive
+    cdef bint _raised
+    cdef object _value
+    cdef public bint enabled
+
+    @cython.locals(out=Outbox, frames=list, buffers=list, pos=Py_ssize_t)
+    cpdef feed(self, object data)
+
+    @cython.locals(out=Outbox, n=Py_ssize_t)
+    cdef Py_ssize_t _run(self, list frames, Py_ssize_t pos) except -1
+
+    cdef object _stop(self, list frames, Py_ssize_t pos, object error)
+
+
+cdef class SendHandle:
+    cdef Outbox _out
+    cdef object _flush_fn
+    cdef object _owner_loop
+    cdef unsigned long _owner_thread
+    cdef object _text_later
+    cdef object _binary_later
+
+    cdef _hand_over(self, object fn, object arg)

@@ -1,0 +1,103 @@
+# The map of the compiled byte core: every extension type's fields and C methods.
+#
+# Read it before ``_speedups.pyx``. ``_readloop_c`` (the per-read fast path, compiled from
+# ``_readloop.py``) cimports ``FrameReader`` and ``Outbox`` from here and calls their ``cpdef``
+# methods and fields at C speed; Python code (and the pure-Python read loop over either core)
+# sees the same names: ``FrameReader.feed`` and ``.error``, ``Outbox.text/binary/raw/take``,
+# ``.size``, ``.open`` and ``.in_read``. The twin (``_purepy.py``) has the same names.
+
+cimport cython
+from cpython.object cimport PyObject
+from libc.stdint cimport uint32_t, uint64_t
+
+
+# The calling thread's id without a Python call (``threading.get_ident`` in the twin's text).
+cpdef unsigned long _thread_ident() noexcept
+
+
+@cython.final
+cdef class Utf8Validator:
+    cdef uint32_t _state
+
+
+cdef class Text:
+    cdef readonly object data
+
+
+cdef class Binary:
+    cdef readonly object data
+
+
+cdef struct _Limit:
+    bint negative    # every size is over it
+    uint64_t value   # saturated at UINT64_MAX (sizes never come near it)
+
+
+@cython.final
+cdef class FrameReader:
+    cdef public bint require_mask
+    cdef public bint allow_rsv1
+    cdef public bint messages
+    cdef object _max_frame_size_obj
+    cdef object _max_message_size_obj
+    cdef object _max_fragments_obj
+    cdef _Limit _frame_limit
+    cdef _Limit _message_limit
+    cdef _Limit _fragment_limit
+    # The violation that failed this reader (raised again by every later feed), or None.
+    cdef readonly object error
+    # A header cut by the end of the previous chunk (a header is at most 14 bytes).
+    cdef unsigned char _stash[16]
+    cdef Py_ssize_t _stash_len
+    # The frame whose payload is being read.
+    cdef bint _in_payload
+    cdef int _opcode
+    cdef bint _fin
+    cdef bint _rsv1
+    cdef bint _masked
+    cdef unsigned char _key[4]
+    cdef uint64_t _length
+    cdef uint64_t _received
+    # Payload received so far when it came in pieces: a private bytes object grown as data
+    # arrives (never to the declared length up front), shrunk to size and handed out as is.
+    cdef PyObject *_acc
+    cdef Py_ssize_t _acc_cap
+    # The data message in progress (opcode 0 when none).
+    cdef int _msg_opcode
+    cdef bint _msg_compressed
+    cdef uint64_t _msg_size
+    cdef uint64_t _msg_frames
+    cdef uint32_t _utf8
+
+    cpdef list feed(self, object data)
+    cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1
+    cdef object _whole_payload(self, const unsigned char *src, Py_ssize_t n)
+    cdef int _append(self, const unsigned char *src, Py_ssize_t take) except -1
+    cdef object _accumulated_payload(self)
+
+
+@cython.final
+cdef class Outbox:
+    # ``open`` mirrors the owning Connection's state (True exactly while it is OPEN); its one
+    # setter is ``Connection._set_state``. ``in_read`` is True while a driver handles a read or
+    # runs callbacks: sends then wait for the one write at its end.
+    cdef public bint open
+    cdef public bint in_read
+    cdef public object encoder
+    # Bytes queued in all: those of the sealed buffers plus the ``_len`` of the one being filled.
+    cdef readonly Py_ssize_t size
+    cdef list _buffers
+    cdef PyObject *_buf  # the bytes being filled (only reference), or NULL
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _cap
+
+    cpdef text(self, object text)
+    cpdef binary(self, object data)
+    cpdef raw(self, object frame)
+    cpdef list take(self)
+    cdef int _data(self, int b0, object payload) except -1
+    cdef int _raw(self, object frame) except -1
+    cdef int _frame(self, int b0, const unsigned char *payload, Py_ssize_t n) except -1
+    cdef int _big(self, int b0, bytes payload, Py_ssize_t n) except -1
+    cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL
+    cdef int _seal(self) except -1
