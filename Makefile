@@ -66,6 +66,7 @@ $(VENV)/.bench-stamp: $(VENV)/.stamp
 	touch $@
 
 bench: ext $(VENV)/.bench-stamp
+	@bash .ci/install_packages.sh bench
 	$(PY) bench/run.py
 
 bench-micro: ext $(VENV)/.bench-stamp
