@@ -161,6 +161,20 @@ SERVERS: list[Server] = [
     ),
 ]
 
+# ZZZ_BENCH_BASE=/path/to/an/older/checkout (its extension built in place) adds "zzz base": the same
+# server script on that checkout's zzz, interleaved with today's, for "no row slower than before"
+# comparisons of a refactoring (issue #13). The Channels and compression rows need today's script
+# options, so the base runs the plain WebSocket rows.
+if os.environ.get("ZZZ_BENCH_BASE"):
+    SERVERS.append(
+        Server(
+            "zzz base",
+            "server_zzz.py",
+            env=(("PYTHONPATH", os.path.abspath(os.environ["ZZZ_BENCH_BASE"])),),
+            kinds=("rr", "bulk", "check", "bcast"),
+        )
+    )
+
 BCAST = ("--mode", "bcast", "--path", "/broadcast", "--size", "64")
 
 # Text for 32 B and 1 KiB (valid UTF-8, so servers run their UTF-8 checks), binary above.

@@ -93,8 +93,9 @@ def build_app(no_context_takeover: bool = False, history: int = 0) -> Any:
         no_context_takeover: see ``deflate_settings``.
         history: when > 0, ``bench:*`` keeps that many broadcasts (``zzz.History``).
     """
-    hist = zzz.History(history) if history > 0 else None
-    bench = zzz.ChannelDef("bench:*", handlers={"pub": on_pub, "echo": on_echo}, history=hist)
+    # history= only when asked: the same script also runs an older zzz (ZZZ_BENCH_BASE in run.py)
+    extra = {"history": zzz.History(history)} if history > 0 else {}
+    bench = zzz.ChannelDef("bench:*", handlers={"pub": on_pub, "echo": on_echo}, **extra)
     # Heartbeats off: the load client's receivers send nothing after joining.
     channels = zzz.ChannelConfig(channels=[bench], heartbeat_timeout=None, max_topics_per_socket=None)
     return zzz.App(
