@@ -405,7 +405,7 @@ class WebSocketProtocol(ConnectionDriver):
             self._flush()
 
     def send_frame(self, frame: bytes) -> None:
-        """Queue an already encoded frame (used by broadcasts that encode once)."""
+        """Queue an already encoded frame (whole frames, as ``Connection.send_raw`` takes them)."""
         self.conn.send_raw(frame)
         if not self._outbox.in_read:
             self._flush()
