@@ -1,6 +1,7 @@
 # cython: language_level=3, annotation_typing=False, binding=True, auto_pickle=False
 """The per-read fast path of one connection: ``ReadLoop`` (a read, its callbacks and one write)
-and ``SendHandle`` (the handle's ``send`` and ``send_binary``).
+and ``SendHandle`` (the handle's ``send`` and ``send_binary``); and ``broadcast``, the fan-out of
+one message to many handles, flushed once per loop turn.
 
 One text, two builds. This file runs as it is over the pure-Python core (``zzz._purepy``), and
 ``setup.py`` compiles it with Cython, typed by ``_readloop_c.pxd``, into ``zzz._readloop_c`` over
@@ -17,17 +18,19 @@ driver, which hands the frames to ``Connection.resume``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from threading import get_ident as _thread_ident
 from typing import TYPE_CHECKING, Any
 
+from zzz.core import encode_frame as _encode_frame
 from zzz.errors import WebSocketError
 from zzz.protocol import ReadStop
 
 if TYPE_CHECKING:
     from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "ReadLoop", "SendHandle"]
+__all__ = ["EARLY_FLUSH_SIZE", "ReadLoop", "SendHandle", "broadcast"]
 
 # While a read is handled, replies are held for its one write; past this many bytes they go out early.
 _EARLY_FLUSH_SIZE = 256 * 1024
@@ -200,9 +203,22 @@ class SendHandle:
     queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
     ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
     once the loop is closed, that does nothing.
+
+    ``driver``, when given, is what ``broadcast`` reads of the connection beyond the outbox: its
+    ``transport`` (None once it is gone: the connection is closed) and its ``conn`` (the
+    ``Connection``, which compresses: ``encode_message`` and ``broadcast_key``).
     """
 
-    __slots__ = ("_binary_later", "_flush_fn", "_out", "_owner_loop", "_owner_thread", "_text_later")
+    __slots__ = (
+        "_binary_later",
+        "_dirty",
+        "_driver",
+        "_flush_fn",
+        "_out",
+        "_owner_loop",
+        "_owner_thread",
+        "_text_later",
+    )
 
     def __init__(
         self,
@@ -211,6 +227,7 @@ class SendHandle:
         loop: Any,
         text_later: Callable[[str], Any],
         binary_later: Callable[[bytes], Any],
+        driver: Any = None,
     ) -> None:
         if outbox is None:
             raise TypeError("SendHandle needs a connection's outbox")
@@ -220,6 +237,9 @@ class SendHandle:
         self._owner_thread = _thread_ident()
         self._text_later = text_later
         self._binary_later = binary_later
+        self._driver = driver
+        # True while this handle waits in its thread's end-of-turn flush (see ``broadcast``).
+        self._dirty = False
 
     def send(self, text: str) -> None:
         """Send a text message.
@@ -261,3 +281,176 @@ class SendHandle:
             # The loop is closed, so is the connection: a send after close does nothing.
             if not self._owner_loop.is_closed():
                 raise
+
+
+# Above this, a skip threshold is as good as none (and still fits a C ssize_t).
+_SKIP_MAX = 1 << 62
+# Per thread, the loop and the handles whose broadcast frames wait for its end-of-turn flush.
+_TURNS: dict[int, tuple[Any, list[Any]]] = {}
+_log = logging.getLogger("zzz")
+
+
+def broadcast(
+    websockets: Iterable[Any],
+    message: str | bytes | bytearray | memoryview,
+    *,
+    skip_if_buffered_over: int | None = None,
+) -> int:
+    """Queue one message on many connections; return how many it was queued for.
+
+    The frame is encoded once for every receiver that does not compress, and once per
+    ``broadcast_key`` (the negotiated window bits and zlib settings) for receivers that compress
+    without context takeover (``DeflateConfig(server_no_context_takeover=True)``); receivers with
+    context takeover get an encode each. Receivers whose reads are being handled send it with the
+    read's one write; every other receiver's outbox is flushed once at the end of the loop turn
+    (one ``loop.call_soon`` per turn for all the broadcasts of the turn), or at once when its
+    queue reaches ``EARLY_FLUSH_SIZE``. The flush checks ``max_backpressure`` as every flush does.
+
+    Called from a thread other than the one of a receiver's loop, the broadcast to the receivers
+    of that loop is handed to it with ``loop.call_soon_threadsafe`` (after the sends handed over
+    before it, before those after it); such receivers are counted when they are open at the time
+    of the call, and ``skip_if_buffered_over`` is applied when the loop runs it (their buffers are
+    the loop's to read). Once that loop has closed, nothing is sent to them and they are not counted.
+
+    Args:
+        websockets: the receivers, ``zzz.WebSocket`` handles (any iterable).
+        message: a ``str`` (a text message) or bytes-like (a binary one, copied).
+        skip_if_buffered_over: skip (and don't count) a receiver whose unsent bytes (its
+            ``buffered_amount``: the transport's buffer and the queue not yet written) are over
+            this many; None: never skip.
+
+    Returns:
+        The number of receivers the message was queued for: closed and skipped ones are not counted.
+
+    Raises:
+        TypeError: ``message`` is not a str or bytes-like, ``skip_if_buffered_over`` not an int
+            or None, or a receiver is not a ``zzz.WebSocket`` (the receivers before it got the message).
+        ValueError: ``skip_if_buffered_over`` is negative.
+    """
+    if skip_if_buffered_over is None:
+        skip = -1
+    elif not isinstance(skip_if_buffered_over, int) or isinstance(skip_if_buffered_over, bool):
+        raise TypeError(
+            f"skip_if_buffered_over must be an int or None, not {type(skip_if_buffered_over).__name__}"
+        )
+    elif skip_if_buffered_over < 0:
+        raise ValueError(f"skip_if_buffered_over must be >= 0, got {skip_if_buffered_over}")
+    else:
+        skip = min(skip_if_buffered_over, _SKIP_MAX)
+    if isinstance(message, str):
+        return _fan_out(websockets, message.encode("utf-8"), 1, skip)
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return _fan_out(websockets, bytes(message), 2, skip)
+    raise TypeError(f"broadcast() takes a str or bytes-like message, not {type(message).__name__}")
+
+
+def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) -> int:
+    """The loop of ``broadcast``: ``payload`` with ``opcode`` to every open receiver (``skip`` -1: none)."""
+    tid = _thread_ident()
+    frame: bytes | None = None
+    shared: dict[Any, bytes] | None = None  # broadcast_key -> its compressed frame
+    remote: dict[Any, list[Any]] | None = None  # another thread's loop -> its receivers
+    turn: list[Any] | None = None  # this thread's handles to flush at the end of the turn
+    count = 0
+    for ws in websockets:
+        if not isinstance(ws, SendHandle):
+            raise TypeError(f"broadcast() sends to zzz.WebSocket handles, not {type(ws).__name__}")
+        handle: SendHandle = ws
+        out = handle._out
+        if not out.open:
+            continue
+        driver = handle._driver
+        transport = None
+        if driver is not None:
+            transport = driver.transport
+            if transport is None:  # the connection is gone, whatever its close handshake reached
+                continue
+        if handle._owner_thread != tid:
+            if remote is None:
+                remote = {}
+            group = remote.get(handle._owner_loop)
+            if group is None:
+                group = remote[handle._owner_loop] = []
+            group.append(handle)
+            continue
+        if skip >= 0:
+            buffered = out.size
+            if transport is not None:
+                buffered += transport.get_write_buffer_size()
+            if buffered > skip:
+                continue
+        if out.encoder is None or driver is None:
+            if frame is None:
+                frame = _encode_frame(opcode, payload)
+            out.raw(frame)
+        else:
+            conn = driver.conn
+            key = conn.broadcast_key
+            if key is None:  # context takeover: this connection's own compressor
+                out.raw(conn.encode_message(payload, opcode))
+            else:
+                if shared is None:
+                    shared = {}
+                compressed = shared.get(key)
+                if compressed is None:
+                    compressed = shared[key] = conn.encode_message(payload, opcode)
+                out.raw(compressed)
+        count += 1
+        if out.size >= _EARLY_FLUSH_SIZE:
+            handle._flush_fn()
+        elif not out.in_read and not handle._dirty:
+            if turn is None:
+                turn = _turn(tid, handle._owner_loop)
+            handle._dirty = True
+            turn.append(handle)
+    if remote is not None:
+        for loop, group in remote.items():
+            try:
+                loop.call_soon_threadsafe(_fan_out, group, payload, opcode, skip)
+            except RuntimeError:
+                # That loop is closed, so are its connections: nothing is sent to them.
+                if not loop.is_closed():
+                    raise
+                continue
+            count += len(group)
+    return count
+
+
+def _turn(tid: int, loop: Any) -> list[Any]:
+    """The list of handles this thread's broadcasts flush at the end of the current turn of
+    ``loop``, with the flush scheduled (once per turn)."""
+    entry = _TURNS.get(tid)
+    if entry is not None:
+        if entry[0] is loop:
+            return entry[1]
+        # Left by a loop that stopped before its turn ended (a thread runs one loop at a time).
+        _forget(entry[1])
+    handles: list[Any] = []
+    try:
+        loop.call_soon(_flush_turn, tid, handles)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+        return handles  # a closed loop: its connections are gone, nothing will be written
+    _TURNS[tid] = (loop, handles)
+    return handles
+
+
+def _forget(handles: list[Any]) -> None:
+    h: SendHandle
+    for h in handles:
+        h._dirty = False
+
+
+def _flush_turn(tid: int, handles: list[Any]) -> None:
+    """The end of a turn: flush every handle a broadcast queued frames for, once each."""
+    entry = _TURNS.get(tid)
+    if entry is not None and entry[1] is handles:
+        del _TURNS[tid]  # broadcasts from here on belong to the next turn
+    _forget(handles)
+    h: SendHandle
+    for h in handles:
+        try:
+            h._flush_fn()
+        except Exception:  # noqa: BLE001 - a bug; the other connections must still get theirs
+            _log.exception("zzz.broadcast: flushing a connection failed")

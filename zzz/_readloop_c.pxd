@@ -8,6 +8,8 @@ cimport cython
 from zzz._speedups cimport FrameReader, Outbox, _thread_ident
 
 cdef Py_ssize_t _EARLY_FLUSH_SIZE
+cdef Py_ssize_t _SKIP_MAX
+cdef dict _TURNS
 cdef object _TUPLE_NEW
 cdef object ReadStop
 cdef object WebSocketError
@@ -47,5 +49,22 @@ cdef class SendHandle:
     cdef unsigned long _owner_thread
     cdef object _text_later
     cdef object _binary_later
+    cdef object _driver
+    cdef bint _dirty
 
     cdef _hand_over(self, object fn, object arg)
+
+
+# broadcast's loop (cpdef: a thread hands it to another loop with call_soon_threadsafe).
+@cython.locals(handle=SendHandle, out=Outbox, tid=cython.ulong, count=Py_ssize_t, buffered=Py_ssize_t,
+               frame=bytes, shared=dict, remote=dict, turn=list, group=list)
+cpdef Py_ssize_t _fan_out(object websockets, bytes payload, int opcode, Py_ssize_t skip) except -1
+
+@cython.locals(handles=list)
+cdef list _turn(unsigned long tid, object loop)
+
+@cython.locals(h=SendHandle)
+cdef _forget(list handles)
+
+@cython.locals(h=SendHandle)
+cpdef _flush_turn(unsigned long tid, list handles)

@@ -422,6 +422,12 @@ class PerMessageDeflate:
         # more than 250 bytes (module docstring), so 9 honours an agreed 8.
         self._local_wbits = -max(local_bits, 9)
         self._remote_wbits = -remote_bits
+        # Without context takeover on our side, a message compresses to the same bytes on every
+        # connection with the same window, level, memLevel and min_size: a broadcast compresses
+        # once per key (``shared_key``). With context takeover, each connection's own bytes.
+        self.shared_key: tuple[int, int, int, int] | None = (
+            (self._local_wbits, compress_level, mem_level, min_size) if self._local_reset else None
+        )
         self._encoder: zlib._Compress | None = None
         self._decoder: zlib._Decompress | None = None
         # Compressed bytes received so far in the current message.

@@ -246,9 +246,10 @@ class ConnectionDriver(asyncio.Protocol):
 
     @property
     def buffered_amount(self) -> int:
-        """Bytes accepted for sending and not yet handed to the kernel."""
+        """Bytes accepted for sending and not yet handed to the kernel: the transport's buffer
+        and what waits in the outbox (a broadcast's frames until the end of the loop turn)."""
         transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
+        return 0 if transport is None else transport.get_write_buffer_size() + self._outbox.size
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark (or the connection is gone).

@@ -398,6 +398,15 @@ class Connection:
         copied (the caller may reuse it); a big ``bytes`` payload is queued without a copy."""
         self._out.binary(data)
 
+    @property
+    def broadcast_key(self) -> tuple[int, int, int, int] | None:
+        """What this server connection's compressed messages depend on, when they depend on
+        nothing else (``server_no_context_takeover`` agreed): connections with equal keys send the
+        same frame for the same message, so a broadcast encodes it once per key. None otherwise
+        (no compression, context takeover, or a client, whose frames are masked)."""
+        deflate = self._deflate
+        return deflate.shared_key if deflate is not None and self.is_server else None
+
     def send_raw(self, frame: bytes) -> None:
         """Queue bytes that are already a complete frame (broadcasts encode once)."""
         if self.state is _OPEN:

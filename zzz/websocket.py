@@ -4,7 +4,8 @@
 
 Everything the callbacks send while one read is handled goes out in one ``transport.write``.
 With a sync ``on_message`` the transport calls the per-read loop (``zzz.readloop.ReadLoop``)
-directly, and it comes back here only for what is not a whole message.
+directly, and it comes back here only for what is not a whole message. ``broadcast`` is the
+compiled loop's (``zzz.readloop.broadcast``), re-exported here as ``zzz.broadcast``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zzz import core
 from zzz.driver import PAUSED_BY_CALLBACK, Change, ConnectionDriver, Phase
 from zzz.frames import Binary, CloseCode, Text, encode_close
 from zzz.hub import ConnectionHub
 from zzz.protocol import CloseReceived, Connection, ConnectionFailed, Pong, ReadStop, State
-from zzz.readloop import ReadLoop, SendHandle
+from zzz.readloop import ReadLoop, SendHandle, broadcast
 
 __all__ = ["WebSocket", "WebSocketProtocol", "WsConfig", "broadcast"]
 
@@ -91,7 +91,7 @@ class WebSocket(SendHandle):
         subprotocol: str | None,
         scheme: str = "ws",
     ) -> None:
-        super().__init__(proto._outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary)
+        super().__init__(proto._outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary, proto)
         self._proto = proto
         self.params = params
         self.query = query
@@ -405,7 +405,7 @@ class WebSocketProtocol(ConnectionDriver):
             self._flush()
 
     def send_frame(self, frame: bytes) -> None:
-        """Queue an already encoded frame (used by broadcasts that encode once)."""
+        """Queue an already encoded frame (whole frames, as ``Connection.send_raw`` takes them)."""
         self.conn.send_raw(frame)
         if not self._outbox.in_read:
             self._flush()
@@ -442,30 +442,3 @@ class WebSocketProtocol(ConnectionDriver):
 
     def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         self.close(code, reason)
-
-
-def broadcast(sockets: Sequence[WebSocket], message: str | bytes) -> None:
-    """Send one message to many connections, encoding the frame once for all that don't compress.
-
-    Must be called on the loop's thread. Closed connections are skipped.
-    """
-    if isinstance(message, str):
-        payload = message.encode("utf-8")
-        opcode = core.OP_TEXT
-    else:
-        payload = bytes(message)
-        opcode = core.OP_BINARY
-    frame: bytes | None = None
-    for ws in sockets:
-        proto = ws._proto
-        outbox = proto._outbox
-        if proto.transport is None or not outbox.open:
-            continue
-        if outbox.encoder is not None:  # per-connection compression context: encode for it
-            proto.send_frame(proto.conn.encode_message(payload, opcode))
-            continue
-        if frame is None:
-            frame = core.encode_frame(opcode, payload)
-        outbox.raw(frame)
-        if not outbox.in_read:
-            proto._flush()

@@ -1,6 +1,6 @@
 """How ``PubSub._deliver`` fans a broadcast out: one ``zzz.broadcast`` call per group of subscribers
-(wire form, skip threshold) on the loop's thread, ``send_text`` one by one from any other thread, and
-the groups made again whenever the subscribers change.
+(wire form, skip threshold, passed as its ``skip_if_buffered_over``) from any thread (``zzz.broadcast``
+hands it to the loop), and the groups made again whenever the subscribers change.
 """
 
 from __future__ import annotations
@@ -19,11 +19,20 @@ Call = tuple[int, list[Any], str]
 
 
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
+def skips() -> dict[int, int | None]:
+    """id(ws) -> the skip_if_buffered_over of the last broadcast that reached it."""
+    return {}
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch, skips: dict[int, int | None]) -> list[Call]:
     made: list[Call] = []
 
-    def record(targets: list[Any], text: str) -> None:
+    def record(targets: list[Any], text: str, *, skip_if_buffered_over: int | None = None) -> int:
         made.append((threading.get_ident(), list(targets), text))
+        for ws in targets:
+            skips[id(ws)] = skip_if_buffered_over
+        return len(targets)
 
     monkeypatch.setattr(pubsub_module, "broadcast", record)
     return made
@@ -58,7 +67,7 @@ def test_one_call_per_wire_form_with_one_text_each(calls: list[Call]) -> None:
     assert all(sock.ws.sent == [] for sock in s)  # nothing went one by one
 
 
-def test_exclude_skip_and_presence(calls: list[Call]) -> None:
+def test_exclude_skip_and_presence(calls: list[Call], skips: dict[int, int | None]) -> None:
     ps = InMemoryPubSub()
     s = sockets(ps, 4)
     s[3].skip_over = 10
@@ -66,27 +75,28 @@ def test_exclude_skip_and_presence(calls: list[Call]) -> None:
     ps.subscribe("t", s[3])  # its threshold is read again with the groups
     ps.broadcast("t", "e", {}, exclude=s[0].id)
     assert groups(calls) == norm([[s[2].ws], [s[1].ws], [s[3].ws]])
-    calls.clear()
-    s[3].ws.buffered_amount = 11
-    ps.broadcast("t", "e", {})
-    assert all(id(s[3].ws) not in g for g in groups(calls)) and len(calls) == 2
+    assert skips == {id(s[1].ws): None, id(s[2].ws): None, id(s[3].ws): 10}  # zzz.broadcast skips it
     calls.clear()
     ps.broadcast("t", "presence_diff", {"joins": {}, "leaves": {}})  # never skipped
-    assert [id(s[3].ws)] in groups(calls)
+    assert [id(s[3].ws)] in groups(calls) and skips[id(s[3].ws)] is None
 
 
-def test_off_the_loop_thread_each_subscriber_gets_send_text(calls: list[Call]) -> None:
+def test_off_the_loop_thread_the_groups_go_through_zzz_broadcast_too(
+    calls: list[Call], skips: dict[int, int | None]
+) -> None:
     ps = InMemoryPubSub()
     s = sockets(ps, 3)
-    s[2].ws.buffered_amount, s[2].skip_over = 100, 10
+    s[2].skip_over = 10
     ps.unsubscribe("t", s[2])
     ps.subscribe("t", s[2])
     thread = threading.Thread(target=ps.broadcast, args=("t", "e", {"n": 2}), kwargs={"exclude": s[1].id})
     thread.start()
     thread.join(10)
-    assert calls == []  # zzz.broadcast is for the loop's thread
-    assert [json.loads(t)["payload"] for t in s[0].ws.sent] == [{"n": 2}]
-    assert s[1].ws.sent == [] and s[2].ws.sent == []  # excluded; skipped
+    # One call per group, made on the publishing thread: zzz.broadcast hands each to the loop.
+    assert groups(calls) == norm([[s[0].ws], [s[2].ws]])
+    assert all(t != threading.get_ident() for t, _, _ in calls)
+    assert skips == {id(s[0].ws): None, id(s[2].ws): 10}
+    assert all(sock.ws.sent == [] for sock in s)
 
 
 def test_groups_follow_subscriptions_and_wire_form_changes(calls: list[Call]) -> None:

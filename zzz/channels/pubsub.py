@@ -93,12 +93,13 @@ class _Recovery:
 class _Fanout:
     """The subscribers of one topic sorted for plain broadcasts (no intercept, nobody recovering).
 
-    ``groups`` are the subscribers that take broadcasts through ``zzz.broadcast`` from ``thread``,
-    one group per (wire form, skip threshold): ``(array_form, skip_over, connections, subscribers)``,
-    so a broadcast is one ``zzz.broadcast`` call per group with one frame text per wire form.
-    ``single`` are sent one ``send_text`` at a time. Made on the first broadcast after a change of the
-    topic's subscribers and kept until the next one, so a broadcast does no per-subscriber Python work
-    on the way (but for the ``buffered_amount`` checks of the subscribers that ask to be skipped).
+    ``groups`` are the subscribers that take broadcasts through ``zzz.broadcast`` (the connections of
+    ``thread``'s loop), one group per (wire form, skip threshold): ``(array_form, skip_over,
+    connections, subscribers)``, so a broadcast is one ``zzz.broadcast`` call per group with one frame
+    text per wire form, and the threshold its ``skip_if_buffered_over`` (from another thread,
+    ``zzz.broadcast`` hands the whole group to the loop at once). ``single`` are sent one ``send_text``
+    at a time. Made on the first broadcast after a change of the topic's subscribers and kept until the
+    next one, so a broadcast does no per-subscriber Python work on the way.
     """
 
     __slots__ = ("groups", "single", "thread")
@@ -430,24 +431,21 @@ class PubSub:
         excluded = subs.get(exclude) if exclude is not None else None
         texts: list[str | None] = [None, None]  # [object form, array form], each made at most once
         if fanout.groups:
-            on_thread = threading.get_ident() == fanout.thread
-            for array_form, skip_over, targets, members in fanout.groups:
+            for array_form, skip_over, targets, _members in fanout.groups:
                 text = texts[array_form]
                 if text is None:
                     text = texts[array_form] = encode_raw(array_form, topic, event, body, None, None, meta)
-                if not on_thread:  # zzz.broadcast runs on the loop's thread; send hands over one by one
-                    for sub in members:
-                        if sub is not excluded and not _skips(sub, event):
-                            sub.send_text(text)
-                    continue
-                if skip_over is not None and event != "presence_diff":
-                    targets = [ws for ws in targets if ws.buffered_amount <= skip_over]
                 if excluded is not None:
                     target = getattr(excluded, "fanout_target", None)
                     if target is not None and target in targets:
                         targets = [ws for ws in targets if ws is not target]
                 if targets:
-                    broadcast(targets, text)
+                    # From another thread zzz.broadcast hands the group to the loop in one call, and
+                    # the threshold is checked there, where the buffers are read safely.
+                    # presence_diff is never skipped (see _skips).
+                    broadcast(
+                        targets, text, skip_if_buffered_over=None if event == "presence_diff" else skip_over
+                    )
         for sub in fanout.single:
             if sub is excluded or _skips(sub, event):
                 continue
