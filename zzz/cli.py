@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import ipaddress
 import logging
 import os
@@ -270,11 +271,11 @@ def load_app(spec: str, factory: bool = False, interface: str = "native") -> Any
         hint = " (with --factory if it returns one)" if callable(obj) else ""
         raise UsageError(f"MODULE:ATTR {spec!r} is {_a(obj)}, not a zzz.App{hint}")
     else:
-        _check_kind(obj, interface, f"MODULE:ATTR {spec!r} is {_a(obj)}")
+        _check_kind(obj, interface, f"MODULE:ATTR {spec!r} is {_a(obj)}", " (with --factory if it returns one)")
     return obj
 
 
-def _check_kind(obj: Any, interface: str, what: str) -> None:
+def _check_kind(obj: Any, interface: str, what: str, factory_hint: str = "") -> None:
     if isinstance(obj, App):
         if interface == "asgi":
             raise UsageError(f"{what}, a zzz.App and not an ASGI app (serve it with --interface auto)")
@@ -282,7 +283,20 @@ def _check_kind(obj: Any, interface: str, what: str) -> None:
     if interface == "native":
         raise UsageError(f"{what}, not a zzz.App")
     if not callable(obj):
-        raise UsageError(f"{what}, neither a zzz.App nor an ASGI app (a callable)")
+        raise UsageError(f"{what}, not a zzz.App nor an ASGI app (a callable)")
+    if not _takes_three(obj):
+        # Most likely a factory named without --factory (an ASGI 3 app is app(scope, receive, send)).
+        raise UsageError(f"{what}, not a zzz.App nor an ASGI 3 app (scope, receive, send){factory_hint}")
+
+
+def _takes_three(obj: Any) -> bool:
+    try:
+        inspect.signature(obj).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let it be tried
+        return True
+    return True
 
 
 def _a(obj: Any) -> str:

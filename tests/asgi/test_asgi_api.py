@@ -212,13 +212,15 @@ def test_serve_stops_on_sigterm_runs_shutdown_and_exits_0() -> None:
         (["m:app", "--interface", "wsgi"], "--interface"),
         (["--interface", "asgi"], "--interface asgi needs MODULE:ATTR"),
         (["asgi_api_target:native", "--interface", "asgi"], "not an ASGI app"),
-        (["asgi_api_target:number"], "neither a zzz.App nor an ASGI app"),
+        (["asgi_api_target:number"], "is an int, not a zzz.App nor an ASGI app"),
+        (["asgi_api_target:factory"], "not a zzz.App nor an ASGI 3 app (scope, receive, send) (with --factory"),
         (["asgi_api_target:asgi", "--redis", "redis://127.0.0.1:1"], "--redis"),
     ],
 )
 def test_cli_interface_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     (tmp_path / "asgi_api_target.py").write_text(
         "import zzz\nnative = zzz.App()\nnumber = 42\nasync def asgi(scope, receive, send):\n    pass\n"
+        "def factory():\n    return native\n"
     )
     proc = subprocess.run(
         [sys.executable, "-m", "zzz", *args],
