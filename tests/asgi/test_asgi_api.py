@@ -213,7 +213,10 @@ def test_serve_stops_on_sigterm_runs_shutdown_and_exits_0() -> None:
         (["--interface", "asgi"], "--interface asgi needs MODULE:ATTR"),
         (["asgi_api_target:native", "--interface", "asgi"], "not an ASGI app"),
         (["asgi_api_target:number"], "is an int, not a zzz.App nor an ASGI app"),
-        (["asgi_api_target:factory"], "not a zzz.App nor an ASGI 3 app (scope, receive, send) (with --factory"),
+        (
+            ["asgi_api_target:factory"],
+            "not a zzz.App nor an ASGI 3 app (scope, receive, send) (with --factory",
+        ),
         (["asgi_api_target:asgi", "--redis", "redis://127.0.0.1:1"], "--redis"),
     ],
 )
