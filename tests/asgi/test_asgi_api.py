@@ -169,7 +169,12 @@ def test_serve_exits_3_when_startup_fails() -> None:
         zzz.asgi.serve(app, port=0)
         """
     )
-    out, _ = proc.communicate(timeout=30)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == zzz.asgi.STARTUP_FAILED_EXIT == 3
     assert "the reason" in out and "serving on" not in out
 
@@ -191,18 +196,23 @@ def test_serve_stops_on_sigterm_runs_shutdown_and_exits_0() -> None:
         zzz.asgi.serve(app, port=0)
         """
     )
-    assert proc.stdout is not None
-    line = ""
-    for line in proc.stdout:  # the banner line is what we wait for
-        if "serving on" in line:
-            break
-    assert "serving on http://127.0.0.1:" in line
-    port = int(line.rsplit(":", 1)[1].split("/")[0])
-    # An answer means the loop runs, and with it the signal handlers (the banner comes before them).
-    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "up"
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    try:
+        assert proc.stdout is not None
+        line = ""
+        for line in proc.stdout:  # the banner line is what we wait for
+            if "serving on" in line:
+                break
+        assert "serving on http://127.0.0.1:" in line
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        # An answer means the loop runs, and with it the signal handlers (the banner comes before them).
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "up"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave the server running
+            proc.kill()
+            proc.wait()
     assert "SHUTDOWN RAN" in out
 
 
