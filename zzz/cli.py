@@ -3,7 +3,8 @@ app with uvicorn's conventions; without MODULE:ATTR they serve the demo (``zzz.d
 
 Everything is checked before anything binds or prints that it serves: a bad value is one line on
 stderr naming the option and the problem, and exit status 2. ``--reload`` is ``zzz.reload``,
-``--workers`` the supervisor of ``zzz.runner``.
+``--workers`` the supervisor of ``zzz.runner``. ``--interface`` says how ATTR is served: ``auto``
+(a ``zzz.App`` natively, any other callable as an ASGI 3 app, ``zzz.asgi``) or ``asgi``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import ipaddress
 import logging
 import os
@@ -31,6 +33,7 @@ __all__ = ["UsageError", "load_app", "main", "use_redis"]
 logger = logging.getLogger("zzz")
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+INTERFACES = ("auto", "asgi")
 # The longest path a Unix socket address holds on Linux (sun_path is 108 bytes with its NUL).
 _UDS_MAX = 107
 
@@ -51,8 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a zzz app (MODULE:ATTR, imported from the current directory), or the demo.",
         allow_abbrev=False,  # --reload must be spelt out: the reloader removes it from the child's options
     )
-    p.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="a zzz.App, e.g. myapp:app (none: the demo)")
-    p.add_argument("--factory", action="store_true", help="ATTR is a callable that returns the App")
+    p.add_argument("app", nargs="?", metavar="MODULE:ATTR",
+                   help="a zzz.App or an ASGI app, e.g. myapp:app (none: the demo)")
+    p.add_argument("--factory", action="store_true", help="ATTR is a callable that returns the app")
+    p.add_argument("--interface", default="auto", choices=INTERFACES,
+                   help="auto: a zzz.App natively, any other callable as ASGI 3; asgi: ASGI 3 (auto)")
     p.add_argument("--host", help="address to bind (127.0.0.1)")
     p.add_argument("--port", help="TCP port, 0-65535 (8080; 0: any free one)")
     p.add_argument("--uds", metavar="PATH", help="listen on this Unix socket instead of host and port")
@@ -77,6 +83,7 @@ class Options:
 
     app: str | None
     factory: bool
+    interface: str
     listen: runner.Listen
     workers: int | None
     loop: str
@@ -103,6 +110,8 @@ def parse(argv: Sequence[str]) -> Options:
         raise UsageError(f"--workers {workers}: there must be at least 1 worker")
     if a.reload and workers is not None:
         raise UsageError("--reload cannot be used with --workers (it restarts one process)")
+    if a.interface == "asgi" and a.app is None:
+        raise UsageError("--interface asgi needs MODULE:ATTR (the demo is a zzz.App)")
     if a.factory and a.app is None:
         raise UsageError("--factory needs MODULE:ATTR (the demo has no factory)")
     if a.app is not None and not _is_spec(a.app):
@@ -129,7 +138,7 @@ def parse(argv: Sequence[str]) -> Options:
             f"--workers {workers} needs --redis URL: without Redis every worker has its own rooms and presence"
         )
     return Options(
-        app=a.app, factory=a.factory, listen=listen, workers=workers, loop=a.loop, reload=a.reload,
+        app=a.app, factory=a.factory, interface=a.interface, listen=listen, workers=workers, loop=a.loop, reload=a.reload,
         log_level=a.log_level, ssl=ssl, proxy_headers=a.proxy_headers, forwarded_allow_ips=allow,
         redis=redis,
     )
@@ -216,14 +225,19 @@ def _one_line(exc: BaseException) -> str:
 # -- the app ---------------------------------------------------------------------------------------
 
 
-def load_app(spec: str, factory: bool = False) -> App:
-    """Import ``MODULE:ATTR`` from the current directory (then ``sys.path``) and return the App.
+def load_app(spec: str, factory: bool = False, interface: str = "native") -> Any:
+    """Import ``MODULE:ATTR`` from the current directory (then ``sys.path``) and return the app.
 
     ``ATTR`` may be dotted (``module:holder.app``). With ``factory``, ``ATTR`` is called with no
-    arguments and must return the App.
+    arguments and must return the app.
+
+    Args:
+        interface: what the app must be: ``"native"`` a ``zzz.App``; ``"auto"`` a ``zzz.App`` or
+            any other callable (an ASGI 3 app); ``"asgi"`` a callable that is not a ``zzz.App``.
 
     Raises:
-        UsageError: the module does not import, has no such attribute, or it is not an App.
+        UsageError: the module does not import, has no such attribute, or it is not what
+            ``interface`` asks for.
     """
     module_name, _, attr = spec.partition(":")
     cwd = os.getcwd()
@@ -252,12 +266,37 @@ def load_app(spec: str, factory: bool = False) -> App:
             obj = obj()
         except Exception as exc:  # noqa: BLE001 - whatever the factory raised: one line, exit 2
             raise UsageError(f"--factory: calling {spec!r} failed: {_one_line(exc)}{_where(exc)}") from None
-        if not isinstance(obj, App):
-            raise UsageError(f"--factory: {spec!r} returned {_a(obj)}, not a zzz.App")
-    elif not isinstance(obj, App):
+        _check_kind(obj, interface, f"--factory: {spec!r} returned {_a(obj)}")
+    elif interface == "native" and not isinstance(obj, App):
         hint = " (with --factory if it returns one)" if callable(obj) else ""
         raise UsageError(f"MODULE:ATTR {spec!r} is {_a(obj)}, not a zzz.App{hint}")
+    else:
+        _check_kind(obj, interface, f"MODULE:ATTR {spec!r} is {_a(obj)}", " (with --factory if it returns one)")
     return obj
+
+
+def _check_kind(obj: Any, interface: str, what: str, factory_hint: str = "") -> None:
+    if isinstance(obj, App):
+        if interface == "asgi":
+            raise UsageError(f"{what}, a zzz.App and not an ASGI app (serve it with --interface auto)")
+        return
+    if interface == "native":
+        raise UsageError(f"{what}, not a zzz.App")
+    if not callable(obj):
+        raise UsageError(f"{what}, not a zzz.App nor an ASGI app (a callable)")
+    if not _takes_three(obj):
+        # Most likely a factory named without --factory (an ASGI 3 app is app(scope, receive, send)).
+        raise UsageError(f"{what}, not a zzz.App nor an ASGI 3 app (scope, receive, send){factory_hint}")
+
+
+def _takes_three(obj: Any) -> bool:
+    try:
+        inspect.signature(obj).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let it be tried
+        return True
+    return True
 
 
 def _a(obj: Any) -> str:
@@ -321,6 +360,8 @@ def _path_of(app: App, endpoint: Any) -> str:
 
 def configure(app: App, options: Options) -> int:
     """Apply the options that change the app (proxy headers, Redis); how many endpoints moved to Redis."""
+    if not isinstance(app, App):  # an ASGI app: asgi_target took the options
+        return 0
     security = app.settings.security
     changes: dict[str, Any] = {}
     if options.proxy_headers is not None:
@@ -350,14 +391,34 @@ def _warnings(app: App, options: Options, moved: int) -> None:
         )
 
 
-def _loader(options: Options, warn: bool) -> Callable[[], App]:
-    def load() -> App:
+def asgi_target(app: Any, options: Options) -> Any:
+    """An ASGI callable with the options that apply to it, as a ``zzz.asgi.AsgiApp``.
+
+    Raises:
+        UsageError: ``--redis`` (an ASGI app has no zzz Channels endpoints).
+    """
+    from zzz.asgi import AsgiApp
+
+    if options.redis is not None:
+        raise UsageError("--redis: an ASGI app has no zzz Channels endpoints to put on Redis")
+    settings: dict[str, Any] = {}
+    if options.proxy_headers is not None:
+        settings["proxy_headers"] = options.proxy_headers
+    if options.forwarded_allow_ips is not None:
+        settings["forwarded_allow_ips"] = options.forwarded_allow_ips
+    return AsgiApp(app, **settings)
+
+
+def _loader(options: Options, warn: bool) -> Callable[[], Any]:
+    def load() -> Any:
         if options.app is None:
             from zzz.demo import build_app
 
-            app: App = build_app()
+            app: Any = build_app()
         else:
-            app = load_app(options.app, options.factory)
+            app = load_app(options.app, options.factory, options.interface)
+        if not isinstance(app, App):
+            return asgi_target(app, options)
         moved = configure(app, options)
         if warn:
             _warnings(app, options, moved)
@@ -366,9 +427,9 @@ def _loader(options: Options, warn: bool) -> Callable[[], App]:
     return load
 
 
-def _load_in_worker(load: Callable[[], App]) -> Callable[[], App]:
+def _load_in_worker(load: Callable[[], Any]) -> Callable[[], Any]:
     # In a worker the CLI's one line and exit 2 still apply to an app that stopped importing.
-    def load_or_exit() -> App:
+    def load_or_exit() -> Any:
         try:
             return load()
         except UsageError as exc:
@@ -377,7 +438,7 @@ def _load_in_worker(load: Callable[[], App]) -> Callable[[], App]:
     return load_or_exit
 
 
-def _check_in_a_fork(load: Callable[[], App]) -> None:
+def _check_in_a_fork(load: Callable[[], Any]) -> None:
     """Load the app once in a child process, so that the supervisor itself never imports it.
 
     Each worker then imports it afresh, and a rolling restart (SIGHUP) runs the code as it is on
@@ -449,4 +510,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         if options.workers is not None and options.workers > 1:
             logger.warning("the raw chat at /raw keeps its rooms per worker (only the chat at / uses Redis)")
+    if options.workers is None and not isinstance(target, App):
+        from zzz import asgi
+
+        # An ASGI app (a zzz.asgi.AsgiApp): a failed lifespan startup exits 3. In a worker it
+        # ends that worker, and the supervisor stops with 1 once they keep dying.
+        asgi.run(target, options.listen, options.loop, options.ssl, options.workers)
+        return
     runner.run(target, options.listen, options.loop, options.ssl, options.workers)

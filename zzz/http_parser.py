@@ -7,14 +7,14 @@ httptools (llhttp); the limits are enforced here, on the raw bytes, before llhtt
 from __future__ import annotations
 
 import re
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httptools
 
 from zzz._grammar import HEAD_CTLS
 from zzz.http import Headers, HttpError, Request, _split_target
 
-__all__ = ["RequestParser"]
+__all__ = ["END_OF_BODY", "RequestParser"]
 
 # Empty lines a client may send between pipelined requests (RFC 9112 section 2.2).
 _LEADING_EOL = re.compile(rb"[\r\n]*")
@@ -37,6 +37,18 @@ _CK_TRAILER = 3
 _MAX_CHUNK_LINE = 4096
 
 
+class _EndOfBody:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END_OF_BODY"
+
+
+#: What a streaming parser (``RequestParser(stream=True)``) returns after the last body piece
+#: of a request.
+END_OF_BODY = _EndOfBody()
+
+
 class RequestParser:
     """Incremental HTTP/1.1 request parser with enforced limits (sans-I/O).
 
@@ -53,6 +65,11 @@ class RequestParser:
     After a request with ``keep_alive == False`` (HTTP/1.0, ``Connection: close``) the parser
     also stops: later bytes on that connection are ignored and ``feed`` returns ``[]``.
     After an ``HttpError`` the parser is dead and raises the same error again.
+
+    With ``stream=True`` (the ASGI server) a request comes out as soon as its head is complete,
+    with an empty ``body``; the body follows as ``bytes`` pieces, then ``END_OF_BODY``, in the
+    list ``feed`` returns, and ``max_body_size`` does not apply (the application reads the body
+    as a stream and decides). Every other limit and check is the same.
     """
 
     def __init__(
@@ -64,6 +81,7 @@ class RequestParser:
         max_header_count: int | None = 128,
         max_head_size: int | None = 65536,
         max_body_size: int | None = 1 << 20,
+        stream: bool = False,
     ) -> None:
         """Create a parser for one connection.
 
@@ -72,19 +90,22 @@ class RequestParser:
             max_header_size: longest header field line -> 431.
             max_header_count: most header fields in a head (and in chunked trailers) -> 431.
             max_head_size: longest head (request line + fields + blank line) -> 431.
-            max_body_size: largest body, by Content-Length or chunked total -> 413.
+            max_body_size: largest body, by Content-Length or chunked total -> 413 (not with
+                ``stream``).
+            stream: return heads, body pieces and ``END_OF_BODY`` as they come (see the class).
         """
         self.max_request_line = _UNLIMITED if max_request_line is None else max_request_line
         self.max_header_size = _UNLIMITED if max_header_size is None else max_header_size
         self.max_header_count = _UNLIMITED if max_header_count is None else max_header_count
         self.max_head_size = _UNLIMITED if max_head_size is None else max_head_size
-        self.max_body_size = _UNLIMITED if max_body_size is None else max_body_size
+        self.max_body_size = _UNLIMITED if max_body_size is None or stream else max_body_size
+        self.stream = stream
         self.upgrade_tail: bytes = b""
         self._parser = httptools.HttpRequestParser(self)
         self._mode = _HEAD
         self._error: HttpError | None = None
         self._pending: HttpError | None = None  # raised inside an llhttp callback
-        self._out: list[Request] = []
+        self._out: list[Any] = []
         self._headers_done = False
         self._reset_message()
 
@@ -118,11 +139,12 @@ class RequestParser:
         request without keep-alive."""
         return self._mode in (_UPGRADED, _FAILED, _CLOSED)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Request]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Parse ``data`` and return every request it completes, in order (pipelining).
 
         Returns:
-            The complete requests; an empty list when more bytes are needed.
+            The complete requests (with ``stream``: heads, body pieces and ``END_OF_BODY``); an
+            empty list when more bytes are needed.
 
         Raises:
             HttpError: 400 malformed, 413 body too large, 414 request line too long,
@@ -140,7 +162,7 @@ class RequestParser:
             return []
         if not isinstance(data, bytes):
             data = bytes(data)
-        out: list[Request] = []
+        out: list[Any] = []
         self._out = out
         try:
             self._feed(data)
@@ -211,7 +233,11 @@ class RequestParser:
     def _upgraded(self, seg: bytes, offset: int, rest: bytes) -> None:
         if self._mode not in (_HEAD, _CLOSED) or not self._out:  # complete precedes the pause
             raise HttpError(400, "malformed upgrade request")
-        self._out[-1].upgrade = True
+        # Streaming, the request is followed by its END_OF_BODY (an upgrade request has no body).
+        request = self._out[-2] if self.stream and len(self._out) > 1 else self._out[-1]
+        if not isinstance(request, Request):
+            raise HttpError(400, "malformed upgrade request")
+        request.upgrade = True
         self.upgrade_tail = seg[offset:] + rest
         self._mode = _UPGRADED
 
@@ -364,6 +390,11 @@ class RequestParser:
             self._fail(431, "too many header fields")
 
     def on_headers_complete(self) -> None:
+        self._framing()
+        if self.stream:
+            self._out.append(self._request(b""))
+
+    def _framing(self) -> None:
         self._headers_done = True
         self._in_trailers = True
         parser = self._parser
@@ -401,9 +432,20 @@ class RequestParser:
         self._body_len += len(body)
         if self._body_len > self.max_body_size:
             self._fail(413, "request body too large")
-        self._body.append(body)
+        if self.stream:
+            self._out.append(body)
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.stream:
+            self._out.append(END_OF_BODY)
+        else:
+            self._out.append(self._request(b"".join(self._body) if self._body else b""))
+        self._mode = _HEAD if self._keep_alive else _CLOSED
+        self._reset_message()
+
+    def _request(self, body: bytes) -> Request:
         parser = self._parser
         url = b"".join(self._url).decode("latin-1")
         req = Request.__new__(Request)
@@ -411,7 +453,7 @@ class RequestParser:
         req.target = url
         req.raw_path, req.query_string = _split_target(url)
         req.headers = Headers._trusted(self._headers)
-        req.body = b"".join(self._body) if self._body else b""
+        req.body = body
         req.http_version = parser.get_http_version()
         req.keep_alive = self._keep_alive
         req.upgrade = False
@@ -423,6 +465,4 @@ class RequestParser:
         req._path = None
         req._query_list = None
         req._query = None
-        self._out.append(req)
-        self._mode = _HEAD if self._keep_alive else _CLOSED
-        self._reset_message()
+        return req

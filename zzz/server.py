@@ -537,7 +537,7 @@ class Server:
                 srv.close()
             await self._close_websockets(code, reason)
             for proto in list(hub.connections):
-                if isinstance(proto, WebSocketProtocol):
+                if proto in hub.websockets:
                     proto.shutdown(code, reason)  # upgraded after the last round
                 else:
                     proto.shutdown()
@@ -580,7 +580,8 @@ class Server:
         told: set[Any] = set()
         rounds = 0
         while True:
-            todo = [p for p in hub.connections if isinstance(p, WebSocketProtocol) and p not in told]
+            # The WebSockets by the hub's account, whichever driver runs them (native or ASGI).
+            todo = [p for p in hub.websockets if p not in told]
             if not todo:
                 return
             for start in range(0, len(todo), size):

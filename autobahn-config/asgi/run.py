@@ -104,7 +104,8 @@ SERVERS: list[AsgiServer] = [
     uvicorn_server("websockets"),
     uvicorn_server("websockets-sansio"),
     uvicorn_server("wsproto"),
-    # zzz_server("cython"), zzz_server("python"),  # <- add once zzz.asgi exists
+    zzz_server("cython"),
+    zzz_server("python"),
 ]
 
 

@@ -42,14 +42,14 @@ __all__ = ["MEMORY_ROWS", "SCENARIO_KEYS", "SERVERS", "main"]
 
 SERVE = HERE / "serve.py"
 
-# The servers of the table, in column order. zzz goes here once zzz.asgi exists.
+# The servers of the table, in column order.
 SERVERS: list[str] = [
     "uvicorn-websockets",
     "uvicorn-websockets-sansio",
     "uvicorn-wsproto",
     "hypercorn",
     "granian",
-    # "zzz",
+    "zzz",
 ]
 UVICORNS = [s for s in SERVERS if s.startswith("uvicorn")]
 
@@ -166,7 +166,7 @@ def run_throughput(
                         error = f"server died: {bench_run.last_line(running.log)}"
                         cell.runs.append({"ok": False, "fatal": True, "error": error})
                         continue
-                    report = bench_run.run_client(client, srv, sc, running.port, args)
+                    report = bench_run.run_client(client, srv, sc, running, args)
                     cell.runs.append(report)
                     bad = "" if report.get("ok") else "  " + str(report.get("error") or "CORRUPT")
                     print(

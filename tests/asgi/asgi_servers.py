@@ -144,7 +144,7 @@ ZZZ_EXPECT = Expect(raise_after_accept_close=1011, heartbeat_disconnect_code=100
 
 SERVERS: dict[str, ServerKind] = {
     "uvicorn": ServerKind("uvicorn", uvicorn_command(UVICORN_WS), uvicorn_expect(UVICORN_WS)),
-    # "zzz": ServerKind("zzz", zzz_command, ZZZ_EXPECT),  # <- add once zzz.asgi exists
+    "zzz": ServerKind("zzz", zzz_command, ZZZ_EXPECT),
 }
 
 

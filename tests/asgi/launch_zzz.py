@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("settings", nargs="*", help="NAME=VALUE")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # settings come after --port P
     module_name, _, attr = args.app.partition(":")
     target = getattr(importlib.import_module(module_name), attr)
     settings = {name: _value(value) for name, _, value in (s.partition("=") for s in args.settings)}
