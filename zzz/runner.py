@@ -329,9 +329,16 @@ def _run_loop(main: Callable[[], Any], loop_kind: str) -> None:
 
 
 async def _serve_until_signal(
-    server: _Running, signals: dict[signal.Signals, tuple[int, str]], watch_parent: int | None = None
+    server: _Running,
+    signals: dict[signal.Signals, tuple[int, str]],
+    watch_parent: int | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Wait for one of ``signals`` (or, in a worker, for its supervisor to vanish), then drain."""
+    """Wait for one of ``signals`` (or, in a worker, for its supervisor to vanish), then drain.
+
+    ``ready`` runs once the handlers are installed: whatever it announces (the banner, a worker's
+    "ready" byte) can be followed by a signal at once, and that signal drains instead of killing.
+    """
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[tuple[int, str]] = loop.create_future()
 
@@ -351,6 +358,8 @@ async def _serve_until_signal(
                 loop.call_later(_ORPHAN_CHECK, check_parent)
 
         loop.call_later(_ORPHAN_CHECK, check_parent)
+    if ready is not None:
+        ready()
     code, reason = await stop
     logger.info("zzz: draining with %d (pid %d)", code, os.getpid())
     await server.close(code, reason)
@@ -376,10 +385,11 @@ def _serve_here(
         except OSError as exc:
             raise _CannotListen(exc.strerror or str(exc)) from None
         where = listen.url(server.sockets[0] if server.sockets else None)
-        print(f"zzz: serving on {where} (pid {os.getpid()})", flush=True)
         stops = {signal.SIGINT: (_GOING_AWAY, "server shutting down")}
         stops[signal.SIGTERM] = stops[signal.SIGINT]
-        await _serve_until_signal(server, stops)
+        await _serve_until_signal(
+            server, stops, ready=lambda: print(f"zzz: serving on {where} (pid {os.getpid()})", flush=True)
+        )
 
     try:
         _run_loop(main, loop_kind)
@@ -570,15 +580,18 @@ class _Supervisor:
 
         async def main() -> None:
             server = await app.start(sock=self.sock, ssl=self.ssl)
-            os.write(ready_w, b"R")
-            os.close(ready_w)
-            logger.info("zzz: worker %d serving (pid %d)", me.index, me.pid)
+
+            def ready() -> None:  # after the handlers: a SIGUSR1 right after "R" drains, not kills
+                os.write(ready_w, b"R")
+                os.close(ready_w)
+                logger.info("zzz: worker %d serving (pid %d)", me.index, me.pid)
+
             stops = {
                 signal.SIGTERM: (_GOING_AWAY, "server shutting down"),
                 signal.SIGINT: (_GOING_AWAY, "server shutting down"),
                 signal.SIGUSR1: (_SERVICE_RESTART, "service restart"),
             }
-            await _serve_until_signal(server, stops, watch_parent=supervisor)
+            await _serve_until_signal(server, stops, watch_parent=supervisor, ready=ready)
 
         _run_loop(main, self.loop_kind)
         return 0
