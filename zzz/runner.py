@@ -387,8 +387,13 @@ def _serve_here(
         where = listen.url(server.sockets[0] if server.sockets else None)
         stops = {signal.SIGINT: (_GOING_AWAY, "server shutting down")}
         stops[signal.SIGTERM] = stops[signal.SIGINT]
+        # A reloader's child (it got the listening socket) leaves when the reloader vanishes.
+        parent = os.getppid() if listen.sock is not None else None
         await _serve_until_signal(
-            server, stops, ready=lambda: print(f"zzz: serving on {where} (pid {os.getpid()})", flush=True)
+            server,
+            stops,
+            watch_parent=parent,
+            ready=lambda: print(f"zzz: serving on {where} (pid {os.getpid()})", flush=True),
         )
 
     try:

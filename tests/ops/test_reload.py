@@ -4,6 +4,8 @@ the next one; a bad first start is exit 2."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +69,23 @@ def test_a_bad_first_start_is_exit_2(procs: list[Zzz], tmp_path: Path) -> None:
     assert z.wait(30) == 2
     lines = z.stderr().splitlines()
     assert len(lines) == 1 and "no module named 'missing'" in lines[0], lines
+
+
+def test_the_child_leaves_when_the_reloader_is_killed(procs: list[Zzz], tmp_path: Path) -> None:
+    write_app(tmp_path, "live", APP.format(answer="one"))
+    z = Zzz(["live:app", "--port", "0", "--reload"], tmp_path)
+    procs.append(z)
+    z.start()
+    child = int(z.stdout().split("(pid ")[1].split(")")[0])  # the banner is the child's
+    assert child != z.pid
+    os.kill(z.pid, signal.SIGKILL)  # no chance to stop its child
+    z.proc.wait(10)
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 15, "the orphaned child leaving")
