@@ -170,7 +170,7 @@ async def _client(port: int, seed: int, tally: Tally, deadline: float) -> None:
                 await _mid_frame(port, rng, tally)
             else:
                 await _session(port, rng, tally, deadline)
-        except Exception as exc:  # abrupt endings are part of the soak; they are counted
+        except Exception as exc:  # noqa: BLE001 - abrupt endings are part of the soak; they are counted
             tally.error(exc)
         await asyncio.sleep(rng.random() * 0.05)
 

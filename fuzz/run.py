@@ -47,7 +47,7 @@ def _run_target(name: str, seconds: int, out: Path, rss_limit_mb: int) -> tuple[
     with log.open("w") as handle:
         # Generous wall-clock cap: libFuzzer stops itself at max_total_time.
         try:
-            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False,
                                   timeout=seconds + 120).returncode
         except subprocess.TimeoutExpired:
             code = -1

@@ -167,7 +167,7 @@ async def test_corrupt_deflate_stream_is_1007(payload: bytes) -> None:
 async def test_data_after_the_final_deflate_block_is_1007() -> None:
     enc = zlib.compressobj(6, zlib.DEFLATED, -15)
     finished = enc.compress(b"hello") + enc.flush(zlib.Z_FINISH)
-    seen, config = recorder()
+    _seen, config = recorder()
     async with serve(ws_app(config)) as server:
         client = await RawClient.connect(server.port, extra=DEFLATE_OFFER)
         client.writer.write(_masked(1, finished + compress_message(b"more"), rsv1=True))

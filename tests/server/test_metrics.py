@@ -259,15 +259,14 @@ async def test_multiprocess_mode_in_this_process(tmp_path: Any, monkeypatch: pyt
     # imports it before a supervisor sets it): zzz's series still go to the directory.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     app = session_app(metrics_path="/metrics")
-    async with serve(app) as srv:
-        async with zzz.connect(srv.ws_url + "/ws") as kept:
-            async with zzz.connect(srv.ws_url + "/ws") as ws:
-                ws.close(4002)
-            await wait_for(lambda: srv.stats()["closes"].get(4002) == 1)
-            status, _headers, body = await raw_request(
-                srv.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            kept.close()
+    async with serve(app) as srv, zzz.connect(srv.ws_url + "/ws") as kept:
+        async with zzz.connect(srv.ws_url + "/ws") as ws:
+            ws.close(4002)
+        await wait_for(lambda: srv.stats()["closes"].get(4002) == 1)
+        status, _headers, body = await raw_request(
+            srv.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        kept.close()
     assert status == 200
     samples = {
         (s.name, tuple(s.labels.items())): s.value
