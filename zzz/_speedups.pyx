@@ -870,7 +870,8 @@ cdef class Outbox:
 
     Small frames are written one after another into a bytes object that grows as needed and is
     handed over as it is (shrunk to fit, never copied again); big payloads are their own buffer.
-    ``size`` counts the bytes queued. No view of a buffer that is reused is ever handed out:
+    ``size`` counts the bytes queued, ``messages`` the data messages among them (``raw`` frames
+    count when their caller adds them). No view of a buffer that is reused is ever handed out:
     ``take`` gives bytes objects the outbox no longer touches.
     """
 
@@ -887,6 +888,7 @@ cdef class Outbox:
         self.encoder = encoder
         self._buffers = []
         self.size = 0
+        self.messages = 0
 
     @property
     def pending(self):
@@ -903,15 +905,17 @@ cdef class Outbox:
         if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
             data = PyUnicode_AsUTF8String(text)
             self._data(0x81, data)
-            return None
-        # ASCII: the str's own bytes are the UTF-8 payload.
-        self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        else:
+            # ASCII: the str's own bytes are the UTF-8 payload.
+            self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        self.messages += 1
         return None
 
     cpdef binary(self, object data):
         """Queue a binary message; a mutable buffer is copied, since its owner may reuse it."""
         if self.open:
             self._data(0x82, data)
+            self.messages += 1
         return None
 
     cpdef raw(self, object frame):
@@ -926,6 +930,7 @@ cdef class Outbox:
         buffers = self._buffers
         self._buffers = []
         self.size = 0
+        self.messages = 0
         return buffers
 
     # The work, callable from C without argument parsing.
