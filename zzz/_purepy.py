@@ -215,20 +215,6 @@ class FrameReader:
             raise
         return frames
 
-    def feed_buffer(self, buf: bytearray, n: int) -> list[Any]:
-        """``feed(buf[:n])``: for a reader that reads into a buffer of its own (an
-        ``asyncio.BufferedProtocol``). Nothing of ``buf`` is kept: the next read may overwrite it.
-
-        Raises:
-            ValueError: ``n`` is not within ``0..len(buf)``.
-            WebSocketError: as ``feed``.
-        """
-        if not isinstance(buf, bytearray):
-            raise TypeError(f"feed_buffer takes a bytearray, not {type(buf).__name__}")
-        if n < 0 or n > len(buf):
-            raise ValueError(f"feed_buffer: {n} bytes of a buffer of {len(buf)}")
-        return self.feed(memoryview(buf)[:n])
-
     def _parse(self, data: bytes | bytearray | memoryview, frames: list) -> None:  # type: ignore[type-arg]
         buf = self._buf
         buf += data

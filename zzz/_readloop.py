@@ -28,14 +28,11 @@ from zzz.protocol import ReadStop
 if TYPE_CHECKING:
     from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "READ_BUFFER_SIZE", "Counters", "ReadLoop", "SendHandle"]
+__all__ = ["EARLY_FLUSH_SIZE", "Counters", "ReadLoop", "SendHandle"]
 
 # While a read is handled, replies are held for its one write; past this many bytes they go out early.
 _EARLY_FLUSH_SIZE = 256 * 1024
 EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
-# What one read may bring (``get_buffer``): as much as uvloop and asyncio read at once otherwise.
-_READ_BUFFER_SIZE = 256 * 1024
-READ_BUFFER_SIZE = _READ_BUFFER_SIZE
 # A ReadStop without the Python call of the named tuple's own __new__ (the slow path counts too).
 _TUPLE_NEW = tuple.__new__
 _COUNTER_FIELDS = (
@@ -96,9 +93,7 @@ class Counters:
 
 class ReadLoop:
     """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
-    ``get_buffer`` and ``buffer_updated`` are the transport's (an ``asyncio.BufferedProtocol``'s:
-    the transport reads into ``read_buffer``, no ``bytes`` object per read), and ``feed(data)``
-    takes a read that came as bytes (``data_received``), the same way.
+    ``feed(data)`` is the transport's ``data_received``.
 
     A read whose frames are all whole data messages, read without error, is handled here from
     start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
@@ -124,13 +119,9 @@ class ReadLoop:
         keepalive: gets ``received = True`` on every read.
         counters: where reads, messages and writes are counted (``Counters``; None: counted
             nowhere that anyone reads).
-        read_buffer: what ``get_buffer`` hands the transport (None: a ``READ_BUFFER_SIZE`` one
-            of its own). The loops of one event loop may share one: a read is parsed, and every
-            byte of it copied out, before the transport reads again, into any of them.
     """
 
     __slots__ = (
-        "_buffer",
         "_buffer_size",
         "_counters",
         "_finish",
@@ -143,7 +134,6 @@ class ReadLoop:
         "_reader",
         "_slow",
         "_value",
-        "_view",
         "_write",
         "_writelines",
         "_ws",
@@ -163,14 +153,11 @@ class ReadLoop:
         over_limit: Callable[[], Any],
         keepalive: Any,
         counters: Counters | None = None,
-        read_buffer: bytearray | None = None,
     ) -> None:
         if reader is None or outbox is None:
             raise TypeError("ReadLoop needs a connection's reader and outbox")
         # Always a Counters, so that a read never tests for None.
         self._counters = Counters() if counters is None else counters
-        self._buffer = bytearray(_READ_BUFFER_SIZE) if read_buffer is None else read_buffer
-        self._view = memoryview(self._buffer)
         self._reader = reader
         self._out = outbox
         self._on_message = on_message
@@ -192,37 +179,19 @@ class ReadLoop:
         self.enabled = True
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Handle one read that came as bytes (see the class)."""
-        self._read(data, -1)
-
-    def get_buffer(self, sizehint: int) -> bytearray:
-        """Where the transport reads into: the read buffer, whatever the ``sizehint``."""
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Handle the ``nbytes`` the transport read into ``get_buffer()`` (see the class)."""
-        self._read(None, nbytes)
-
-    def _read(self, data: bytes | bytearray | memoryview | None, nbytes: int) -> None:
-        """One read: ``data``, or (``nbytes >= 0``) the first ``nbytes`` of the read buffer."""
+        """Handle one read (see the class)."""
         out = self._out
         self._keepalive.received = True
         if not self.enabled or not out.open or self._reader.error is not None:
-            # Which counts the read; the buffer is reused by the next one, so a copy.
-            self._slow(data if nbytes < 0 else self._view[:nbytes].tobytes())
+            self._slow(data)  # which counts the read
             return
         counters = self._counters
+        counters.bytes_in += len(data)
         error = None
         out.in_read = True
         try:
             try:
-                if nbytes < 0:
-                    assert data is not None
-                    counters.bytes_in += len(data)
-                    frames = self._reader.feed(data)
-                else:
-                    counters.bytes_in += nbytes
-                    frames = self._reader.feed_buffer(self._buffer, nbytes)
+                frames = self._reader.feed(data)
             except WebSocketError as exc:
                 frames = exc.frames
                 error = exc

@@ -8,7 +8,6 @@ cimport cython
 from zzz._speedups cimport FrameReader, Outbox, _thread_ident
 
 cdef Py_ssize_t _EARLY_FLUSH_SIZE
-cdef Py_ssize_t _READ_BUFFER_SIZE
 cdef object _TUPLE_NEW
 cdef object ReadStop
 cdef object WebSocketError
@@ -42,18 +41,12 @@ cdef class ReadLoop:
     cdef object _over_limit
     cdef object _keepalive
     cdef Counters _counters
-    cdef bytearray _buffer
-    cdef object _view
     cdef bint _raised
     cdef object _value
     cdef public bint enabled
 
-    cpdef feed(self, object data)
-    cpdef get_buffer(self, Py_ssize_t sizehint)
-    cpdef buffer_updated(self, Py_ssize_t nbytes)
-
     @cython.locals(out=Outbox, counters=Counters, frames=list, buffers=list, pos=Py_ssize_t)
-    cdef _read(self, object data, Py_ssize_t nbytes)
+    cpdef feed(self, object data)
 
     @cython.locals(out=Outbox, n=Py_ssize_t, start=Py_ssize_t, skipped=Py_ssize_t)
     cdef Py_ssize_t _run(self, list frames, Py_ssize_t pos) except -1

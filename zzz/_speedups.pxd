@@ -3,7 +3,7 @@
 # Read it before ``_speedups.pyx``. ``_readloop_c`` (the per-read fast path, compiled from
 # ``_readloop.py``) cimports ``FrameReader`` and ``Outbox`` from here and calls their ``cpdef``
 # methods and fields at C speed; Python code (and the pure-Python read loop over either core)
-# sees the same names: ``FrameReader.feed``, ``.feed_buffer`` and ``.error``, ``Outbox.text/binary/raw/take``,
+# sees the same names: ``FrameReader.feed`` and ``.error``, ``Outbox.text/binary/raw/take``,
 # ``.size``, ``.open`` and ``.in_read``. The twin (``_purepy.py``) has the same names.
 
 cimport cython
@@ -70,8 +70,6 @@ cdef class FrameReader:
     cdef uint32_t _utf8
 
     cpdef list feed(self, object data)
-    cpdef list feed_buffer(self, bytearray buf, Py_ssize_t n)
-    cdef list _feed(self, const unsigned char *p, Py_ssize_t n)
     cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1
     cdef object _whole_payload(self, const unsigned char *src, Py_ssize_t n)
     cdef int _append(self, const unsigned char *src, Py_ssize_t take) except -1

@@ -479,43 +479,22 @@ cdef class FrameReader:
                 again (with no frames).
         """
         cdef Py_buffer view
+        cdef list frames
         if self.error is not None:
             self.error.frames = []
             raise self.error
         if _try_get_buffer(data, &view, PyBUF_SIMPLE) != 0:
             PyErr_Clear()
             raise TypeError(f"can't concat {type(data).__name__} to bytearray")
+        frames = []
         try:
-            return self._feed(<const unsigned char *>view.buf, view.len)
-        finally:
-            PyBuffer_Release(&view)
-
-    cpdef list feed_buffer(self, bytearray buf, Py_ssize_t n):
-        """``feed(buf[:n])`` without a copy or a view: for a reader that reads into a buffer of
-        its own (an ``asyncio.BufferedProtocol``). Nothing of ``buf`` is kept: the next read may
-        overwrite it.
-
-        Raises:
-            ValueError: ``n`` is not within ``0..len(buf)``.
-            WebSocketError: as ``feed``.
-        """
-        if buf is None:
-            raise TypeError("feed_buffer takes a bytearray, not None")
-        if n < 0 or n > PyByteArray_GET_SIZE(buf):
-            raise ValueError(f"feed_buffer: {n} bytes of a buffer of {PyByteArray_GET_SIZE(buf)}")
-        if self.error is not None:
-            self.error.frames = []
-            raise self.error
-        return self._feed(<const unsigned char *>PyByteArray_AS_STRING(buf), n)
-
-    cdef list _feed(self, const unsigned char *p, Py_ssize_t n):
-        cdef list frames = []
-        try:
-            self._parse(p, n, frames)
+            self._parse(<const unsigned char *>view.buf, view.len, frames)
         except WebSocketError as exc:
             exc.frames = frames
             self.error = exc
             raise
+        finally:
+            PyBuffer_Release(&view)
         return frames
 
     cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1:

@@ -60,7 +60,7 @@ class ClientSettings:
     ssl: ssl_module.SSLContext | None
 
 
-class _ClientProtocol(ConnectionDriver, asyncio.Protocol):
+class _ClientProtocol(ConnectionDriver):
     """The client's driver: reads the handshake response, then drives the ``Connection`` and
     turns its events into the handle's message queue."""
 

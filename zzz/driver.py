@@ -122,11 +122,8 @@ PAUSED_BY_QUEUE = 4  # client: max_queue messages wait for recv()
 _LINGER_WITHOUT_TIMEOUT = 2.0
 
 
-class ConnectionDriver(asyncio.BaseProtocol):
+class ConnectionDriver(asyncio.Protocol):
     """The asyncio protocol that drives one ``Connection`` over one transport (see the module).
-
-    A side adds how it reads: ``asyncio.Protocol`` (``data_received``, the client) or
-    ``asyncio.BufferedProtocol`` (``get_buffer``/``buffer_updated``, the server).
 
     Args:
         loop: the loop this connection lives on; calls from other threads are handed to it.

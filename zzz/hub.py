@@ -1,6 +1,5 @@
 """What every connection of one listening server shares: its settings, routes and loop, the live
-connections, the running callbacks, what they count, the buffer their reads land in, and whether
-the server is shutting down.
+connections, the running callbacks, what they count, and whether the server is shutting down.
 
 The I/O drivers (``HttpProtocol``, ``WebSocketProtocol``) hold the hub of their server and report
 to it; ``Server.close`` walks it to shut down. It knows the drivers only as members of its sets,
@@ -14,7 +13,6 @@ from typing import Any
 
 from zzz.metrics import Counters
 from zzz.proxy import TrustedProxies
-from zzz.readloop import READ_BUFFER_SIZE
 from zzz.routing import RouteTable
 from zzz.settings import Settings
 
@@ -37,10 +35,6 @@ class ConnectionHub:
         counters: what the drivers count (``zzz.metrics.Counters``; ``Server.stats()`` reads it).
         proxies: the proxies whose forwarding headers are believed, or None when
             ``proxy_headers`` is off.
-        read_buffer: where the transports of its WebSockets read into (each is an
-            ``asyncio.BufferedProtocol``): one for all, since a read is parsed, and every byte
-            of it copied out, before the loop reads again (the hub belongs to one loop).
-        read_view: a ``memoryview`` of it.
     """
 
     def __init__(self, settings: Settings, routes: RouteTable, loop: asyncio.AbstractEventLoop) -> None:
@@ -56,8 +50,6 @@ class ConnectionHub:
         self.idle.set()
         self.counters = Counters()
         self.proxies = TrustedProxies(settings.forwarded_allow_ips) if settings.proxy_headers else None
-        self.read_buffer = bytearray(READ_BUFFER_SIZE)
-        self.read_view = memoryview(self.read_buffer)
 
     def register(self, proto: Any) -> None:
         """A WebSocket connection is open."""

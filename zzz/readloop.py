@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING
 
 from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "IMPLEMENTATION", "READ_BUFFER_SIZE", "Counters", "ReadLoop", "SendHandle"]
+__all__ = ["EARLY_FLUSH_SIZE", "IMPLEMENTATION", "Counters", "ReadLoop", "SendHandle"]
 
 if TYPE_CHECKING or core.IMPLEMENTATION == "python":
-    from zzz._readloop import EARLY_FLUSH_SIZE, READ_BUFFER_SIZE, Counters, ReadLoop, SendHandle
+    from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from zzz._readloop_c import EARLY_FLUSH_SIZE, READ_BUFFER_SIZE, Counters, ReadLoop, SendHandle
+        from zzz._readloop_c import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle
 
         IMPLEMENTATION = "cython"
     except ImportError:
-        from zzz._readloop import EARLY_FLUSH_SIZE, READ_BUFFER_SIZE, Counters, ReadLoop, SendHandle
+        from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle
 
         IMPLEMENTATION = "python"

@@ -157,13 +157,8 @@ def _is_async(fn: Callable[..., Any] | None) -> bool:
     return fn is not None and inspect.iscoroutinefunction(fn)
 
 
-class WebSocketProtocol(ConnectionDriver, asyncio.BufferedProtocol):
-    """Drives one upgraded connection: bytes to events to callbacks, sends to one write per read.
-
-    The transport reads into the hub's ``read_buffer`` (``get_buffer``) and says how much came
-    (``buffer_updated``): with a sync ``on_message`` both are the ``ReadLoop``'s, and no bytes
-    object is made per read.
-    """
+class WebSocketProtocol(ConnectionDriver):
+    """Drives one upgraded connection: bytes to events to callbacks, sends to one write per read."""
 
     def __init__(
         self,
@@ -205,11 +200,8 @@ class WebSocketProtocol(ConnectionDriver, asyncio.BufferedProtocol):
                 self._over_limit,
                 self._keepalive,
                 state.counters,
-                state.read_buffer,
             )
             self.data_received = self._readloop.feed  # type: ignore[method-assign]
-            self.get_buffer = self._readloop.get_buffer  # type: ignore[method-assign]
-            self.buffer_updated = self._readloop.buffer_updated  # type: ignore[method-assign]
 
     # Life cycle
 
@@ -240,7 +232,7 @@ class WebSocketProtocol(ConnectionDriver, asyncio.BufferedProtocol):
             if self.phase is _PHASE_LOST:
                 self._report_close()
 
-    def _receive(self, data: bytes | memoryview) -> None:
+    def _receive(self, data: bytes) -> None:
         """A read, the general way: events one at a time (the ``ReadLoop`` takes the reads it can
         handle whole when ``on_message`` is sync)."""
         self._keepalive.received = True
@@ -261,15 +253,6 @@ class WebSocketProtocol(ConnectionDriver, asyncio.BufferedProtocol):
             self._flush()
 
     data_received = _receive
-
-    def get_buffer(self, sizehint: int) -> bytearray:
-        """Where the transport reads into: the hub's read buffer (the ``ReadLoop``'s, with one)."""
-        return self.state.read_buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """A read of ``nbytes`` into ``get_buffer()``, the general way (see ``_receive``); the view
-        is parsed, and its bytes copied, before this returns."""
-        self._receive(self.state.read_view[:nbytes])
 
     def _finish_read(self, stop: ReadStop) -> None:
         """The rest of a read the ``ReadLoop`` started: it delivered ``stop.frames[:stop.pos]``
