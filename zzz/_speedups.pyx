@@ -853,6 +853,10 @@ cdef enum:
     # Payloads from this size on are queued as their own buffer, not copied behind their header.
     _SPLIT_FRAME_SIZE = 64 * 1024
     _OUTBOX_FIRST_SIZE = 1024
+    # A first frame up to this size gets a buffer of its exact size: a bytes object that small
+    # comes from CPython's small-object allocator and needs no shrinking when it is the only
+    # frame (one reply per read); a 1 KiB one went to malloc, then realloc, then free.
+    _OUTBOX_EXACT_SIZE = 256
     # A buffer this full is queued as it is when it would have to grow; the next one starts at
     # _OUTBOX_CHUNK_SIZE, so a big batch of replies is never copied by growing.
     _OUTBOX_SEAL_SIZE = 32 * 1024
@@ -1001,6 +1005,8 @@ cdef class Outbox:
                 self._seal()
                 needed = n
                 cap = _OUTBOX_CHUNK_SIZE
+            elif self._buf == NULL and needed <= _OUTBOX_EXACT_SIZE:
+                cap = needed
             else:
                 cap = 2 * self._cap
                 if cap < _OUTBOX_FIRST_SIZE:
