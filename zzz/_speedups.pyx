@@ -586,13 +586,16 @@ cdef class FrameReader:
         cdef Py_ssize_t cap
         cdef unsigned char *dst
         if needed > self._acc_cap:
-            # Grow with the data actually received, never towards the declared length alone.
+            # Grow with the data actually received, never towards the declared length alone:
+            # to the whole frame only once a quarter of it is here (at most 4 bytes kept per
+            # byte received), else by doubling. Each growth may copy what came so far (realloc
+            # moves big blocks whenever the heap's layout says so): few steps, few copies.
             cap = 2 * self._acc_cap
             if cap < 1024:
                 cap = 1024
             if cap < needed:
                 cap = needed
-            if <uint64_t>cap > self._length:
+            if <uint64_t>cap > self._length or self._length <= 4 * <uint64_t>needed:
                 cap = <Py_ssize_t>self._length
             if self._acc == NULL:
                 fresh = PyBytes_FromStringAndSize(NULL, cap)
