@@ -419,11 +419,12 @@ class Outbox:
     ``encoder`` the frames are a server's: unmasked and uncompressed, built here; with one,
     ``encoder(payload: bytes, opcode)`` returns each data frame (masking, compression).
     ``take`` hands everything over as a list of immutable buffers for one vectored write.
-    ``size`` counts the bytes queued (read it, never set it). No view of a buffer that is reused
+    ``size`` counts the bytes queued (read it, never set it), ``messages`` the data messages among
+    them (``raw`` frames count when their caller adds them). No view of a buffer that is reused
     is ever handed out: ``take`` gives bytes objects the outbox no longer touches.
     """
 
-    __slots__ = ("_buffers", "encoder", "in_read", "open", "size")
+    __slots__ = ("_buffers", "encoder", "in_read", "messages", "open", "size")
 
     def __init__(self, encoder: Callable[[bytes, int], bytes] | None = None) -> None:
         # Mirrors the owning Connection's state (True exactly while it is OPEN); its one setter
@@ -432,6 +433,7 @@ class Outbox:
         self.in_read = False  # set while a read is handled: the owner flushes once at its end
         self.encoder = encoder
         self.size = 0
+        self.messages = 0
         self._buffers: list[bytes] = []
 
     @property
@@ -451,6 +453,7 @@ class Outbox:
                 self.size += len(frame)
             else:
                 self._data(OP_TEXT, payload)
+            self.messages += 1
 
     def binary(self, data: bytes | bytearray | memoryview) -> None:
         """Queue a binary message; a mutable buffer is copied, since its owner may reuse it."""
@@ -461,6 +464,7 @@ class Outbox:
                 self.size += len(frame)
             else:
                 self._data(OP_BINARY, data)
+            self.messages += 1
 
     def _data(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
         if self.encoder is not None:
@@ -486,4 +490,5 @@ class Outbox:
         buffers = self._buffers
         self._buffers = []
         self.size = 0
+        self.messages = 0
         return buffers

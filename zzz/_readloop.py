@@ -1,7 +1,8 @@
 # cython: language_level=3, annotation_typing=False, binding=True, auto_pickle=False
 """The per-read fast path of one connection: ``ReadLoop`` (a read, its callbacks and one write)
-and ``SendHandle`` (the handle's ``send`` and ``send_binary``); and ``broadcast``, the fan-out of
-one message to many handles, flushed once per loop turn.
+and ``SendHandle`` (the handle's ``send`` and ``send_binary``); ``broadcast``, the fan-out of
+one message to many handles, flushed once per loop turn; and the ``Counters`` they add to
+(``zzz.metrics.Counters``: C fields in the compiled build, so a read counts in a few instructions).
 
 One text, two builds. This file runs as it is over the pure-Python core (``zzz._purepy``), and
 ``setup.py`` compiles it with Cython, typed by ``_readloop_c.pxd``, into ``zzz._readloop_c`` over
@@ -30,13 +31,67 @@ from zzz.protocol import ReadStop
 if TYPE_CHECKING:
     from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "ReadLoop", "SendHandle", "broadcast"]
+__all__ = ["EARLY_FLUSH_SIZE", "Counters", "ReadLoop", "SendHandle", "broadcast"]
 
 # While a read is handled, replies are held for its one write; past this many bytes they go out early.
 _EARLY_FLUSH_SIZE = 256 * 1024
 EARLY_FLUSH_SIZE = _EARLY_FLUSH_SIZE
 # A ReadStop without the Python call of the named tuple's own __new__ (the slow path counts too).
 _TUPLE_NEW = tuple.__new__
+_COUNTER_FIELDS = (
+    "connections_total",
+    "messages_in",
+    "messages_out",
+    "bytes_in",
+    "bytes_out",
+    "closes",
+    "handshake_failures",
+    "backpressure_closes",
+)
+
+
+class Counters:
+    """The counts of one listening server (``zzz.metrics.Counters``): ints the I/O layer adds to.
+
+    Who adds what, and when (never per message in Python on the fast path):
+
+    - ``connections_total``: ``ConnectionHub.register`` (a WebSocket is open).
+    - ``bytes_in``: every read of an upgraded connection, ``len(data)`` (``ReadLoop.feed``, or the
+      driver's read when the fast path is off), and the bytes read with the upgrade request.
+    - ``messages_in``: data messages (text or binary, whole, not control frames) delivered to
+      ``on_message``; the per-read loop adds the number of a read's messages once per read.
+    - ``messages_out`` / ``bytes_out``: per write, the bytes handed to the transport and the data
+      messages among them (the outbox's ``size`` and ``messages``, read just before ``take()``).
+    - ``closes[code]``: once per WebSocket, when its end is reported (``on_close``'s code).
+    - ``backpressure_closes``: a connection closed because its send buffer passed
+      ``max_backpressure`` (its close is also in ``closes[1008]``).
+    - ``handshake_failures[status]``: a request to a WebSocket route answered with anything but
+      the 101 (400, 403, 405, 426, a middleware's response, 500).
+    """
+
+    __slots__ = _COUNTER_FIELDS
+
+    def __init__(self) -> None:
+        self.connections_total = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.closes: dict[int, int] = {}
+        self.handshake_failures: dict[int, int] = {}
+        self.backpressure_closes = 0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _COUNTER_FIELDS)
+        return f"Counters({fields})"
+
+    def closed(self, code: int) -> None:
+        """A WebSocket ended with ``code`` (what ``on_close`` was told)."""
+        self.closes[code] = self.closes.get(code, 0) + 1
+
+    def handshake_failed(self, status: int) -> None:
+        """An upgrade request on a WebSocket route was answered ``status`` instead of 101."""
+        self.handshake_failures[status] = self.handshake_failures.get(status, 0) + 1
 
 
 class ReadLoop:
@@ -65,10 +120,13 @@ class ReadLoop:
         max_buffer: bytes the transport may hold after a write before ``over_limit()``.
         over_limit: called when a write leaves more than ``max_buffer`` bytes unsent.
         keepalive: gets ``received = True`` on every read.
+        counters: where reads, messages and writes are counted (``Counters``; None: counted
+            nowhere that anyone reads).
     """
 
     __slots__ = (
         "_buffer_size",
+        "_counters",
         "_finish",
         "_keepalive",
         "_max_buffer",
@@ -97,9 +155,12 @@ class ReadLoop:
         max_buffer: int | None,
         over_limit: Callable[[], Any],
         keepalive: Any,
+        counters: Counters | None = None,
     ) -> None:
         if reader is None or outbox is None:
             raise TypeError("ReadLoop needs a connection's reader and outbox")
+        # Always a Counters, so that a read never tests for None.
+        self._counters = Counters() if counters is None else counters
         self._reader = reader
         self._out = outbox
         self._on_message = on_message
@@ -125,8 +186,10 @@ class ReadLoop:
         out = self._out
         self._keepalive.received = True
         if not self.enabled or not out.open or self._reader.error is not None:
-            self._slow(data)
+            self._slow(data)  # which counts the read
             return
+        counters = self._counters
+        counters.bytes_in += len(data)
         error = None
         out.in_read = True
         try:
@@ -141,6 +204,8 @@ class ReadLoop:
         if pos == len(frames) and self._value is None and error is None:
             del frames[:]  # the reader made this list for this read; nothing in it is kept
             if out.size:
+                counters.bytes_out += out.size
+                counters.messages_out += out.messages
                 buffers = out.take()
                 if len(buffers) == 1:
                     self._write(buffers[0])
@@ -164,27 +229,32 @@ class ReadLoop:
     def _run(self, frames: list[Any], pos: int) -> int:
         """Call ``on_message(ws, msg)`` for the messages at ``frames[pos:]`` up to the first frame
         tuple; return the position reached. A call that raises an ``Exception`` or returns
-        something other than None ends the run early (``_raised`` and ``_value`` say how)."""
+        something other than None ends the run early (``_raised`` and ``_value`` say how).
+        The messages delivered are counted once, at the end of the run."""
         out = self._out
         on_message = self._on_message
         ws = self._ws
         n = len(frames)
+        start = pos
+        skipped = 0
         while pos < n:
             msg = frames[pos]
             if type(msg) is tuple:
                 break
             pos += 1
             if not out.open:
+                skipped += 1
                 continue
             try:
                 result = on_message(ws, msg)
             except Exception as exc:  # noqa: BLE001 - the driver fails the connection with 1011
                 self._raised = True
                 self._value = exc
-                return pos
+                break
             if result is not None:
                 self._value = result
-                return pos
+                break
+        self._counters.messages_in += pos - start - skipped
         return pos
 
     def _stop(self, frames: list[Any], pos: int, error: WebSocketError | None) -> ReadStop:
@@ -396,6 +466,7 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
                     compressed = shared[key] = conn.encode_message(payload, opcode)
                 out.raw(compressed)
         count += 1
+        out.messages += 1  # a data message, queued as a raw frame: counted at the flush
         if out.size >= _EARLY_FLUSH_SIZE:
             handle._flush_fn()
         elif not out.in_read and not handle._dirty:

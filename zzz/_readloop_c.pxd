@@ -13,6 +13,19 @@ cdef dict _TURNS
 cdef object _TUPLE_NEW
 cdef object ReadStop
 cdef object WebSocketError
+cdef tuple _COUNTER_FIELDS
+
+
+@cython.final
+cdef class Counters:
+    cdef public long long connections_total
+    cdef public long long messages_in
+    cdef public long long messages_out
+    cdef public long long bytes_in
+    cdef public long long bytes_out
+    cdef public dict closes
+    cdef public dict handshake_failures
+    cdef public long long backpressure_closes
 
 
 @cython.final
@@ -29,14 +42,15 @@ cdef class ReadLoop:
     cdef Py_ssize_t _max_buffer
     cdef object _over_limit
     cdef object _keepalive
+    cdef Counters _counters
     cdef bint _raised
     cdef object _value
     cdef public bint enabled
 
-    @cython.locals(out=Outbox, frames=list, buffers=list, pos=Py_ssize_t)
+    @cython.locals(out=Outbox, counters=Counters, frames=list, buffers=list, pos=Py_ssize_t)
     cpdef feed(self, object data)
 
-    @cython.locals(out=Outbox, n=Py_ssize_t)
+    @cython.locals(out=Outbox, n=Py_ssize_t, start=Py_ssize_t, skipped=Py_ssize_t)
     cdef Py_ssize_t _run(self, list frames, Py_ssize_t pos) except -1
 
     cdef object _stop(self, list frames, Py_ssize_t pos, object error)

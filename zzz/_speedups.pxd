@@ -86,6 +86,9 @@ cdef class Outbox:
     cdef public object encoder
     # Bytes queued in all: those of the sealed buffers plus the ``_len`` of the one being filled.
     cdef readonly Py_ssize_t size
+    # Data messages among them (``text``/``binary``; a caller of ``raw`` that queues one adds
+    # it): read with ``size`` by whoever takes them, for the metrics; ``take`` resets both.
+    cdef public Py_ssize_t messages
     cdef list _buffers
     cdef PyObject *_buf  # the bytes being filled (only reference), or NULL
     cdef Py_ssize_t _len

@@ -75,6 +75,7 @@ class Binary:
 class Outbox:
     open: bool
     in_read: bool
+    messages: int
     encoder: Callable[[_Buffer, int], bytes] | None
     @property
     def size(self) -> int: ...

@@ -586,13 +586,16 @@ cdef class FrameReader:
         cdef Py_ssize_t cap
         cdef unsigned char *dst
         if needed > self._acc_cap:
-            # Grow with the data actually received, never towards the declared length alone.
+            # Grow with the data actually received, never towards the declared length alone:
+            # to the whole frame only once a quarter of it is here (at most 4 bytes kept per
+            # byte received), else by doubling. Each growth may copy what came so far (realloc
+            # moves big blocks whenever the heap's layout says so): few steps, few copies.
             cap = 2 * self._acc_cap
             if cap < 1024:
                 cap = 1024
             if cap < needed:
                 cap = needed
-            if <uint64_t>cap > self._length:
+            if <uint64_t>cap > self._length or self._length <= 4 * <uint64_t>needed:
                 cap = <Py_ssize_t>self._length
             if self._acc == NULL:
                 fresh = PyBytes_FromStringAndSize(NULL, cap)
@@ -853,6 +856,10 @@ cdef enum:
     # Payloads from this size on are queued as their own buffer, not copied behind their header.
     _SPLIT_FRAME_SIZE = 64 * 1024
     _OUTBOX_FIRST_SIZE = 1024
+    # A first frame up to this size gets a buffer of its exact size: a bytes object that small
+    # comes from CPython's small-object allocator and needs no shrinking when it is the only
+    # frame (one reply per read); a 1 KiB one went to malloc, then realloc, then free.
+    _OUTBOX_EXACT_SIZE = 256
     # A buffer this full is queued as it is when it would have to grow; the next one starts at
     # _OUTBOX_CHUNK_SIZE, so a big batch of replies is never copied by growing.
     _OUTBOX_SEAL_SIZE = 32 * 1024
@@ -870,7 +877,8 @@ cdef class Outbox:
 
     Small frames are written one after another into a bytes object that grows as needed and is
     handed over as it is (shrunk to fit, never copied again); big payloads are their own buffer.
-    ``size`` counts the bytes queued. No view of a buffer that is reused is ever handed out:
+    ``size`` counts the bytes queued, ``messages`` the data messages among them (``raw`` frames
+    count when their caller adds them). No view of a buffer that is reused is ever handed out:
     ``take`` gives bytes objects the outbox no longer touches.
     """
 
@@ -887,6 +895,7 @@ cdef class Outbox:
         self.encoder = encoder
         self._buffers = []
         self.size = 0
+        self.messages = 0
 
     @property
     def pending(self):
@@ -903,15 +912,17 @@ cdef class Outbox:
         if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
             data = PyUnicode_AsUTF8String(text)
             self._data(0x81, data)
-            return None
-        # ASCII: the str's own bytes are the UTF-8 payload.
-        self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        else:
+            # ASCII: the str's own bytes are the UTF-8 payload.
+            self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        self.messages += 1
         return None
 
     cpdef binary(self, object data):
         """Queue a binary message; a mutable buffer is copied, since its owner may reuse it."""
         if self.open:
             self._data(0x82, data)
+            self.messages += 1
         return None
 
     cpdef raw(self, object frame):
@@ -926,6 +937,7 @@ cdef class Outbox:
         buffers = self._buffers
         self._buffers = []
         self.size = 0
+        self.messages = 0
         return buffers
 
     # The work, callable from C without argument parsing.
@@ -996,6 +1008,8 @@ cdef class Outbox:
                 self._seal()
                 needed = n
                 cap = _OUTBOX_CHUNK_SIZE
+            elif self._buf == NULL and needed <= _OUTBOX_EXACT_SIZE:
+                cap = needed
             else:
                 cap = 2 * self._cap
                 if cap < _OUTBOX_FIRST_SIZE:

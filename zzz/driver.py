@@ -55,7 +55,7 @@ from zzz import core
 from zzz.frames import CloseCode
 from zzz.keepalive import Keepalive
 from zzz.protocol import Connection, State
-from zzz.readloop import ReadLoop
+from zzz.readloop import Counters, ReadLoop
 from zzz.settings import FlowControl, Timeouts
 
 __all__ = ["TRANSITIONS", "Change", "ConnectionDriver", "Phase"]
@@ -133,6 +133,8 @@ class ConnectionDriver(asyncio.Protocol):
         flow: the transport's write-buffer marks (``write_high_water``, ``write_low_water``) and
             ``max_backpressure``, the unsent bytes it may hold after a write before
             ``_over_limit()`` (None: no limit).
+        counters: where every write is counted (``bytes_out``, ``messages_out``); the server's
+            hub's, None for the client (nothing reads them).
 
     Subclasses set ``transport`` and ``conn`` (``_set_connection``), and define ``_process``
     (turn pending events into what the side does with them) and, for the backpressure limit,
@@ -152,8 +154,10 @@ class ConnectionDriver(asyncio.Protocol):
         phase: Phase,
         timeouts: Timeouts,
         flow: FlowControl,
+        counters: Counters | None = None,
     ) -> None:
         self.loop = loop
+        self._counters = counters
         self.phase = phase
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
@@ -232,8 +236,12 @@ class ConnectionDriver(asyncio.Protocol):
         outbox = self._outbox
         if not outbox.pending:  # a bool, no int object to make: cheaper than testing size
             return
-        buffers = outbox.take()
         transport = self.transport
+        counters = self._counters
+        if counters is not None and transport is not None:
+            counters.bytes_out += outbox.size  # before take(), which resets both
+            counters.messages_out += outbox.messages
+        buffers = outbox.take()
         if transport is None:
             return
         if len(buffers) == 1:

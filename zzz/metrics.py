@@ -1,15 +1,17 @@
 """What a zzz server counts, and its Prometheus face: ``Counters`` (plain ints the I/O layer
-bumps), ``stats`` (the dict of ``Server.stats()`` / ``App.stats()``) and ``PrometheusExporter``
+bumps; defined beside the per-read loop, ``zzz.readloop``, whose compiled build adds to them as C
+fields), ``stats`` (the dict of ``Server.stats()`` / ``App.stats()``) and ``PrometheusExporter``
 (``App(metrics_path=...)``, through the ``prometheus-client`` package).
 
-Counting costs nothing per message in Python: the I/O layer adds to ``Counters`` once per read,
-per flush and per close (see ``Counters``); what can be read off the live state (open
-connections, topics, subscribers) is read when stats are asked for, not counted.
+Counting costs nothing per message in Python on the fast path: the I/O layer adds to
+``Counters`` once per read, per write and per close (see ``Counters``); what can be read off the
+live state (open connections, topics, subscribers) is read when stats are asked for, not counted.
 
 With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set, by the supervisor, before the
 workers start) every worker writes its counts into that directory (prometheus-client's
-multiprocess mode) once a second and before it answers a scrape, and a scrape of any worker
-returns the sum of all of them.
+multiprocess mode) once a second, before it answers a scrape and once its server has closed
+(so a worker that exits leaves its final counts), and a scrape of any worker returns the sum of
+all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zzz.http import Request, Response
+from zzz.readloop import Counters
 from zzz.routing import Route, Router
 
 __all__ = [
@@ -45,57 +48,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often a worker in multiprocess mode writes its counts to the shared directory (seconds):
 # a scrape sees the other workers' counts at most this old.
 SYNC_INTERVAL = 1.0
-
-
-class Counters:
-    """The counts of one listening server, as plain ints the I/O layer adds to.
-
-    Who adds what, and when (never per message in Python):
-
-    - ``connections_total``: ``ConnectionHub.register`` (a WebSocket is open).
-    - ``messages_in`` / ``bytes_in``: per read of an upgraded connection, ``len(data)`` and the
-      number of data messages (text or binary, whole, not control frames) the read delivered.
-    - ``messages_out`` / ``bytes_out``: per flush, the bytes handed to the transport and the data
-      messages among them.
-    - ``closes[code]``: once per WebSocket, when its end is reported (``on_close``'s code).
-    - ``backpressure_closes``: a connection closed because its send buffer passed
-      ``max_backpressure`` (its close is also in ``closes[1008]``).
-    - ``handshake_failures[status]``: a request to a WebSocket route answered with anything but
-      the 101 (400, 403, 405, 426, a middleware's response, 500).
-    """
-
-    __slots__ = (
-        "backpressure_closes",
-        "bytes_in",
-        "bytes_out",
-        "closes",
-        "connections_total",
-        "handshake_failures",
-        "messages_in",
-        "messages_out",
-    )
-
-    def __init__(self) -> None:
-        self.connections_total = 0
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.closes: dict[int, int] = {}
-        self.handshake_failures: dict[int, int] = {}
-        self.backpressure_closes = 0
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"Counters({fields})"
-
-    def closed(self, code: int) -> None:
-        """A WebSocket ended with ``code`` (what ``on_close`` was told)."""
-        self.closes[code] = self.closes.get(code, 0) + 1
-
-    def handshake_failed(self, status: int) -> None:
-        """An upgrade request on a WebSocket route was answered ``status`` instead of 101."""
-        self.handshake_failures[status] = self.handshake_failures.get(status, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -296,22 +248,32 @@ class PrometheusExporter:
 
         def tick() -> None:
             self._timer = None
-            try:
-                self.sync()
-            except Exception as exc:  # noqa: BLE001 - a bad directory must not stop serving
-                if not self._warned:
-                    self._warned = True
-                    logger.warning(
-                        "zzz: cannot write metrics to %s=%r: %r",
-                        MULTIPROC_ENV,
-                        os.environ.get(MULTIPROC_ENV),
-                        exc,
-                    )
+            self._sync_quietly()
             if running():
                 self._timer = loop.call_later(SYNC_INTERVAL, tick)
 
         self._timer_loop, self._timer_pid = loop, os.getpid()
         self._timer = loop.call_later(SYNC_INTERVAL, tick)
+
+    def closed(self) -> None:
+        """A server of this app finished closing: in multiprocess mode, write the counts a last
+        time (what the drain counted, the closes above all, would otherwise be lost with a worker
+        that exits before its next tick)."""
+        if self.multiprocess():
+            self._sync_quietly()
+
+    def _sync_quietly(self) -> None:
+        try:
+            self.sync()
+        except Exception as exc:  # noqa: BLE001 - a bad directory must not stop serving
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "zzz: cannot write metrics to %s=%r: %r",
+                    MULTIPROC_ENV,
+                    os.environ.get(MULTIPROC_ENV),
+                    exc,
+                )
 
     def sync(self) -> None:
         """Write this process's counts into the multiprocess directory (counters by their

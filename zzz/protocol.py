@@ -408,9 +408,10 @@ class Connection:
         return deflate.shared_key if deflate is not None and self.is_server else None
 
     def send_raw(self, frame: bytes) -> None:
-        """Queue bytes that are already a complete frame (broadcasts encode once)."""
+        """Queue bytes that are already one complete data frame (broadcasts encode once)."""
         if self.state is _OPEN:
             self._out.raw(frame)
+            self._out.messages += 1
 
     def hold_pongs(self, hold: bool) -> None:
         """Answer pings as they come (``hold`` False, the default), or keep one pong back, for the

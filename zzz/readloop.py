@@ -1,5 +1,7 @@
 """The one place that picks the per-read fast path's build, following ``zzz.core``: the compiled
-``zzz._readloop_c`` over the compiled core, the text ``zzz._readloop`` over the twin.
+``zzz._readloop_c`` over the compiled core, the text ``zzz._readloop`` over the twin. Its
+``Counters`` (``zzz.metrics.Counters``) come from the same build, so the compiled loop adds to
+their C fields.
 
 Both are built from ``_readloop.py`` (the read loop, the send handle and ``broadcast``);
 ``IMPLEMENTATION`` says which one runs ("cython" or "python"). Should the compiled loop be
@@ -13,18 +15,18 @@ from typing import TYPE_CHECKING
 
 from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "IMPLEMENTATION", "ReadLoop", "SendHandle", "broadcast"]
+__all__ = ["EARLY_FLUSH_SIZE", "IMPLEMENTATION", "Counters", "ReadLoop", "SendHandle", "broadcast"]
 
 if TYPE_CHECKING or core.IMPLEMENTATION == "python":
-    from zzz._readloop import EARLY_FLUSH_SIZE, ReadLoop, SendHandle, broadcast
+    from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, broadcast
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from zzz._readloop_c import EARLY_FLUSH_SIZE, ReadLoop, SendHandle, broadcast
+        from zzz._readloop_c import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, broadcast
 
         IMPLEMENTATION = "cython"
     except ImportError:
-        from zzz._readloop import EARLY_FLUSH_SIZE, ReadLoop, SendHandle, broadcast
+        from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, broadcast
 
         IMPLEMENTATION = "python"

@@ -14,7 +14,7 @@ import logging
 import socket
 import ssl as ssl_module
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from zzz import metrics, proxy, runner, upgrade
@@ -483,10 +483,17 @@ def _has_body(request: Request) -> bool:
 class Server:
     """A running zzz server (from ``await app.start(...)``)."""
 
-    def __init__(self, hub: ConnectionHub, servers: list[asyncio.AbstractServer]) -> None:
+    def __init__(
+        self,
+        hub: ConnectionHub,
+        servers: list[asyncio.AbstractServer],
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self._hub = hub
         self._servers = servers
         self._closed: asyncio.Future[None] | None = None
+        # Called once ``close()`` is done, before it returns (the app's last metrics sync).
+        self._on_closed = on_closed
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -567,6 +574,8 @@ class Server:
             for srv in self._servers:
                 await srv.wait_closed()
         finally:
+            if self._on_closed is not None:
+                self._on_closed()
             self._closed.set_result(None)
 
     async def _close_websockets(self, code: int, reason: str) -> None:
@@ -682,7 +691,7 @@ class App:
             srv = await loop.create_server(
                 lambda: HttpProtocol(hub), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
             )
-        server = Server(hub, [srv])
+        server = Server(hub, [srv], None if self._exporter is None else self._exporter.closed)
         self._hubs.append(hub)
         if self._exporter is not None:
             hubs = self._hubs

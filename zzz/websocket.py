@@ -169,7 +169,13 @@ class WebSocketProtocol(ConnectionDriver):
         handle_kwargs: dict[str, Any],
     ) -> None:
         settings = state.settings
-        super().__init__(state.loop, phase=Phase.OPEN, timeouts=settings.timeouts, flow=settings.flow)
+        super().__init__(
+            state.loop,
+            phase=Phase.OPEN,
+            timeouts=settings.timeouts,
+            flow=settings.flow,
+            counters=state.counters,
+        )
         self.state = state
         self.config = config
         self.conn: Connection = conn
@@ -193,6 +199,7 @@ class WebSocketProtocol(ConnectionDriver):
                 settings.flow.max_backpressure,
                 self._over_limit,
                 self._keepalive,
+                state.counters,
             )
             self.data_received = self._readloop.feed  # type: ignore[method-assign]
 
@@ -209,6 +216,7 @@ class WebSocketProtocol(ConnectionDriver):
             if on_open is not None:
                 self._run_callback(on_open, (self.ws,))
             if early_data:
+                self.state.counters.bytes_in += len(early_data)
                 self.conn.receive_data(early_data)
             if self.phase is _PHASE_OPEN:
                 self._process()
@@ -228,6 +236,7 @@ class WebSocketProtocol(ConnectionDriver):
         """A read, the general way: events one at a time (the ``ReadLoop`` takes the reads it can
         handle whole when ``on_message`` is sync)."""
         self._keepalive.received = True
+        self.state.counters.bytes_in += len(data)
         conn = self.conn
         if self.phase is Phase.IN_CALLBACK:
             conn.receive_data(data)
@@ -287,13 +296,19 @@ class WebSocketProtocol(ConnectionDriver):
         conn = self.conn
         ws = self.ws
         on_message = self._on_message
+        counters = self.state.counters
         while self.phase is _PHASE_OPEN or self.phase is _PHASE_LOST:
             event = conn.next_event()
             if event is None:
                 return
             cls = type(event)
             if cls is Text or cls is Binary:
-                if on_message is not None and conn.state is _OPEN:
+                if conn.state is not _OPEN:
+                    continue
+                # The slow path: one message at a time in Python already (the fast path counts
+                # a read's messages once, in ReadLoop._run).
+                counters.messages_in += 1
+                if on_message is not None:
                     try:
                         result = on_message(ws, event)
                     except Exception as exc:  # noqa: BLE001 - a failing callback closes with 1011

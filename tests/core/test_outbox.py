@@ -103,6 +103,31 @@ def test_size_counts_what_is_queued(impl: ModuleType) -> None:
     assert sum(map(len, box.take())) == 209
 
 
+def test_messages_counts_the_data_messages_queued(impl: ModuleType) -> None:
+    box = impl.Outbox()
+    box.text("abc")
+    box.text("é" * 70_000)  # not ASCII, and big
+    box.binary(bytearray(3))
+    box.binary(bytes(300_000))  # queued as its own buffer
+    box.raw(impl.encode_frame(impl.OP_PING, b""))  # not a data message (unless its caller says)
+    with pytest.raises(TypeError):
+        box.text(b"not text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        box.binary("not bytes")  # type: ignore[arg-type]
+    assert box.messages == 4
+    box.messages += 1  # a broadcast's raw data frame
+    box.take()
+    assert box.messages == 0
+    box.open = False
+    box.text("dropped")
+    box.binary(b"dropped")
+    assert box.messages == 0
+    encoded = impl.Outbox(lambda payload, opcode: impl.encode_frame(opcode, payload))
+    encoded.text("a")
+    encoded.binary(b"b")
+    assert encoded.messages == 2
+
+
 def test_data_is_ignored_unless_open_but_raw_frames_are_not(impl: ModuleType) -> None:
     box = impl.Outbox()
     box.open = False

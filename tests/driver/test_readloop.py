@@ -70,6 +70,7 @@ class Rig:
         self.over_limit: list[bool] = []
         self.keepalive = Keepalive()
         self.seen: list[Any] = []
+        self.counters = build.loop.Counters()
         self.loop = build.loop.ReadLoop(
             self.reader,
             self.box,
@@ -81,6 +82,7 @@ class Rig:
             max_buffer,
             lambda: self.over_limit.append(True),
             self.keepalive,
+            self.counters,
         )
 
     def echo(self, ws: Any, msg: Any) -> None:
@@ -205,6 +207,63 @@ def test_base_exceptions_get_through(build: Build) -> None:
 def test_it_needs_a_reader_and_an_outbox(build: Build) -> None:
     with pytest.raises(TypeError):
         build.loop.ReadLoop(None, None, print, None, print, print, FakeTransport(), None, print, Keepalive())
+
+
+# Counting (zzz.metrics.Counters)
+
+
+def counts(rig: Rig) -> tuple[int, int, int, int]:
+    c = rig.counters
+    return (c.bytes_in, c.messages_in, c.bytes_out, c.messages_out)
+
+
+def test_a_read_counts_its_bytes_messages_and_write(build: Build) -> None:
+    rig = Rig(build)
+    data = masked(build, 1, b"one") + masked(build, 2, b"two")
+    rig.loop.feed(data)
+    written = sum(len(b) for b in rig.transport.written)
+    assert counts(rig) == (len(data), 2, written, 2) == (18, 2, 10, 2)
+    rig.loop.feed(masked(build, 1, b"x")[:3])  # a partial frame: bytes, no message, no write
+    assert counts(rig) == (21, 2, 10, 2)
+    assert not rig.box.messages and not rig.box.size  # take() reset the outbox's counts
+
+
+def test_what_goes_back_to_the_driver_is_counted_up_to_where_delivery_stopped(build: Build) -> None:
+    core = build.core
+    rig = Rig(build)
+    data = masked(build, 1, b"a") + masked(build, 9, b"") + masked(build, 1, b"b")
+    rig.loop.feed(data)
+    (stop,) = rig.finished
+    # The loop delivered one message; the rest is the driver's to count, the reply its to write.
+    assert counts(rig) == (len(data), 1, 0, 0) and rig.box.messages == 1
+    rig.loop.deliver(ReadStop(stop.frames, 2, None, False, None))
+    assert rig.counters.messages_in == 2
+    rig.box.open = False
+    rig.loop.deliver(ReadStop([core.Text("late")], 0, None, False, None))  # skipped: not counted
+    assert rig.counters.messages_in == 2
+    rig.box.open = True
+    rig.loop.enabled = False
+    rig.loop.feed(masked(build, 1, b"c"))  # the slow way: the driver's read counts it
+    assert rig.slow and counts(rig)[:2] == (len(data), 2)
+
+
+def test_a_raising_callback_counts_the_messages_delivered(build: Build) -> None:
+    def on_message(ws: Any, msg: Any) -> None:
+        if msg.data == "boom":
+            raise ValueError(msg.data)
+
+    rig = Rig(build, on_message=on_message)
+    rig.loop.feed(masked(build, 1, b"a") + masked(build, 1, b"boom") + masked(build, 1, b"c"))
+    assert rig.counters.messages_in == 2  # "a" and "boom"; "c" waits for the driver
+
+
+def test_counters_default_to_a_private_one(build: Build) -> None:
+    rig = Rig(build)
+    loop = build.loop.ReadLoop(
+        rig.reader, rig.box, rig.echo, "ws", print, print, rig.transport, None, print, Keepalive()
+    )
+    loop.feed(masked(build, 1, b"a"))
+    assert rig.transport.calls and counts(rig) == (0, 0, 0, 0)
 
 
 # ReadLoop.deliver

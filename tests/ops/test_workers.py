@@ -221,6 +221,52 @@ def test_workers_share_a_metrics_directory_removed_at_exit(procs: list[Zzz], app
     assert single.stop() == 0
 
 
+METRICS_APP = """
+import os
+import zzz
+
+app = zzz.App(
+    [zzz.Router.ws("/ws", zzz.WsConfig(on_open=lambda ws: ws.send(str(os.getpid()))))],
+    metrics_path="/metrics",
+    close_timeout=5,
+)
+"""
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = get(tcp(port), "/metrics")
+    assert status == 200, body
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def test_a_worker_that_exits_leaves_its_final_counts(procs: list[Zzz], tmp_path: Path) -> None:
+    # The old workers of a rolling restart count their drain (every close 1012) and exit well
+    # within the 1 s between their syncs: what a scrape of the new ones sums must include it.
+    write_app(tmp_path, "metricsapp", METRICS_APP)
+    proc = Zzz(["metricsapp:app", "--port", "0", "--workers", "2"], tmp_path)
+    procs.append(proc)
+    z = proc.start()
+    old = children(z.pid)
+    sockets = [RawWebSocket(tcp(z.port)) for _ in range(6)]
+    for ws in sockets:
+        ws.wait_pid()
+    z.signal(signal.SIGHUP)
+    for ws in sockets:
+        assert ws.done.wait(15), "not closed by the restart"
+    assert {ws.close_code for ws in sockets} == {1012}
+    wait_for(lambda: not children(z.pid) & old and len(children(z.pid)) == 2, 15, "the old workers gone")
+    samples = _scrape(z.port)
+    assert samples[("zzz_closes_total", (("code", "1012"),))] == len(sockets)
+    assert samples[("zzz_connections_total", ())] == len(sockets)
+    assert z.stop() == 0
+
+
 def test_multiprocess_metrics_marks_exited_workers_dead(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     import types

@@ -1,0 +1,124 @@
+"""Instructions per message of a zzz echo server, counted by callgrind (machine noise does not
+change them): ``python bench/callgrind.py rr`` or ``python bench/callgrind.py mixed``.
+
+The server (``bench/echo/server_zzz.py``, the bench's own) runs under ``valgrind
+--tool=callgrind`` twice, once for a short and once for a long run of the C load client
+(``bench/echo/loadclient.c``, built here with ``cc -O2``), counting only while the client runs
+(``callgrind_control --zero`` before it, ``--dump`` after it); the difference of the two counts,
+divided by the difference in messages, is what one more message costs the server (the handshake
+and the client's start cancel out). ``--keep DIR`` keeps the callgrind files of the long run
+for ``callgrind_annotate``. Not a measurement of speed, and nothing to run in the test suite.
+
+Scenarios: ``rr`` (1 connection, 1 in flight, 32 B text: request/response) and ``mixed`` (the
+bench's mixed row: 0 B to 1 MiB interleaved, 32 in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = {
+    "rr": (("--mode", "rr", "--conns", "1", "--inflight", "1", "--size", "32", "--warmup", "0"), 2000, 12000),
+    "mixed": (("--mode", "mixed", "--conns", "1", "--inflight", "32", "--warmup", "0"), 96, 480),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"callgrind.py: the server did not listen on {port} within {timeout} s")
+
+
+def one_run(client: str, args: tuple[str, ...], count: int, out_dir: Path) -> int:
+    """Total instructions (Ir) of a server process that answered ``count`` messages."""
+    port = free_port()
+    out = out_dir / f"callgrind.{count}.out"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    server = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            str(HERE / "echo" / "server_zzz.py"),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_port(port)
+        time.sleep(1.0)  # the probe connection is gone before counting starts
+        # Count from here to the end of the client's run only: no start-up, no shutdown.
+        subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True, capture_output=True)
+        done = subprocess.run(
+            [client, "--port", str(port), *args, "--count", str(count)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if '"ok": true' not in done.stdout:
+            raise SystemExit(f"callgrind.py: the load client failed: {done.stdout} {done.stderr}")
+        subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True, capture_output=True)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=120)
+    (dump,) = out_dir.glob(f"callgrind.{count}.out.*")
+    dump.rename(out)
+    found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"callgrind.py: no total in {out}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--keep", type=Path, help="keep the callgrind file of the long run here")
+    opts = parser.parse_args()
+    args, short, long = SCENARIOS[opts.scenario]
+    work = Path(tempfile.mkdtemp(prefix="zzz-callgrind-"))
+    try:
+        client = str(work / "loadclient")
+        subprocess.run(["cc", "-O2", "-o", client, str(HERE / "echo" / "loadclient.c"), "-lz"], check=True)
+        small = one_run(client, args, short, work)
+        big = one_run(client, args, long, work)
+        per = (big - small) / (long - short)
+        print(
+            f"{opts.scenario}: {per:,.0f} instructions per message ({small:,} Ir for {short}, {big:,} for {long})"
+        )
+        if opts.keep is not None:
+            opts.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(work / f"callgrind.{long}.out", opts.keep / f"callgrind.{opts.scenario}.out")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
