@@ -257,9 +257,12 @@ async def test_async_callbacks_keep_order() -> None:
         got.append(msg.data)
         ws.send(msg.data)
 
-    async with serve(
-        zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=on_open, on_message=on_message))])
-    ) as server, ws_connect(url(server, "/ws")) as client:
+    async with (
+        serve(
+            zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=on_open, on_message=on_message))])
+        ) as server,
+        ws_connect(url(server, "/ws")) as client,
+    ):
         for i in range(20):
             await client.send(str(i))
         echoed = [await client.recv() for _ in range(20)]
@@ -380,8 +383,10 @@ async def test_message_too_big_and_max_connections() -> None:
 async def test_slow_reader_is_closed_at_max_backpressure() -> None:
     seen, config = recorder()
     handles: list[zzz.WebSocket] = []
-    app = zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=handles.append, on_close=config.on_close))],
-                  max_backpressure=256 * 1024)
+    app = zzz.App(
+        [zzz.Router.ws("/ws", zzz.WsConfig(on_open=handles.append, on_close=config.on_close))],
+        max_backpressure=256 * 1024,
+    )
     async with serve(app) as server:
         raw = await RawClient.connect(server.port)  # never reads
         async with ws_connect(url(server, "/ws"), max_size=None) as good:
@@ -517,7 +522,9 @@ async def test_unanswered_close_with_1008_still_reports_1006() -> None:
     assert seen == [(1006, "")]
 
 
-async def test_raising_callback_in_a_batch_closes_after_earlier_replies(caplog: pytest.LogCaptureFixture) -> None:
+async def test_raising_callback_in_a_batch_closes_after_earlier_replies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     got: list[str] = []
 
     def on_message(ws: zzz.WebSocket, msg: Any) -> None:
