@@ -15,9 +15,9 @@ from zzz.channels.wire import (
     decode_fields,
     dumps,
     encode,
+    encode_ok_reply,
     encode_raw,
     quote,
-    reply_ok_text,
     reply_payload,
 )
 
@@ -117,7 +117,7 @@ def test_dumps_raises_what_the_encoder_raises() -> None:
     assert json.loads(dumps({"s": "\ud800"})) == {"s": "\ud800"}  # escaped, so the frame stays UTF-8
 
 
-# -- the push path's shortcuts (decode_fields' usual shapes, quote, reply_ok_text) ------------------------
+# -- the push path's shortcuts (decode_fields' usual shapes, quote, encode_ok_reply) ------------------------
 
 FIELD_FRAMES = [
     '["1","2","room:1","e",{"n":1}]',
@@ -197,10 +197,10 @@ def test_quote_is_dumps_or_null(value: str | None) -> None:
 @pytest.mark.parametrize(
     "response", [{"seq": 1, "body": "b"}, [1, "x"], "s\u00e9", 0, 2.5, True, ("t", 1), {"s": "\ud800"}]
 )
-def test_reply_ok_text_is_byte_for_byte_encode(
+def test_encode_ok_reply_is_byte_for_byte_encode(
     array_form: bool, ref: str, join_ref: str | None, response: Any
 ) -> None:
     for topic in ("room:1", 'r"\u00e9'):
         expected = encode(array_form, topic, "phx_reply", reply_payload("ok", response), ref, join_ref)
-        got = reply_ok_text(array_form, dumps(topic), quote(ref), quote(join_ref), dumps(response))
+        got = encode_ok_reply(array_form, dumps(topic), quote(join_ref), ref, response)
         assert got == expected

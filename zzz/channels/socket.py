@@ -28,8 +28,8 @@ from zzz.channels.wire import (
     decode_fields,
     dumps,
     encode,
+    encode_ok_reply,
     quote,
-    reply_ok_text,
     reply_payload,
 )
 from zzz.routing import Route, Router
@@ -425,42 +425,12 @@ class ChannelEndpoint:
         sock = self._sockets.get(id(ws))
         if sock is None:  # on_open not run (or failed): be robust rather than drop the message
             return self._open_then_handle(ws, msg)
-        return self._handle(sock, ws, msg)
-
-    def on_close(self, ws: Any, code: int, reason: str) -> Coroutine[Any, Any, None] | None:
-        """Leave every channel of the connection and drop its subscriptions and presence.
-
-        Returns:
-            None, or a coroutine when a channel's ``leave`` callback is ``async``.
-        """
-        sock = self._sockets.pop(id(ws), None)
-        if sock is None:
-            return None
-        sock.closed = True
-        return _run(self._close_steps(sock))
-
-    # -- protocol ------------------------------------------------------------------------------------------
-
-    async def _open_after_start(self, ws: Any) -> None:
-        await self._ensure_started()
-        self._attach(ws)
-
-    async def _open_then_handle(self, ws: Any, msg: Any) -> None:
-        pending = self.on_open(ws)
-        if pending is not None:
-            await pending
-        rest = self._handle(self._socket_for(ws), ws, msg)
-        if rest is not None:
-            await rest
-
-    def _attach(self, ws: Any) -> None:
-        self._socket_for(ws)
-        if self.config.heartbeat_timeout is not None and (self._watchdog is None or self._watchdog.done()):
-            self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeats())
-
-    def _handle(self, sock: ChannelSocket, ws: Any, msg: Any) -> Coroutine[Any, Any, None] | None:
+        # One function from here to the reply of a usual push: the hot path of every channel message.
         sock.last_seen = _monotonic()
-        data = getattr(msg, "data", None)
+        try:
+            data = msg.data
+        except AttributeError:
+            data = None
         if not isinstance(data, str):
             ws.close(1003, "binary frames are not supported")
             return None
@@ -507,15 +477,13 @@ class ChannelEndpoint:
                         return None
                 elif type(result) in _PLAIN_REPLIES:
                     try:
-                        body = dumps(result)
+                        text = encode_ok_reply(
+                            array_form, join[2], "null" if join_ref is None else join[3], ref, result
+                        )
                     except (TypeError, ValueError, RecursionError):
                         pass  # _reply logs it and answers with an error
                     else:
-                        sock.ws.send(
-                            reply_ok_text(
-                                array_form, join[2], quote(ref), "null" if join_ref is None else join[3], body
-                            )
-                        )
+                        sock.ws.send(text)
                         return None
                 message = Message(*fields)
                 if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
@@ -523,6 +491,38 @@ class ChannelEndpoint:
                 self._answer(sock, message, result)
                 return None
         return self._event(sock, Message(*fields))
+
+    def on_close(self, ws: Any, code: int, reason: str) -> Coroutine[Any, Any, None] | None:
+        """Leave every channel of the connection and drop its subscriptions and presence.
+
+        Returns:
+            None, or a coroutine when a channel's ``leave`` callback is ``async``.
+        """
+        sock = self._sockets.pop(id(ws), None)
+        if sock is None:
+            return None
+        sock.closed = True
+        return _run(self._close_steps(sock))
+
+    # -- protocol ------------------------------------------------------------------------------------------
+
+    async def _open_after_start(self, ws: Any) -> None:
+        await self._ensure_started()
+        self._attach(ws)
+
+    async def _open_then_handle(self, ws: Any, msg: Any) -> None:
+        pending = self.on_open(ws)
+        if pending is not None:
+            await pending
+        self._socket_for(ws)  # (on_open made it, unless it failed)
+        rest = self.on_message(ws, msg)
+        if rest is not None:
+            await rest
+
+    def _attach(self, ws: Any) -> None:
+        self._socket_for(ws)
+        if self.config.heartbeat_timeout is not None and (self._watchdog is None or self._watchdog.done()):
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeats())
 
     def _socket_for(self, ws: Any) -> ChannelSocket:
         sock = self._sockets.get(id(ws))

@@ -22,10 +22,10 @@ __all__ = [
     "decode_fields",
     "dumps",
     "encode",
+    "encode_ok_reply",
     "encode_raw",
     "position_meta",
     "quote",
-    "reply_ok_text",
     "reply_payload",
 ]
 
@@ -211,8 +211,8 @@ def decode_fields(text: str) -> Fields:
     ):
         raise MalformedMessage("JSON nested too deeply", not_json=True)
     kind = type(data)
-    # The usual frames first: phoenix.js's 5-element array, or an object without "meta", with string
-    # (or null) refs and string topic and event. Anything else takes the full checks below.
+    # The usual frames first: phoenix.js's 5-element array, or an object with the five keys and no
+    # "meta", with string (or null) refs and string topic and event. Anything else: the full checks.
     if kind is list and len(data) == 5:
         join_ref, ref, topic, event, payload = data
         if (
@@ -222,19 +222,18 @@ def decode_fields(text: str) -> Fields:
             and (type(join_ref) is str or join_ref is None)
         ):
             return (topic, event, {} if payload is None else payload, ref, join_ref, True, None)
-    elif kind is dict:
-        topic = data.get("topic")
-        event = data.get("event")
-        ref = data.get("ref")
-        join_ref = data.get("join_ref")
+    elif kind is dict and "meta" not in data:
+        try:
+            topic, event, payload = data["topic"], data["event"], data["payload"]
+            ref, join_ref = data["ref"], data["join_ref"]
+        except KeyError:  # zzz.js may leave join_ref (or more) out
+            return _check_fields(data)
         if (
             type(topic) is str
             and type(event) is str
             and (type(ref) is str or ref is None)
             and (type(join_ref) is str or join_ref is None)
-            and "meta" not in data
         ):
-            payload = data.get("payload")
             return (topic, event, {} if payload is None else payload, ref, join_ref, False, None)
     return _check_fields(data)
 
@@ -385,18 +384,24 @@ def quote(value: str | None) -> str:
     return dumps(value)
 
 
-def reply_ok_text(
-    array_form: bool, topic_json: str, ref_json: str, join_ref_json: str, response_json: str
-) -> str:
-    """The ``phx_reply`` frame of an ok reply, its parts already JSON (see ``quote``, ``dumps``).
+def encode_ok_reply(array_form: bool, topic_json: str, join_ref_json: str, ref: str, response: Any) -> str:
+    """The ``phx_reply`` frame of an ok reply to the push ``ref``, topic and join ref already JSON.
 
     Byte for byte what ``encode(array_form, topic, "phx_reply", reply_payload("ok", response), ref,
-    join_ref)`` makes; the push path prepares the topic and join ref once per join.
+    join_ref)`` makes (``topic_json`` is ``dumps(topic)``, ``join_ref_json`` is ``quote(join_ref)``);
+    the push path prepares those two once per join.
+
+    Raises:
+        TypeError, ValueError, RecursionError: as ``dumps(response)``.
     """
+    ref_json = f'"{ref}"' if ref.isalnum() else dumps(ref)  # quote(ref), without the call
     if array_form:
-        return f'[{join_ref_json},{ref_json},{topic_json},"phx_reply",{{"status":"ok","response":{response_json}}}]'
+        return (
+            f'[{join_ref_json},{ref_json},{topic_json},"phx_reply",'
+            f'{{"status":"ok","response":{dumps(response)}}}]'
+        )
     return (
-        f'{{"topic":{topic_json},"event":"phx_reply","payload":{{"status":"ok","response":{response_json}}},'
+        f'{{"topic":{topic_json},"event":"phx_reply","payload":{{"status":"ok","response":{dumps(response)}}},'
         f'"ref":{ref_json},"join_ref":{join_ref_json}}}'
     )
 
