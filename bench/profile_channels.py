@@ -239,7 +239,11 @@ SCENARIOS: dict[str, Callable[[int, int, int], None]] = {
 
 def measure(scenario: str, n: int, fanout: int, valgrind: bool, keep: Path | None) -> int:
     """Run the server for one load; return the instructions it executed (0 without valgrind)."""
-    out = Path(tempfile.mkdtemp(prefix="zzz-prof-")) / f"callgrind.out.{scenario}.{n}"
+    with tempfile.TemporaryDirectory(prefix="zzz-prof-") as tmp:
+        return _measure_in(Path(tmp) / f"callgrind.out.{scenario}.{n}", scenario, n, fanout, valgrind, keep)
+
+
+def _measure_in(out: Path, scenario: str, n: int, fanout: int, valgrind: bool, keep: Path | None) -> int:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve"]
     if valgrind:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
@@ -267,9 +271,6 @@ def measure(scenario: str, n: int, fanout: int, valgrind: bool, keep: Path | Non
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         out.replace(keep / out.name)
-    else:
-        out.unlink()
-    out.parent.rmdir() if not any(out.parent.iterdir()) else None
     return int(match.group(1))
 
 
