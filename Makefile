@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: run test test-packages test-cython test-python ext autobahn autobahn-client autobahn-install autobahn-server-cython \
-	autobahn-server-python autobahn-client-cython autobahn-client-python bench bench-micro fuzz wheel clean
+	autobahn-server-python autobahn-client-cython autobahn-client-python bench bench-micro fuzz lint wheel clean
 
 $(VENV)/.stamp: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ bench: ext $(VENV)/.bench-stamp
 
 bench-micro: ext $(VENV)/.bench-stamp
 	$(PY) -m pytest bench/micro.py --benchmark-only -q
+
+# Lint, format and types: ruff and mypy --strict (both pinned in the dev extra), as CI runs them.
+LINT_PATHS := zzz tests bench examples fuzz autobahn-config setup.py
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 # Differential fuzzing of both cores and the parsers (atheris); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30

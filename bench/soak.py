@@ -113,15 +113,22 @@ async def _session(port: int, rng: random.Random, tally: Tally, deadline: float)
 
     path = rng.choice(["/echo", "/echo-async"])
     compression = "deflate" if rng.random() < 0.5 else None
-    async with connect(f"ws://127.0.0.1:{port}{path}", compression=compression, max_size=None,
-                       open_timeout=10, close_timeout=2) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{port}{path}",
+        compression=compression,
+        max_size=None,
+        open_timeout=10,
+        close_timeout=2,
+    ) as ws:
         tally.sessions += 1
         for _ in range(rng.randint(1, 50)):
             if time.monotonic() > deadline:
                 break
             size = _size(rng)
             if rng.random() < 0.5:
-                message: str | bytes = "".join(rng.choice("abcdefé€ ") for _ in range(min(size, 2000))) * max(1, size // 2000)
+                message: str | bytes = "".join(rng.choice("abcdefé€ ") for _ in range(min(size, 2000))) * max(
+                    1, size // 2000
+                )
             else:
                 message = rng.randbytes(size) if rng.random() < 0.3 else (b"zzz" * (size // 3 + 1))[:size]
             await ws.send(message)
@@ -144,9 +151,13 @@ async def _mid_frame(port: int, rng: random.Random, tally: Tally) -> None:
     try:
         await loop.sock_connect(sock, ("127.0.0.1", port))
         key = "dGhlIHNhbXBsZSBub25jZQ=="
-        await loop.sock_sendall(sock, (
-            f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        await loop.sock_sendall(
+            sock,
+            (
+                f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode(),
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 10)
@@ -170,7 +181,7 @@ async def _client(port: int, seed: int, tally: Tally, deadline: float) -> None:
                 await _mid_frame(port, rng, tally)
             else:
                 await _session(port, rng, tally, deadline)
-        except Exception as exc:  # abrupt endings are part of the soak; they are counted
+        except Exception as exc:  # noqa: BLE001 - abrupt endings are part of the soak; they are counted
             tally.error(exc)
         await asyncio.sleep(rng.random() * 0.05)
 
@@ -203,13 +214,18 @@ async def _drive(args: argparse.Namespace) -> int:
                 rate = (tally.messages - last["messages"]) / max(sample["t"] - last["t"], 1e-9)
                 last.update(messages=tally.messages, t=sample["t"])
                 samples.append(sample)
-                print(f"{sample['t']:7.1f} s  RSS {sample['rss_kib'] / 1024:7.1f} MiB  fds {sample['fds']:5d}  "
-                      f"tasks {sample['tasks']:5d}  connections {sample['connections']:5d}  "
-                      f"client msgs/s {rate:8.0f}  errors {sum(tally.errors.values())}", flush=True)
+                print(
+                    f"{sample['t']:7.1f} s  RSS {sample['rss_kib'] / 1024:7.1f} MiB  fds {sample['fds']:5d}  "
+                    f"tasks {sample['tasks']:5d}  connections {sample['connections']:5d}  "
+                    f"client msgs/s {rate:8.0f}  errors {sum(tally.errors.values())}",
+                    flush=True,
+                )
             else:
                 samples.append(sample)
 
-    print(f"soak: {args.clients} clients for {args.duration} s against pid {proc.pid} ({args.loop})", flush=True)
+    print(
+        f"soak: {args.clients} clients for {args.duration} s against pid {proc.pid} ({args.loop})", flush=True
+    )
     reader = asyncio.create_task(read_stats())
     await asyncio.gather(*(_client(port, args.seed + i, tally, deadline) for i in range(args.clients)))
     await asyncio.sleep(args.interval + 8)  # ping_timeout + close_timeout: let the server settle
@@ -218,9 +234,11 @@ async def _drive(args: argparse.Namespace) -> int:
     await reader
 
     timed = [s for s in samples if "t" in s]
-    print(f"\nclients: {tally.sessions} sessions, {tally.messages} messages echoed "
-          f"({tally.bytes / 2**20:.0f} MiB), {tally.aborted} aborted mid-session, {tally.mid_frame} reset mid-frame, "
-          f"wrong echoes {tally.wrong_echo}, client-side errors {tally.errors}")
+    print(
+        f"\nclients: {tally.sessions} sessions, {tally.messages} messages echoed "
+        f"({tally.bytes / 2**20:.0f} MiB), {tally.aborted} aborted mid-session, {tally.mid_frame} reset mid-frame, "
+        f"wrong echoes {tally.wrong_echo}, client-side errors {tally.errors}"
+    )
     if len([s for s in timed if s["t"] <= args.duration]) < 6:
         print("too few samples for a verdict; run longer")
         return 1
@@ -231,9 +249,13 @@ async def _drive(args: argparse.Namespace) -> int:
     quarter = max(1, len(steady) // 4)
     early, late = statistics.median(steady[:quarter]), statistics.median(steady[-quarter:])
     settled = timed[-1]
-    print(f"server RSS after warm-up ({warm['t']} s): {warm['rss_kib'] / 1024:.1f} MiB; steady phase "
-          f"{early / 1024:.1f} -> {late / 1024:.1f} MiB (median of first/last quarter), max {max(steady) / 1024:.1f} MiB")
-    print(f"after the clients stopped: connections {settled['connections']}, tasks {settled['tasks']}, fds {settled['fds']}")
+    print(
+        f"server RSS after warm-up ({warm['t']} s): {warm['rss_kib'] / 1024:.1f} MiB; steady phase "
+        f"{early / 1024:.1f} -> {late / 1024:.1f} MiB (median of first/last quarter), max {max(steady) / 1024:.1f} MiB"
+    )
+    print(
+        f"after the clients stopped: connections {settled['connections']}, tasks {settled['tasks']}, fds {settled['fds']}"
+    )
     flat = late - early < max(0.05 * early, 8 * 1024)
     ok = flat and tally.wrong_echo == 0 and settled["connections"] == 0
     print("verdict:", "flat memory, no wrong echo, everything closed" if ok else "NOT OK")

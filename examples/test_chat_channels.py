@@ -18,13 +18,12 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_a_name_is_needed_to_join() -> None:
-    async with zzz.testing.serve(build_app()) as srv:
-        async with ChannelClient(srv.ws_url + "/socket") as client:
-            reply = await client.join("room:lobby", {})
-            assert reply == {
-                "status": "error",
-                "response": {"reason": "a name of 1 to 32 characters, please"},
-            }
+    async with zzz.testing.serve(build_app()) as srv, ChannelClient(srv.ws_url + "/socket") as client:
+        reply = await client.join("room:lobby", {})
+        assert reply == {
+            "status": "error",
+            "response": {"reason": "a name of 1 to 32 characters, please"},
+        }
 
 
 async def test_what_one_says_everyone_in_the_room_hears() -> None:

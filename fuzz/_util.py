@@ -42,7 +42,7 @@ def outcome(fn: Any, *args: Any) -> tuple[Any, ...]:
     lists of frames with their messages as ``plain`` tuples."""
     try:
         result = fn(*args)
-    except Exception as exc:  # compared, not swallowed: the caller asserts on it
+    except Exception as exc:  # noqa: BLE001 - compared, not swallowed: the caller asserts on it
         frames = getattr(exc, "frames", None)
         return ("error", type(exc).__name__, exc.args, None if frames is None else [plain(f) for f in frames])
     return ("ok", [plain(f) for f in result] if isinstance(result, list) else result)

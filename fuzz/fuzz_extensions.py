@@ -51,7 +51,7 @@ def TestOneInput(data: bytes) -> None:
     if answer is None:
         return
     header, agreed = answer
-    (name, params), = handshake.parse_extensions([header])
+    ((name, params),) = handshake.parse_extensions([header])
     assert name == deflate.EXTENSION_NAME
     assert 8 <= agreed.server_max_window_bits <= 15 and 8 <= agreed.client_max_window_bits <= 15
     assert agreed.server_max_window_bits <= config.server_max_window_bits

@@ -45,7 +45,7 @@ def _structured(fdp: atheris.FuzzedDataProvider, masked: bool) -> bytes:
 
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    options = dict(
+    options = dict(  # noqa: C408 - keyword arguments, as the reader takes them
         require_mask=fdp.ConsumeBool(),
         allow_rsv1=fdp.ConsumeBool(),
         max_frame_size=_util.limit(fdp, SIZES),

@@ -25,14 +25,19 @@ COUNT = (1, 2, 8, 128, None)
 BODY = (0, 10, 1 << 20, None)
 
 SEEDS = [
-    (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+    (
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ),
     b"POST /x?a=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 ]
 
 
 def _describe(requests: list) -> list:
-    return [(r.method, r.target, r.headers.items(), r.body, r.http_version, r.keep_alive, r.upgrade) for r in requests]
+    return [
+        (r.method, r.target, r.headers.items(), r.body, r.http_version, r.keep_alive, r.upgrade)
+        for r in requests
+    ]
 
 
 def _run(options: dict, pieces: list[bytes]) -> tuple[str, list, bytes]:

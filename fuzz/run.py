@@ -47,8 +47,15 @@ def _run_target(name: str, seconds: int, out: Path, rss_limit_mb: int) -> tuple[
     with log.open("w") as handle:
         # Generous wall-clock cap: libFuzzer stops itself at max_total_time.
         try:
-            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                  timeout=seconds + 120).returncode
+            code = subprocess.run(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=seconds + 120,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = -1
     text = log.read_text(errors="replace")
@@ -62,14 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the targets; return 0 when none crashed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="time per target (default 60)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ", ".join(TARGETS))
-    parser.add_argument("--out", default=str(ROOT / "reports" / "fuzz"), help="corpus, crashes and logs go here")
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help="comma-separated subset of " + ", ".join(TARGETS)
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "reports" / "fuzz"), help="corpus, crashes and logs go here"
+    )
     parser.add_argument("--rss-limit-mb", type=int, default=2048)
     args = parser.parse_args(argv)
     try:
         from zzz import _speedups  # noqa: F401
     except ImportError:
-        print("fuzz/run.py: zzz._speedups is not built; run `python setup.py build_ext --inplace`", file=sys.stderr)
+        print(
+            "fuzz/run.py: zzz._speedups is not built; run `python setup.py build_ext --inplace`",
+            file=sys.stderr,
+        )
         return 2
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = set(names) - set(TARGETS)
@@ -87,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    crash input: {crash}  (reproduce: python fuzz/fuzz_{name}.py {crash})", flush=True)
         if code != 0 and not crashes:
             print(f"    see {out / 'logs' / (name + '.log')}", flush=True)
-    print(f"fuzz: {len(names)} targets, {time.monotonic() - start:.0f} s, {'FAILED' if failed else 'no crash'}")
+    print(
+        f"fuzz: {len(names)} targets, {time.monotonic() - start:.0f} s, {'FAILED' if failed else 'no crash'}"
+    )
     return 1 if failed else 0
 
 

@@ -27,7 +27,7 @@ def _is_ours(function: Any, item_or_meta: Any) -> bool:
 def _has_marker(node: Any, name: str) -> bool:
     if hasattr(node, "get_closest_marker"):
         return node.get_closest_marker(name) is not None
-    return any(m.name == name for m in getattr(node.definition, "iter_markers", lambda: [])())
+    return any(m.name == name for m in getattr(node.definition, "iter_markers", list)())
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -5,9 +5,27 @@ from __future__ import annotations
 import zzz
 
 CONTRACT = [
-    "App", "Binary", "ChannelConfig", "ChannelDef", "ChannelSocket", "CloseCode", "ConnectionClosed",
-    "Controller", "History", "JoinResult", "Presence", "RedisPubSub", "Reply", "Request", "Response",
-    "Router", "Text", "WebSocket", "WsConfig", "WsMessage", "connect",
+    "App",
+    "Binary",
+    "ChannelConfig",
+    "ChannelDef",
+    "ChannelSocket",
+    "CloseCode",
+    "ConnectionClosed",
+    "Controller",
+    "History",
+    "JoinResult",
+    "Presence",
+    "RedisPubSub",
+    "Reply",
+    "Request",
+    "Response",
+    "Router",
+    "Text",
+    "WebSocket",
+    "WsConfig",
+    "WsMessage",
+    "connect",
 ]
 
 

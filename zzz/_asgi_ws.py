@@ -62,7 +62,7 @@ class AsgiWebSocket(ConnectionDriver):
         self._waiter: asyncio.Future[None] | None = None
         self._max_queue = settings.flow.max_queue
         self._high_water = settings.flow.write_high_water
-        self._counters = hub.counters
+        self._stats = hub.counters  # the driver's _counters is Optional; this side always has them
         self._app_closed = False  # the app sent websocket.close
         # The app got a message and has neither answered it nor asked for the next: hold the
         # events behind it (see the module).
@@ -81,7 +81,7 @@ class AsgiWebSocket(ConnectionDriver):
 
     def data_received(self, data: bytes) -> None:
         self._keepalive.received = True
-        self._counters.bytes_in += len(data)
+        self._stats.bytes_in += len(data)
         self.conn.receive_data(data)
         self._process()
 
@@ -92,7 +92,7 @@ class AsgiWebSocket(ConnectionDriver):
         self.conn.abandon()
         self._advance(Change.REPORTED)
         code = self.final_close[0]
-        self._counters.closed(code)
+        self._stats.closed(code)
         logger.info("asgi websocket closed %s code=%s", self.name, code)
         self._wake()
 
@@ -109,7 +109,7 @@ class AsgiWebSocket(ConnectionDriver):
             cls = type(event)
             if cls is Text or cls is Binary:
                 messages.append(event)  # type: ignore[arg-type]
-                self._counters.messages_in += 1
+                self._stats.messages_in += 1
             elif cls is CloseReceived:
                 self._close = (event.code, event.reason)  # type: ignore[union-attr]
                 self._flush()
@@ -182,7 +182,7 @@ class AsgiWebSocket(ConnectionDriver):
             assert data is not None
             self.conn.send_binary(data)
             self._unflushed += len(data)
-        self._counters.messages_out += 1
+        self._stats.messages_out += 1
         if self._held:
             self._held = False  # answered: what came after the message may be acted on now
             if self._messages or self.conn.pending_frame_count:
@@ -225,7 +225,7 @@ class AsgiWebSocket(ConnectionDriver):
             return
         # The driver's flush, counting what goes out.
         buffers = outbox.take()
-        self._counters.bytes_out += sum(map(len, buffers))
+        self._stats.bytes_out += sum(map(len, buffers))
         if len(buffers) == 1:
             transport.write(buffers[0])
         else:
@@ -238,7 +238,7 @@ class AsgiWebSocket(ConnectionDriver):
         if self._close == (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded"):
             return
         logger.warning("closing %s: write buffer over max_backpressure", self.name)
-        self._counters.backpressure_closes += 1
+        self._stats.backpressure_closes += 1
         self._close = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.abort()

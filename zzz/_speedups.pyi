@@ -2,11 +2,12 @@
 its twin and the reference for behaviour."""
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 from zzz.errors import WebSocketError as WebSocketError
 
-_Buffer = bytes | bytearray | memoryview
-_Frame = tuple[int, bool, bool, bytes | str]
+_Buffer: TypeAlias = bytes | bytearray | memoryview
+_Frame: TypeAlias = tuple[int, bool, bool, bytes | str]
 
 OP_CONT: int
 OP_TEXT: int

@@ -54,26 +54,48 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a zzz app (MODULE:ATTR, imported from the current directory), or the demo.",
         allow_abbrev=False,  # --reload must be spelt out: the reloader removes it from the child's options
     )
-    p.add_argument("app", nargs="?", metavar="MODULE:ATTR",
-                   help="a zzz.App or an ASGI app, e.g. myapp:app (none: the demo)")
+    p.add_argument(
+        "app",
+        nargs="?",
+        metavar="MODULE:ATTR",
+        help="a zzz.App or an ASGI app, e.g. myapp:app (none: the demo)",
+    )
     p.add_argument("--factory", action="store_true", help="ATTR is a callable that returns the app")
-    p.add_argument("--interface", default="auto", choices=INTERFACES,
-                   help="auto: a zzz.App natively, any other callable as ASGI 3; asgi: ASGI 3 (auto)")
+    p.add_argument(
+        "--interface",
+        default="auto",
+        choices=INTERFACES,
+        help="auto: a zzz.App natively, any other callable as ASGI 3; asgi: ASGI 3 (auto)",
+    )
     p.add_argument("--host", help="address to bind (127.0.0.1)")
     p.add_argument("--port", help="TCP port, 0-65535 (8080; 0: any free one)")
     p.add_argument("--uds", metavar="PATH", help="listen on this Unix socket instead of host and port")
     p.add_argument("--workers", metavar="N", help="N supervised worker processes sharing the socket")
     p.add_argument("--loop", default="auto", choices=["auto", "uvloop", "asyncio"], help="event loop (auto)")
-    p.add_argument("--reload", action="store_true", help="restart when a .py file under the current directory changes")
+    p.add_argument(
+        "--reload", action="store_true", help="restart when a .py file under the current directory changes"
+    )
     p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="(info)")
     p.add_argument("--ssl-certfile", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
-    p.add_argument("--ssl-keyfile", metavar="FILE", help="its private key (PEM), if not in the certificate file")
-    p.add_argument("--proxy-headers", action="store_true", default=None,
-                   help="believe X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips")
-    p.add_argument("--forwarded-allow-ips", metavar="LIST",
-                   help="comma-separated addresses or CIDRs trusted as proxies, or * (127.0.0.1)")
-    p.add_argument("--redis", metavar="URL",
-                   help="put every Channels endpoint on the in-memory backend on RedisPubSub(URL)")
+    p.add_argument(
+        "--ssl-keyfile", metavar="FILE", help="its private key (PEM), if not in the certificate file"
+    )
+    p.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        default=None,
+        help="believe X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips",
+    )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        help="comma-separated addresses or CIDRs trusted as proxies, or * (127.0.0.1)",
+    )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="put every Channels endpoint on the in-memory backend on RedisPubSub(URL)",
+    )
     return p
 
 
@@ -138,8 +160,17 @@ def parse(argv: Sequence[str]) -> Options:
             f"--workers {workers} needs --redis URL: without Redis every worker has its own rooms and presence"
         )
     return Options(
-        app=a.app, factory=a.factory, interface=a.interface, listen=listen, workers=workers, loop=a.loop, reload=a.reload,
-        log_level=a.log_level, ssl=ssl, proxy_headers=a.proxy_headers, forwarded_allow_ips=allow,
+        app=a.app,
+        factory=a.factory,
+        interface=a.interface,
+        listen=listen,
+        workers=workers,
+        loop=a.loop,
+        reload=a.reload,
+        log_level=a.log_level,
+        ssl=ssl,
+        proxy_headers=a.proxy_headers,
+        forwarded_allow_ips=allow,
         redis=redis,
     )
 
@@ -250,15 +281,21 @@ def load_app(spec: str, factory: bool = False, interface: str = "native") -> Any
             raise UsageError(
                 f"MODULE:ATTR {spec!r}: no module named {exc.name!r} in {cwd} or on sys.path"
             ) from None
-        raise UsageError(f"MODULE:ATTR {spec!r}: importing it failed: {_one_line(exc)}{_where(exc)}") from None
+        raise UsageError(
+            f"MODULE:ATTR {spec!r}: importing it failed: {_one_line(exc)}{_where(exc)}"
+        ) from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the module raised: one line, exit 2
-        raise UsageError(f"MODULE:ATTR {spec!r}: importing it failed: {_one_line(exc)}{_where(exc)}") from None
+        raise UsageError(
+            f"MODULE:ATTR {spec!r}: importing it failed: {_one_line(exc)}{_where(exc)}"
+        ) from None
     obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise UsageError(f"MODULE:ATTR {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+            raise UsageError(
+                f"MODULE:ATTR {spec!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
     if factory:
         if not callable(obj):
             raise UsageError(f"--factory: {spec!r} is {_a(obj)}, not a callable")
@@ -271,7 +308,9 @@ def load_app(spec: str, factory: bool = False, interface: str = "native") -> Any
         hint = " (with --factory if it returns one)" if callable(obj) else ""
         raise UsageError(f"MODULE:ATTR {spec!r} is {_a(obj)}, not a zzz.App{hint}")
     else:
-        _check_kind(obj, interface, f"MODULE:ATTR {spec!r} is {_a(obj)}", " (with --factory if it returns one)")
+        _check_kind(
+            obj, interface, f"MODULE:ATTR {spec!r} is {_a(obj)}", " (with --factory if it returns one)"
+        )
     return obj
 
 
@@ -387,7 +426,8 @@ def _warnings(app: App, options: Options, moved: int) -> None:
     ):
         logger.warning(
             "zzz: --workers %d with Channels on the in-memory backend: each worker has its own "
-            "topics and presence (use --redis URL to share them)", options.workers,
+            "topics and presence (use --redis URL to share them)",
+            options.workers,
         )
 
 

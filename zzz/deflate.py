@@ -554,7 +554,7 @@ class PerMessageDeflate:
         produced = 0
         view = memoryview(data)
         for start in range(0, len(view), _INPUT_CHUNK):
-            pending: bytes | memoryview = view[start:start + _INPUT_CHUNK]
+            pending: bytes | memoryview = view[start : start + _INPUT_CHUNK]
             while True:
                 want = min(_OUTPUT_STEP, budget - produced + 1)
                 piece = decoder.decompress(pending, want)

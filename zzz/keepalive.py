@@ -25,7 +25,7 @@ class Keepalive:
     connection ends.
     """
 
-    __slots__ = ("received", "_loop", "_interval", "_timeout", "_ping", "_expired", "_tick", "_deadline")
+    __slots__ = ("_deadline", "_expired", "_interval", "_loop", "_ping", "_tick", "_timeout", "received")
 
     def __init__(
         self,

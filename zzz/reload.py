@@ -147,8 +147,11 @@ def snapshot(root: Path) -> dict[str, float]:
 def _py_files(root: Path) -> Iterator[tuple[str, float]]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = [
-            d for d in dirs
-            if not d.startswith(".") and d not in _SKIP and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and d not in _SKIP
+            and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))
         ]
         for name in files:
             if name.endswith(".py"):

@@ -365,9 +365,7 @@ async def _serve_until_signal(
     await server.close(code, reason)
 
 
-def _serve_here(
-    app: _Startable, listen: Listen, loop_kind: str, ssl: ssl_module.SSLContext | None
-) -> None:
+def _serve_here(app: _Startable, listen: Listen, loop_kind: str, ssl: ssl_module.SSLContext | None) -> None:
     sock: socket.socket | None = None
     if listen.sock is not None or listen.uds is not None:
         try:
@@ -620,7 +618,9 @@ class _Supervisor:
         for old in self.children.values():
             if old.successor == child.pid and not old.draining:
                 old.draining = True
-                logger.info("zzz: worker %d (pid %d) replaced by pid %d; draining", old.index, old.pid, child.pid)
+                logger.info(
+                    "zzz: worker %d (pid %d) replaced by pid %d; draining", old.index, old.pid, child.pid
+                )
                 _signal(old.pid, signal.SIGUSR1)
         if not self.announced and sum(c.ready for c in self.children.values()) >= self.target:
             self.announced = True
@@ -659,7 +659,11 @@ class _Supervisor:
             if len(self.deaths) >= _MAX_DEATHS:
                 logger.error(
                     "zzz: %d workers died within %g s (the last, worker %d pid %d: %s); stopping",
-                    len(self.deaths), _DEATH_WINDOW, child.index, pid, how,
+                    len(self.deaths),
+                    _DEATH_WINDOW,
+                    child.index,
+                    pid,
+                    how,
                 )
                 self.exit_code = 1
                 self._stop()
@@ -670,8 +674,12 @@ class _Supervisor:
         now = time.monotonic()
         for child in self.children.values():
             if not child.ready and not child.draining and now - child.started > _READY_TIMEOUT:
-                logger.warning("zzz: worker %d (pid %d) not accepting after %g s; killing it",
-                               child.index, child.pid, _READY_TIMEOUT)
+                logger.warning(
+                    "zzz: worker %d (pid %d) not accepting after %g s; killing it",
+                    child.index,
+                    child.pid,
+                    _READY_TIMEOUT,
+                )
                 _signal(child.pid, signal.SIGKILL)
 
     def _counted(self) -> list[_Child]:
@@ -698,7 +706,9 @@ class _Supervisor:
         children = self.children.values()
         if any(c.successor is not None or c.draining for c in children):
             return  # a restart in progress (or a drain after one): wait for it
-        due = sorted((c for c in children if c.generation < self.generation and c.ready), key=lambda c: c.index)
+        due = sorted(
+            (c for c in children if c.generation < self.generation and c.ready), key=lambda c: c.index
+        )
         if not due:
             return
         old = due[0]

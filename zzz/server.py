@@ -323,7 +323,9 @@ class HttpProtocol(asyncio.Protocol):
             self._write(refusal.to_response(), request, keep_alive=False)
             return False
         if request.path == self.settings.health_path:
-            self._write(_health_response(request, self.hub), request, request.keep_alive and not self.hub.closing)
+            self._write(
+                _health_response(request, self.hub), request, request.keep_alive and not self.hub.closing
+            )
             return request.keep_alive and not self.hub.closing
         self.upgrade_key = None
         self.websocket_route = False

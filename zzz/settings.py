@@ -178,16 +178,24 @@ class Operations:
     health_path: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.drain_batch, bool) or not isinstance(self.drain_batch, int) or self.drain_batch < 1:
+        if (
+            isinstance(self.drain_batch, bool)
+            or not isinstance(self.drain_batch, int)
+            or self.drain_batch < 1
+        ):
             raise ValueError(f"drain_batch must be an int >= 1, not {self.drain_batch!r}")
-        if isinstance(self.drain_interval, bool) or not isinstance(self.drain_interval, (int, float)) or not (
-            self.drain_interval >= 0
+        if (
+            isinstance(self.drain_interval, bool)
+            or not isinstance(self.drain_interval, (int, float))
+            or not (self.drain_interval >= 0)
         ):
             raise ValueError(f"drain_interval must be a number >= 0, not {self.drain_interval!r}")
         if self.health_path is not None and not (
             isinstance(self.health_path, str) and self.health_path.startswith("/")
         ):
-            raise ValueError(f"health_path must be None or a path starting with '/', not {self.health_path!r}")
+            raise ValueError(
+                f"health_path must be None or a path starting with '/', not {self.health_path!r}"
+            )
 
 
 # Flat name -> (group attribute of Settings, field of that group). The flat names are the keyword

@@ -138,7 +138,7 @@ class ChannelClient:
         self.close_code: int | None = None
         self.closed = False
 
-    async def __aenter__(self) -> ChannelClient:
+    async def __aenter__(self) -> ChannelClient:  # noqa: PYI034 - no typing.Self on 3.10
         self._ws = await connect(self.url, **self._connect_kwargs)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         return self

@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import echo_server  # autobahn-config/echo_server.py: the native run's limits
-import zzz.asgi  # type: ignore[import-not-found,unused-ignore]  # issue 17; not there before it
 
+import zzz.asgi  # type: ignore[import-not-found,unused-ignore]  # issue 17; not there before it
 import zzz.core
 
 

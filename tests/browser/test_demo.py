@@ -64,7 +64,9 @@ def text_of(page: Any, selector: str) -> str:
 
 def wait_text(page: Any, selector: str, text: str) -> None:
     """Wait until the element's text contains ``text``."""
-    page.wait_for_function(f"document.querySelector({json.dumps(selector)}).textContent.includes({json.dumps(text)})")
+    page.wait_for_function(
+        f"document.querySelector({json.dumps(selector)}).textContent.includes({json.dumps(text)})"
+    )
 
 
 @pytest.mark.parametrize("size", [(390, 844), (1280, 800)])
@@ -89,8 +91,10 @@ def test_before_login_only_the_centred_name_card_shows(
         assert abs(box["x"] + box["width"] / 2 - width / 2) <= 0.05 * width
         assert abs(box["y"] + box["height"] / 2 - height / 2) <= 0.05 * height
         # Creating a room before login (the form is hidden, so submit it from script) does nothing, quietly.
-        page.evaluate("() => { document.getElementById('room-name').value = 'early';"
-                      " document.getElementById('room-form').requestSubmit(); }")
+        page.evaluate(
+            "() => { document.getElementById('room-name').value = 'early';"
+            " document.getElementById('room-form').requestSubmit(); }"
+        )
         page.wait_for_timeout(300)
         assert errors == []
         # typing goes to the name box, and logging in still works

@@ -131,7 +131,9 @@ def build_app(
             zzz.Router.ws("/echo", zzz.WsConfig(on_message=_echo)),
             zzz.Router.ws("/mute", zzz.WsConfig()),
             # Closes every connection at once with the code in its path (a server restarting: 1012).
-            zzz.Router.ws("/closes/:code", zzz.WsConfig(on_open=lambda ws: ws.close(int(ws.param("code")), "bye"))),
+            zzz.Router.ws(
+                "/closes/:code", zzz.WsConfig(on_open=lambda ws: ws.close(int(ws.param("code")), "bye"))
+            ),
         ],
         **settings,
     )

@@ -64,7 +64,11 @@ def demo_on_redis(redis_url: str) -> Iterator[tuple[int, subprocess.Popen[bytes]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "zzz", "--port", str(port), "--workers", "2", "--redis", redis_url],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         yield port, proc

@@ -680,3 +680,59 @@ async def test_close_policy_queues_for_slow_subscribers() -> None:
     b.ws.buffered_amount = 1 << 40
     await a.send("room:1", "new_msg", {"n": 1})
     assert [f["payload"] for f in b.ws.take()] == [{"n": 1}]
+
+
+RESULTS: dict[str, Any] = {
+    "dict": {"seq": 1, "body": "caf\u00e9"},
+    "list": [1, "x", None],
+    "str": "s",
+    "int": 3,
+    "tuple": ("t", 1),
+    "ok": Reply.ok({"r": 1}),
+    "err": Reply.error("nope"),
+    "surrogate": {"s": "\ud800"},
+    "notjson": {1j},
+}
+
+
+def on_result(socket: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
+    return RESULTS[payload["kind"]]
+
+
+@pytest.mark.parametrize("form", ["object", "array", "vsn2"])
+@pytest.mark.parametrize("kind", sorted(RESULTS))
+@pytest.mark.parametrize("with_join_ref", [False, True])
+async def test_push_replies_are_byte_for_byte_the_general_encoding(
+    form: str, kind: str, with_join_ref: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The push path writes ok replies from parts prepared at the join; every other answer goes the
+    # general way. Either way the frame is exactly what encode() makes of the reply.
+    from zzz.channels.wire import encode, reply_payload
+
+    config = ChannelConfig(channels=[ChannelDef('q"\u00e9:*', handlers={"r": on_result})])
+    client = await Client.open(endpoint(config), query={"vsn": "2.0.0"} if form == "vsn2" else {})
+    topic = 'q"\u00e9:1'
+    join_ref = "j1"
+    push_join_ref = join_ref if with_join_ref else None
+    if form == "array":
+        await client.send_raw(json.dumps([join_ref, join_ref, topic, "phx_join", {}]))
+        client.ws.sent.clear()
+        await client.send_raw(json.dumps([push_join_ref, "7", topic, "r", {"kind": kind}]))
+    else:
+        await client.send(topic, "phx_join", {}, ref=join_ref, join_ref=join_ref)
+        client.ws.sent.clear()
+        await client.send(topic, "r", {"kind": kind}, ref="7", join_ref=push_join_ref)
+    assert json.loads(client.ws.sent[0]) is not None
+    (text,) = client.ws.sent
+    result = RESULTS[kind]
+    if kind == "notjson":
+        status, response = "error", {"reason": "internal error"}
+    elif isinstance(result, Reply):
+        status, response = result.status, result.response
+    else:
+        status, response = "ok", result
+    expected = encode(
+        form != "object", topic, "phx_reply", reply_payload(status, response), "7", push_join_ref
+    )
+    assert text == expected
+    assert ("is not JSON" in caplog.text) is (kind == "notjson")

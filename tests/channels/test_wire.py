@@ -7,7 +7,19 @@ from typing import Any
 
 import pytest
 
-from zzz.channels.wire import MalformedMessage, decode, dumps, encode_raw
+from zzz.channels.wire import (
+    MalformedMessage,
+    Message,
+    _check_fields,
+    decode,
+    decode_fields,
+    dumps,
+    encode,
+    encode_ok_reply,
+    encode_raw,
+    quote,
+    reply_payload,
+)
 
 FRAME = '{"topic":"room:1","event":"e","payload":{"n":1},"ref":"1"}'
 
@@ -103,3 +115,92 @@ def test_dumps_raises_what_the_encoder_raises() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         dumps({"a": object()})
     assert json.loads(dumps({"s": "\ud800"})) == {"s": "\ud800"}  # escaped, so the frame stays UTF-8
+
+
+# -- the push path's shortcuts (decode_fields' usual shapes, quote, encode_ok_reply) ------------------------
+
+FIELD_FRAMES = [
+    '["1","2","room:1","e",{"n":1}]',
+    '[null,null,"room:1","e",null]',
+    '[null,"2","room:1","e",[1,2]]',
+    '["1",2,"room:1","e",{}]',  # a numeric ref: normalised by the full checks
+    '["1","2","room:1","e",{},{"recover":null}]',
+    '["1","2","room:1","e",{},null]',
+    '["1","2","room:1","e"]',
+    '["1","2",3,"e",{}]',
+    '["1",true,"room:1","e",{}]',
+    '{"topic":"room:1","event":"e","payload":{"n":1},"ref":"1","join_ref":"1"}',
+    '{"topic":"room:1","event":"e","payload":{"n":1},"ref":"1"}',
+    '{"topic":"room:1","event":"e","ref":"1"}',
+    '{"topic":"room:1","event":"e","payload":null,"ref":null,"join_ref":null}',
+    '{"topic":"room:1","event":"e","payload":{},"ref":7,"join_ref":"1"}',
+    '{"topic":"room:1","event":"e","payload":{},"ref":"1","meta":{"recover":{"offset":1,"epoch":"x"}}}',
+    '{"topic":"room:1","event":"e","payload":{},"ref":"1","meta":3}',
+    '{"topic":"room:1","event":"e","payload":{},"ref":"1","extra":1,"more":2}',
+    '{"topic":"room:1","payload":{},"ref":"1"}',
+    '{"topic":1,"event":"e","payload":{},"ref":"1"}',
+    '"just a string"',
+]
+
+
+@pytest.mark.parametrize("text", FIELD_FRAMES)
+def test_decode_fields_gives_what_the_full_checks_give(text: str) -> None:
+    try:
+        expected: Any = _check_fields(json.loads(text))
+    except MalformedMessage as exc:
+        with pytest.raises(MalformedMessage) as info:
+            decode_fields(text)
+        got = info.value
+        assert (got.reason, got.ref, got.topic, got.join_ref, got.array_form) == (
+            exc.reason,
+            exc.ref,
+            exc.topic,
+            exc.join_ref,
+            exc.array_form,
+        )
+        return
+    assert decode_fields(text) == expected
+    assert decode(text) == Message(*expected)
+
+
+def test_decode_fields_refuses_broken_json_after_a_value_starts() -> None:
+    for text in ('["1","2","room:1","e",{', '{"topic":"room:1",', "[1,]"):
+        with pytest.raises(MalformedMessage) as info:
+            decode_fields(text)
+        assert info.value.not_json and info.value.reason == "invalid JSON"
+
+
+REFS = [
+    "1",
+    "12345",
+    "abcXYZ09",
+    "",
+    'a"b',
+    "a\\b",
+    "x\n",
+    "caf\u00e9",
+    "\u00b2",
+    "\u0661\u0662",
+    "\ud800",
+    "a b",
+]
+
+
+@pytest.mark.parametrize("value", [*REFS, None])
+def test_quote_is_dumps_or_null(value: str | None) -> None:
+    assert quote(value) == ("null" if value is None else dumps(value))
+
+
+@pytest.mark.parametrize("array_form", [False, True])
+@pytest.mark.parametrize("ref", REFS)
+@pytest.mark.parametrize("join_ref", [None, "1", "j\u00e9"])
+@pytest.mark.parametrize(
+    "response", [{"seq": 1, "body": "b"}, [1, "x"], "s\u00e9", 0, 2.5, True, ("t", 1), {"s": "\ud800"}]
+)
+def test_encode_ok_reply_is_byte_for_byte_encode(
+    array_form: bool, ref: str, join_ref: str | None, response: Any
+) -> None:
+    for topic in ("room:1", 'r"\u00e9'):
+        expected = encode(array_form, topic, "phx_reply", reply_payload("ok", response), ref, join_ref)
+        got = encode_ok_reply(array_form, dumps(topic), quote(join_ref), ref, response)
+        assert got == expected

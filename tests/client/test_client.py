@@ -7,13 +7,12 @@ import threading
 from typing import Any
 
 import pytest
+from server.helpers import recorder, serve, url
 from websockets.asyncio.server import serve as ws_serve
 
 import zzz
 import zzz.core
 from zzz.handshake import InvalidHandshake
-
-from server.helpers import recorder, serve, url
 
 
 async def test_echo_roundtrip_with_and_without_compression() -> None:
@@ -79,7 +78,10 @@ async def test_thread_safe_send_from_client() -> None:
     _seen, config = recorder()
     async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server:
         async with zzz.connect(url(server, "/ws")) as ws:
-            threads = [threading.Thread(target=lambda n=n: [ws.send(f"{n}-{i}") for i in range(100)]) for n in range(4)]
+            threads = [
+                threading.Thread(target=lambda n=n: [ws.send(f"{n}-{i}") for i in range(100)])
+                for n in range(4)
+            ]
             for t in threads:
                 t.start()
             got = [(await asyncio.wait_for(ws.recv(), 5)).data for _ in range(400)]
@@ -118,10 +120,16 @@ async def test_messages_before_a_protocol_error_are_read_and_answered_first() ->
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")][0]
+        key = next(
+            ln.split(b":", 1)[1].strip()
+            for ln in head.split(b"\r\n")
+            if ln.lower().startswith(b"sec-websocket-key")
+        )
         accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
         writer.write(zzz.core.encode_frame(1, b"hello") + bytes([0x80 | 5, 0]))  # then opcode 5: reserved
         data = await reader.read(65536)
         echoed.set_result(data)
@@ -151,10 +159,16 @@ async def test_client_heartbeat_pings_a_silent_server_and_gives_up() -> None:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")][0]
+        key = next(
+            ln.split(b":", 1)[1].strip()
+            for ln in head.split(b"\r\n")
+            if ln.lower().startswith(b"sec-websocket-key")
+        )
         accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
         while data := await reader.read(65536):
             pings.append(data)
 

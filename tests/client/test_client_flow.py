@@ -42,8 +42,11 @@ async def _flooding_server(sent: dict[str, Any]) -> tuple[asyncio.AbstractServer
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                   if line.lower().startswith("sec-websocket-key:"))
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("sec-websocket-key:")
+        )
         accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
         writer.write(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -80,12 +83,16 @@ async def _flooding_server(sent: dict[str, Any]) -> tuple[asyncio.AbstractServer
 
 async def test_ping_flood_from_a_server_that_never_reads_keeps_the_client_bounded() -> None:
     sent: dict[str, Any] = {
-        "bytes": 0, "flood_over": asyncio.Event(), "measured": asyncio.Event(), "frames": [],
+        "bytes": 0,
+        "flood_over": asyncio.Event(),
+        "measured": asyncio.Event(),
+        "frames": [],
     }
     server, port = await _flooding_server(sent)
     try:
-        async with zzz.connect(f"ws://127.0.0.1:{port}/", compression=False, ping_interval=None,
-                               close_timeout=1) as ws:
+        async with zzz.connect(
+            f"ws://127.0.0.1:{port}/", compression=False, ping_interval=None, close_timeout=1
+        ) as ws:
             peak = 0
             while not sent["flood_over"].is_set():
                 transport = ws._proto.transport  # type: ignore[union-attr]
@@ -120,8 +127,10 @@ async def test_streaming_both_ways_with_a_zzz_server_does_not_deadlock() -> None
     count = 48
     _seen, config = recorder()
     app = zzz.App([zzz.Router.ws("/ws", config)], compression=False, max_message_size=None)
-    async with serve(app) as server, zzz.connect(url(server, "/ws"), compression=False,
-                                                 max_message_size=None) as ws:
+    async with (
+        serve(app) as server,
+        zzz.connect(url(server, "/ws"), compression=False, max_message_size=None) as ws,
+    ):
 
         async def sender() -> None:
             for _ in range(count):

@@ -34,7 +34,10 @@ async def test_drain_with_room_yields_to_the_loop_once_on_both_ends() -> None:
 
     _seen, config = recorder()
     config = zzz.WsConfig(on_open=on_open, on_message=config.on_message)
-    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server, zzz.connect(url(server, "/ws")) as ws:
+    async with (
+        serve(zzz.App([zzz.Router.ws("/ws", config)])) as server,
+        zzz.connect(url(server, "/ws")) as ws,
+    ):
         await asyncio.wait_for(done.wait(), 5)
         results.append(await _yields_once(ws.drain))
     assert results == [True, True]

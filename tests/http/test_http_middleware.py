@@ -44,9 +44,16 @@ def test_order_app_controller_route() -> None:
         return "ok"
 
     ctrl = Controller.define(
-        [Controller.define([Router.get("/x", handler, middleware=[recorder(log, "route")])],
-                           middleware=[recorder(log, "inner")], prefix="/in")],
-        middleware=[recorder(log, "outer")], prefix="/out")
+        [
+            Controller.define(
+                [Router.get("/x", handler, middleware=[recorder(log, "route")])],
+                middleware=[recorder(log, "inner")],
+                prefix="/in",
+            )
+        ],
+        middleware=[recorder(log, "outer")],
+        prefix="/out",
+    )
     table = RouteTable([ctrl], app_middleware=[recorder(log, "app")])
     resp = run(table.handle(Request("GET", "/out/in/x")))
     assert resp.status == 200 and resp.body == b"ok"
@@ -182,10 +189,15 @@ def test_handle_calls_before_upgrade_before_any_middleware() -> None:
         return Response(b"", status=101)
 
     table = RouteTable(
-        [Controller.define([Router.ws("/ws/:room", cfg)], middleware=[recorder(log, "ctrl")]), Router.get("/", lambda r: "x")],
+        [
+            Controller.define([Router.ws("/ws/:room", cfg)], middleware=[recorder(log, "ctrl")]),
+            Router.get("/", lambda r: "x"),
+        ],
         app_middleware=[recorder(log, "app")],
     )
-    refused = run(table.handle(Request("GET", "/ws/a?old=1"), websocket_endpoint=ws_endpoint, before_upgrade=before))
+    refused = run(
+        table.handle(Request("GET", "/ws/a?old=1"), websocket_endpoint=ws_endpoint, before_upgrade=before)
+    )
     assert refused.status == 426 and log == ["check /ws/:room {'room': 'a'}"]
     log.clear()
     ok = run(table.handle(Request("GET", "/ws/b"), websocket_endpoint=ws_endpoint, before_upgrade=before))

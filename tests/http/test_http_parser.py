@@ -19,7 +19,7 @@ def feed_all(parser: RequestParser, data: bytes, step: int | None = None) -> lis
         return parser.feed(data)
     out: list[Request] = []
     for i in range(0, len(data), step):
-        out += parser.feed(data[i:i + step])
+        out += parser.feed(data[i : i + step])
     return out
 
 
@@ -33,8 +33,9 @@ def status_of(data: bytes, step: int | None = None, **limits: int | None) -> int
 
 
 def test_simple_get() -> None:
-    (req,) = RequestParser().feed(b"GET /a/b%20c?x=1&y=%C3%A9&x=2 HTTP/1.1\r\nHost: h\r\nX-Multi: 1\r\n"
-                                  b"x-multi: 2\r\n\r\n")
+    (req,) = RequestParser().feed(
+        b"GET /a/b%20c?x=1&y=%C3%A9&x=2 HTTP/1.1\r\nHost: h\r\nX-Multi: 1\r\nx-multi: 2\r\n\r\n"
+    )
     assert req.method == "GET"
     assert req.target == "/a/b%20c?x=1&y=%C3%A9&x=2"
     assert req.raw_path == "/a/b%20c"
@@ -81,7 +82,10 @@ def test_pipelining_any_split(step: int) -> None:
     )
     reqs = feed_all(RequestParser(), data, step)
     assert [(r.method, r.target, r.body) for r in reqs] == [
-        ("POST", "/c", b"abc"), ("POST", "/l", b"xyz"), ("GET", "/g?q=1", b"")]
+        ("POST", "/c", b"abc"),
+        ("POST", "/l", b"xyz"),
+        ("GET", "/g?q=1", b""),
+    ]
     assert "x-trailer" not in reqs[0].headers  # trailers are framed, not exposed
 
 
@@ -161,7 +165,9 @@ def test_malformed_is_400(data: bytes) -> None:
     assert status_of(data, step=1) == 400
 
 
-@pytest.mark.parametrize("ctl", [b"\x00", b"\x01", b"\x08", b"\x0b", b"\x0c", b"\x1f", b"\x7f", b"\r", b"\rX"])
+@pytest.mark.parametrize(
+    "ctl", [b"\x00", b"\x01", b"\x08", b"\x0b", b"\x0c", b"\x1f", b"\x7f", b"\r", b"\rX"]
+)
 def test_control_characters_in_header_values_are_400(ctl: bytes) -> None:
     data = b"GET / HTTP/1.1\r\nX-Evil: a" + ctl + b"b\r\n\r\n"
     assert status_of(data) == 400
@@ -293,7 +299,9 @@ def test_content_length_over_limit_is_413_before_the_body() -> None:
     with pytest.raises(HttpError) as info:
         parser.feed(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n")  # no body byte sent yet
     assert info.value.status == 413
-    (req,) = RequestParser(max_body_size=100).feed(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
+    (req,) = RequestParser(max_body_size=100).feed(
+        b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+    )
     assert len(req.body) == 100
 
 
@@ -318,11 +326,14 @@ def test_single_huge_chunk_refused_from_its_size_line() -> None:
 
 
 def test_trailers_are_limited() -> None:
-    data = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
-            + b"".join(b"T%d: v\r\n" % i for i in range(50)) + b"\r\n")
+    data = (
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        + b"".join(b"T%d: v\r\n" % i for i in range(50))
+        + b"\r\n"
+    )
     assert status_of(data, max_header_count=20) == 431
     assert status_of(data, step=1, max_head_size=200) == 431
-    long_field = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: " + b"v" * 300 + b"\r\n\r\n")
+    long_field = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: " + b"v" * 300 + b"\r\n\r\n"
     assert status_of(long_field, max_header_size=256) == 431
     assert status_of(long_field, step=1, max_header_size=256) == 431
     (req,) = RequestParser(max_header_size=512).feed(long_field)
@@ -355,8 +366,10 @@ def test_body_bytes_do_not_count_against_the_next_request_line() -> None:
 
 def test_upgrade_returns_request_and_tail() -> None:
     parser = RequestParser()
-    data = (b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    data = (
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     frame = b"\x81\x85\x01\x02\x03\x04" + bytes(b ^ m for b, m in zip(b"hello", b"\x01\x02\x03\x04\x01"))
     reqs = parser.feed(GET + data + frame + GET)
     assert [r.upgrade for r in reqs] == [False, True]

@@ -50,8 +50,10 @@ def test_json_response() -> None:
 def test_close_head_and_no_date() -> None:
     resp = Response("body", status=404, headers=[("X-A", "1"), ("X-A", "2")])
     wire = resp.encode(keep_alive=False, head=True, date=False)
-    assert wire == (b"HTTP/1.1 404 Not Found\r\nServer: zzz\r\nX-A: 1\r\nX-A: 2\r\n"
-                    b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 4\r\n\r\n")
+    assert wire == (
+        b"HTTP/1.1 404 Not Found\r\nServer: zzz\r\nX-A: 1\r\nX-A: 2\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 4\r\n\r\n"
+    )
 
 
 def test_no_body_statuses_have_no_length_or_body() -> None:
@@ -79,7 +81,9 @@ def test_unknown_status_reason_and_bad_status() -> None:
         Response(123)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", ["a\r\nSet-Cookie: x=1", "a\nb", "a\rb", "a\x00b", "a\x01", "\x7f", "x\x1fy", "€"])
+@pytest.mark.parametrize(
+    "value", ["a\r\nSet-Cookie: x=1", "a\nb", "a\rb", "a\x00b", "a\x01", "\x7f", "x\x1fy", "€"]
+)
 def test_header_values_with_controls_are_rejected(value: str) -> None:
     with pytest.raises(ValueError):
         Response("x", headers={"X-Test": value})
@@ -172,7 +176,11 @@ def test_one_refusal_type_renders_http_and_handshake_errors_alike() -> None:
     refused = HandshakeError(405, "a WebSocket upgrade must use GET", [("Allow", "GET")])
     assert isinstance(refused, HttpRefusal) and isinstance(HttpError(404), HttpRefusal)
     resp = error_response(refused)
-    assert (resp.status, resp.body, resp.headers.get("allow")) == (405, b"a WebSocket upgrade must use GET", "GET")
+    assert (resp.status, resp.body, resp.headers.get("allow")) == (
+        405,
+        b"a WebSocket upgrade must use GET",
+        "GET",
+    )
     wire = resp.encode(keep_alive=False)
     assert wire.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"Connection: close\r\n" in wire
     assert error_response(HttpError(418)).body == b"I'm a Teapot"
@@ -190,8 +198,13 @@ def test_parser_errors_never_reflect_request_bytes() -> None:
 
 
 def test_request_built_by_hand() -> None:
-    req = Request("post", "/a%20b/c?x=1&x=2&flag&sp=a+b#frag", headers={"Host": "h"}, body=b"{}",
-                  remote_address=("127.0.0.1", 5000))
+    req = Request(
+        "post",
+        "/a%20b/c?x=1&x=2&flag&sp=a+b#frag",
+        headers={"Host": "h"},
+        body=b"{}",
+        remote_address=("127.0.0.1", 5000),
+    )
     assert req.method == "POST" and req.raw_path == "/a%20b/c" and req.path == "/a b/c"
     assert req.query == {"x": "1", "flag": "", "sp": "a b"}
     assert req.query_list == [("x", "1"), ("x", "2"), ("flag", ""), ("sp", "a b")]

@@ -40,12 +40,14 @@ class Config:
 
 
 def test_literal_param_and_root() -> None:
-    t = RouteTable([
-        Router.get("/", h("root")),
-        Router.get("/users", h("users")),
-        Router.get("/users/:id", h("user")),
-        Router.get("/users/:id/posts/:post_id", h("post")),
-    ])
+    t = RouteTable(
+        [
+            Router.get("/", h("root")),
+            Router.get("/users", h("users")),
+            Router.get("/users/:id", h("user")),
+            Router.get("/users/:id/posts/:post_id", h("post")),
+        ]
+    )
     assert which(t, "/") == ("root", {})
     assert which(t, "/users") == ("users", {})
     assert which(t, "/users/42") == ("user", {"id": "42"})
@@ -66,11 +68,13 @@ def test_wildcard_matches_rest_including_empty() -> None:
 
 
 def test_percent_decoding_of_params_and_literals() -> None:
-    t = RouteTable([
-        Router.get("/rooms/:room", h("room")),
-        Router.get("/caf%C3%A9/menu", h("cafe")),
-        Router.get("/static/*rest", h("static")),
-    ])
+    t = RouteTable(
+        [
+            Router.get("/rooms/:room", h("room")),
+            Router.get("/caf%C3%A9/menu", h("cafe")),
+            Router.get("/static/*rest", h("static")),
+        ]
+    )
     assert which(t, "/rooms/caf%C3%A9%20au%20lait") == ("room", {"room": "café au lait"})
     # %2F stays inside its segment: it is a value, not a separator.
     assert which(t, "/rooms/a%2Fb") == ("room", {"room": "a/b"})
@@ -123,11 +127,13 @@ def test_literal_heavy_table() -> None:
 
 
 def test_405_lists_allowed_methods() -> None:
-    t = RouteTable([
-        Router.get("/things", h("list")),
-        Router.post("/things", h("create")),
-        Router.delete("/things/:id", h("del")),
-    ])
+    t = RouteTable(
+        [
+            Router.get("/things", h("list")),
+            Router.post("/things", h("create")),
+            Router.delete("/things/:id", h("del")),
+        ]
+    )
     err = error(t, "/things", "PUT")
     assert err.status == 405
     assert err.headers == [("Allow", "GET, HEAD, POST")]
@@ -156,8 +162,9 @@ def test_explicit_head_and_options_routes() -> None:
 
 
 def test_custom_method_and_put_patch() -> None:
-    t = RouteTable([Router.route("purge", "/c", h("purge")), Router.put("/c", h("put")),
-                    Router.patch("/c", h("patch"))])
+    t = RouteTable(
+        [Router.route("purge", "/c", h("purge")), Router.put("/c", h("put")), Router.patch("/c", h("patch"))]
+    )
     assert which(t, "/c", "PURGE") == ("purge", {})
     assert error(t, "/c", "GET").headers == [("Allow", "PUT, PATCH, PURGE")]
 
@@ -187,8 +194,11 @@ def mw(name: str):  # type: ignore[no-untyped-def]
 
 def test_controller_prefix_and_middleware_chain() -> None:
     a, b, c, r, app = mw("a"), mw("b"), mw("c"), mw("r"), mw("app")
-    inner = Controller.define([Router.get("/:id", h("item"), middleware=[r]), Router.get("/", h("index"))],
-                              prefix="/items", middleware=[c])
+    inner = Controller.define(
+        [Router.get("/:id", h("item"), middleware=[r]), Router.get("/", h("index"))],
+        prefix="/items",
+        middleware=[c],
+    )
     outer = Controller.define([inner, Router.ws("/ws/:room", Config())], prefix="/api/", middleware=[a, b])
     t = RouteTable([outer, Router.get("/", h("home"))], app_middleware=[app])
     m = t.match("GET", "/api/items/9")

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The app the tests serve: its pid on /pid, one on every WebSocket's first message, a health path,
 # and drain settings from the environment.
-APP = '''
+APP = """
 import os
 import zzz
 
@@ -55,7 +55,7 @@ app = zzz.App(
 
 def make_app():
     return app
-'''
+"""
 
 
 def write_app(directory: Path, name: str = "opsapp", text: str = APP) -> Path:
@@ -67,7 +67,9 @@ def write_app(directory: Path, name: str = "opsapp", text: str = APP) -> Path:
 class Zzz:
     """``python -m zzz ARGS`` (or ``zzz ARGS``) in ``cwd``; ``start`` waits for its banner."""
 
-    def __init__(self, args: list[str], cwd: Path, script: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, script: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         command = [str(Path(sys.executable).with_name("zzz"))] if script else [sys.executable, "-m", "zzz"]
         self.env = dict(os.environ, **(env or {}))
         self.env.pop("PYTHONPATH", None)  # MODULE comes from cwd, zzz from the venv
@@ -99,7 +101,9 @@ class Zzz:
                     self.address = line.split()[3]
                     return self
             if self.proc.poll() is not None:
-                raise AssertionError(f"zzz exited with {self.proc.returncode}: {self.stdout()} {self.stderr()}")
+                raise AssertionError(
+                    f"zzz exited with {self.proc.returncode}: {self.stdout()} {self.stderr()}"
+                )
             time.sleep(0.05)
         self.kill()
         raise AssertionError(f"no banner within {timeout} s: {self.stdout()} {self.stderr()}")

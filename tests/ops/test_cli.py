@@ -51,8 +51,15 @@ def procs() -> Iterator[list[Zzz]]:
 
 def _zzz(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "zzz", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zzz", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -84,8 +91,10 @@ BAD = [
     (["factories:not_an_app", "--factory"], ["--factory", "returned an int, not a zzz.App"]),
     (["--factory"], ["--factory", "needs MODULE:ATTR"]),
     (["opsapp:app", "--ssl-certfile", "missing.pem"], ["--ssl-certfile", "'missing.pem'", "no such file"]),
-    (["opsapp:app", "--ssl-certfile", "cert.pem", "--ssl-keyfile", "nokey.pem"],
-     ["--ssl-keyfile", "'nokey.pem'", "no such file"]),
+    (
+        ["opsapp:app", "--ssl-certfile", "cert.pem", "--ssl-keyfile", "nokey.pem"],
+        ["--ssl-keyfile", "'nokey.pem'", "no such file"],
+    ),
     (["opsapp:app", "--ssl-keyfile", "cert.pem"], ["--ssl-keyfile", "needs --ssl-certfile"]),
     (["opsapp:app", "--ssl-certfile", "cert.pem"], ["--ssl-certfile", "'cert.pem'", "cannot load"]),
     (["opsapp:app", "--reload", "--workers", "2"], ["--reload", "--workers"]),
@@ -123,7 +132,9 @@ def test_a_bad_value_is_one_line_and_exit_2(app_dir: Path, args: list[str], word
 
 
 @pytest.mark.parametrize("script", [False, True], ids=["python -m zzz", "zzz script"])
-def test_module_attr_is_imported_from_the_current_directory(procs: list[Zzz], app_dir: Path, script: bool) -> None:
+def test_module_attr_is_imported_from_the_current_directory(
+    procs: list[Zzz], app_dir: Path, script: bool
+) -> None:
     assert Path(sys.executable).with_name("zzz").exists(), "the console script: pip install -e ."
     z = Zzz(["opsapp:app", "--port", "0"], app_dir, script=script)
     procs.append(z)
@@ -173,8 +184,19 @@ def test_uds_in_use_is_exit_1(procs: list[Zzz], app_dir: Path) -> None:
 
 
 def test_proxy_options_reach_the_app_settings(procs: list[Zzz], app_dir: Path) -> None:
-    z = Zzz(["opsapp:app", "--port", "0", "--workers", "1", "--proxy-headers",
-             "--forwarded-allow-ips", "10.0.0.0/8, 192.168.1.1"], app_dir)
+    z = Zzz(
+        [
+            "opsapp:app",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--proxy-headers",
+            "--forwarded-allow-ips",
+            "10.0.0.0/8, 192.168.1.1",
+        ],
+        app_dir,
+    )
     procs.append(z)
     z.start()
     assert get(tcp(z.port), "/settings") == (200, "True 10.0.0.0/8,192.168.1.1")
@@ -210,7 +232,9 @@ def test_redis_replaces_only_the_in_memory_backends(procs: list[Zzz], tmp_path: 
     # Separate endpoints stay separate (their own prefix); the one with its own backend keeps it.
     assert get(tcp(z.port), "/backends") == (200, "RedisPubSub:zzz RedisPubSub:zzz:/b RedisPubSub:own")
     assert z.stop() == 0
-    warned = Zzz(["opsapp:app", "--port", "0", "--redis", "redis://127.0.0.1:6390/0"], tmp_path.parent / tmp_path.name)
+    warned = Zzz(
+        ["opsapp:app", "--port", "0", "--redis", "redis://127.0.0.1:6390/0"], tmp_path.parent / tmp_path.name
+    )
     write_app(tmp_path)
     procs.append(warned)
     warned.start()
@@ -221,9 +245,28 @@ def test_redis_replaces_only_the_in_memory_backends(procs: list[Zzz], tmp_path: 
 def test_tls_from_cert_and_key_files(procs: list[Zzz], tmp_path: Path) -> None:
     write_app(tmp_path)
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     z = Zzz(["opsapp:app", "--port", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)], tmp_path)
     procs.append(z)
     z.start()

@@ -17,7 +17,9 @@ from tests.server.helpers import raw_request, read_head, url
 def _app(**settings: object) -> zzz.App:
     return zzz.App(
         [zzz.Router.get("/", lambda r: "hi"), zzz.Router.ws("/ws", zzz.WsConfig())],
-        health_path="/healthz", close_timeout=5, **settings,
+        health_path="/healthz",
+        close_timeout=5,
+        **settings,
     )
 
 
@@ -93,7 +95,9 @@ async def test_health_path_answers_before_routing() -> None:
         answer = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n"), answer  # no body
-        status, headers, _b = await raw_request(server.port, b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        status, headers, _b = await raw_request(
+            server.port, b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+        )
         assert (status, headers["allow"]) == (405, "GET, HEAD")
         status, _h, _b = await raw_request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert status == 401  # everything else goes through the middleware

@@ -55,8 +55,9 @@ def test_a_killed_worker_is_replaced_within_a_second(procs: list[Zzz], app_dir: 
     time.sleep(0.3)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    took = wait_for(lambda: len(children(z.pid) - before) == 1 and victim not in children(z.pid), 5,
-                    "a new worker")
+    took = wait_for(
+        lambda: len(children(z.pid) - before) == 1 and victim not in children(z.pid), 5, "a new worker"
+    )
     assert took < 1.0, took
     (new,) = children(z.pid) - before
     count = loop.count
@@ -69,12 +70,12 @@ def test_a_killed_worker_is_replaced_within_a_second(procs: list[Zzz], app_dir: 
     assert z.stop() == 0
 
 
-CRASHY = '''
+CRASHY = """
 import os, threading, zzz
 app = zzz.App([zzz.Router.get("/", lambda r: "ok")])
 if os.environ.get("ZZZ_WORKER"):  # a worker, not the check of the app: die soon after serving
     threading.Timer(0.2, os._exit, (3,)).start()
-'''
+"""
 
 
 def test_five_deaths_within_ten_seconds_stop_the_server_with_exit_1(procs: list[Zzz], tmp_path: Path) -> None:
@@ -114,8 +115,11 @@ def test_sighup_restarts_every_worker_without_a_refused_connection(procs: list[Z
     wait_for(lambda: len(children(z.pid)) == 2 and not children(z.pid) & before, 30, "two new workers")
     after = children(z.pid)
     counts = [loop.count for loop in loops]
-    wait_for(lambda: set().union(*(lp.pids[c:] for lp, c in zip(loops, counts))) == after, 10,
-             "both new workers answering")
+    wait_for(
+        lambda: set().union(*(lp.pids[c:] for lp, c in zip(loops, counts))) == after,
+        10,
+        "both new workers answering",
+    )
     for loop in loops:
         loop.stop()
         assert loop.failures == [], loop.failures[:5]
@@ -188,7 +192,9 @@ def test_health_is_503_while_draining_and_sigterm_exits_0(
 def test_each_worker_knows_its_slot_and_id(procs: list[Zzz], app_dir: Path) -> None:
     z = _serve(procs, app_dir, "--workers", "2")
     seen = {get(tcp(z.port), "/worker")[1] for _ in range(60)}
-    assert {w.split()[0] for w in seen} == {"1", "2"} and all(w.endswith(" True " + w.split()[0]) for w in seen)
+    assert {w.split()[0] for w in seen} == {"1", "2"} and all(
+        w.endswith(" True " + w.split()[0]) for w in seen
+    )
     assert {int(w.split()[2]) for w in seen} == children(z.pid)
     ids = {w.split()[1] for w in seen}
     assert ids == {"1", "2"}

@@ -101,9 +101,7 @@ class BitWriter:
     def to_bytes(self) -> tuple[bytes, int]:
         """Return the whole bytes and how many bits are left over in a partial last byte."""
         full, rest = divmod(len(self.bits), 8)
-        data = bytes(
-            sum(self.bits[i * 8 + j] << j for j in range(8)) for i in range(full)
-        )
+        data = bytes(sum(self.bits[i * 8 + j] << j for j in range(8)) for i in range(full))
         return data, rest
 
 
@@ -396,7 +394,7 @@ def test_zlib_made_bomb_over_many_frames() -> None:
         base = tracemalloc.get_traced_memory()[0]
         with pytest.raises(MessageTooBig):
             for start in range(0, len(payload), 1000):
-                chunk = payload[start:start + 1000]
+                chunk = payload[start : start + 1000]
                 fin = start + 1000 >= len(payload)
                 produced += len(receiver.decompress_frame(chunk, fin, limit - produced))
         peak = tracemalloc.get_traced_memory()[1] - base
@@ -415,7 +413,7 @@ def test_exactly_at_limit(frames: int, delta: int) -> None:
     limit = size + delta
     receiver = client()
     step = -(-len(payload) // frames)
-    pieces = [payload[i:i + step] for i in range(0, len(payload), step)]
+    pieces = [payload[i : i + step] for i in range(0, len(payload), step)]
     out = b""
 
     def run() -> None:
@@ -504,7 +502,7 @@ def test_distance_beyond_agreed_window_is_1007() -> None:
         # (Within one call zlib may copy from that call's own output, window or not.)
         out = b""
         for start in range(0, len(payload), 10):
-            out += receiver.decompress_frame(payload[start:start + 10], start + 10 >= len(payload), None)
+            out += receiver.decompress_frame(payload[start : start + 10], start + 10 >= len(payload), None)
         return out
 
     assert receive(server(client_max_window_bits=15)) == data
@@ -628,8 +626,9 @@ def test_negotiate_each_parameter(offer: str, response: str, params: DeflatePara
 )
 def test_negotiate_declines_invalid_offer_and_tries_the_next(bad: str) -> None:
     assert negotiate(offers(f"permessage-deflate; {bad}"), DeflateConfig()) is None
-    result = negotiate(offers(f"permessage-deflate; {bad}, permessage-deflate; server_max_window_bits=10"),
-                       DeflateConfig())
+    result = negotiate(
+        offers(f"permessage-deflate; {bad}, permessage-deflate; server_max_window_bits=10"), DeflateConfig()
+    )
     assert result == (
         "permessage-deflate; server_max_window_bits=10",
         DeflateParams(server_max_window_bits=10),
@@ -637,8 +636,10 @@ def test_negotiate_declines_invalid_offer_and_tries_the_next(bad: str) -> None:
 
 
 def test_negotiate_picks_first_valid_in_client_order() -> None:
-    value = ("x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=9, "
-             "permessage-deflate; server_max_window_bits=10")
+    value = (
+        "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=9, "
+        "permessage-deflate; server_max_window_bits=10"
+    )
     result = negotiate(offers(value), DeflateConfig())
     assert result is not None and result[1].server_max_window_bits == 9
 
@@ -650,8 +651,12 @@ def test_negotiate_nothing_to_accept() -> None:
 
 
 def test_negotiate_config_variants() -> None:
-    config = DeflateConfig(server_max_window_bits=15, client_max_window_bits=15,
-                           server_no_context_takeover=True, client_no_context_takeover=True)
+    config = DeflateConfig(
+        server_max_window_bits=15,
+        client_max_window_bits=15,
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+    )
     assert negotiate(offers("permessage-deflate"), config) == (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
         DeflateParams(True, True, 15, 15),
@@ -782,8 +787,8 @@ def test_accept_response_valid_variants() -> None:
         server_max_window_bits=10
     )
     assert accept_response(
-        "permessage-deflate; server_no_context_takeover", DeflateConfig(server_no_context_takeover=True,
-                                                                       server_max_window_bits=15)
+        "permessage-deflate; server_no_context_takeover",
+        DeflateConfig(server_no_context_takeover=True, server_max_window_bits=15),
     ) == DeflateParams(server_no_context_takeover=True, client_max_window_bits=12)
 
 
@@ -950,11 +955,13 @@ def test_from_config() -> None:
 def test_client_accepts_a_larger_client_window_and_keeps_its_own_limit() -> None:
     # Some servers (Autobahn's fuzzingserver among them) answer client_max_window_bits=15 to an
     # offer without a value; compressing with our smaller window is always valid.
-    params = accept_response("permessage-deflate; server_max_window_bits=12; client_max_window_bits=15",
-                             DeflateConfig())
+    params = accept_response(
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=15", DeflateConfig()
+    )
     assert params.client_max_window_bits == 12
-    params = accept_response("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9",
-                             DeflateConfig())
+    params = accept_response(
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=9", DeflateConfig()
+    )
     assert params.client_max_window_bits == 9
 
 

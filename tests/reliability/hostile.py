@@ -50,7 +50,9 @@ def ws_app(config: zzz.WsConfig, path: str = "/ws", **settings: Any) -> zzz.App:
     return zzz.App([zzz.Router.ws(path, config)], **settings)
 
 
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: bool = False, masked: bool = True) -> bytes:
+def frame(
+    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: bool = False, masked: bool = True
+) -> bytes:
     """A whole client frame (masked unless told otherwise)."""
     return core.encode_frame(opcode, payload, fin, rsv1, os.urandom(4) if masked else None)
 
@@ -148,7 +150,9 @@ def traced() -> Iterator[Memory]:
 # Blocking sockets: for clients run in a thread, whose sends allocate nothing in Python.
 
 
-def blocking_upgrade(port: int, extra: str = "", path: str = "/ws", rcvbuf: int | None = None) -> socket.socket:
+def blocking_upgrade(
+    port: int, extra: str = "", path: str = "/ws", rcvbuf: int | None = None
+) -> socket.socket:
     """Connect, upgrade and return a blocking socket (timeout 10 s) positioned after the 101 head."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:
@@ -218,4 +222,3 @@ async def ask(port: int, data: bytes, timeout: float = 5) -> tuple[int, dict[str
         return await asyncio.wait_for(read_head(reader), timeout)
     finally:
         writer.close()
-

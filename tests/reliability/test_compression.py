@@ -62,14 +62,18 @@ async def test_a_1GiB_deflate_bomb_is_1009_within_the_limit_plus_one_step(layout
         size = 64 * 1024 if layout == "64KiB-frames" else 1024
         pieces = [stream[:size]] + [stream[i : i + 64 * 1024] for i in range(size, len(stream), 64 * 1024)]
         data = b"".join(
-            _masked(2 if i == 0 else 0, piece, fin=i == len(pieces) - 1, rsv1=i == 0) for i, piece in enumerate(pieces)
+            _masked(2 if i == 0 else 0, piece, fin=i == len(pieces) - 1, rsv1=i == 0)
+            for i, piece in enumerate(pieces)
         )
         held = 64 * 1024
     seen, config = recorder()
     app = ws_app(config, max_message_size=LIMIT, max_frame_size=2 * LIMIT)
     async with serve(app) as server:
         # Warm-up: the executor's thread, first-use imports and caches are not the bomb's cost.
-        assert await _echo_compressed(server.port, _masked(2, compress_message(b"warm"), rsv1=True)) == (2, b"warm")
+        assert await _echo_compressed(server.port, _masked(2, compress_message(b"warm"), rsv1=True)) == (
+            2,
+            b"warm",
+        )
         with traced() as memory:
             opcode, payload = await _send_and_get_close(server.port, data)
             for _ in range(250):
@@ -79,8 +83,10 @@ async def test_a_1GiB_deflate_bomb_is_1009_within_the_limit_plus_one_step(layout
             peak = memory.peak_growth()
     code = int.from_bytes(payload[:2], "big")
     extra = peak - LIMIT - held
-    print(f"\nbomb ({layout}): peak traced growth {peak / 1024:.0f} KiB = limit {LIMIT >> 10} KiB"
-          f" + compressed input held {held >> 10} KiB + {extra / 1024:.0f} KiB")
+    print(
+        f"\nbomb ({layout}): peak traced growth {peak / 1024:.0f} KiB = limit {LIMIT >> 10} KiB"
+        f" + compressed input held {held >> 10} KiB + {extra / 1024:.0f} KiB"
+    )
     assert (opcode, code) == (8, 1009)
     assert seen["close"][-1][0] == 1009 and seen["messages"] == [zzz.Binary(b"warm")]
     # The limit, the compressed bytes being inflated, and 896 KiB for: the output bytearray's
@@ -149,7 +155,8 @@ async def test_exactly_the_limit_is_accepted_and_one_more_byte_is_1009(fragments
     "payload",
     [
         b"\xff\xff\xff\xff",  # invalid block type
-        zlib.compressobj(6, zlib.DEFLATED, -15).compress(b"x" * 100) + b"\x07",  # garbage after a partial stream
+        zlib.compressobj(6, zlib.DEFLATED, -15).compress(b"x" * 100)
+        + b"\x07",  # garbage after a partial stream
     ],
     ids=["bad-block", "garbage"],
 )
@@ -167,7 +174,7 @@ async def test_corrupt_deflate_stream_is_1007(payload: bytes) -> None:
 async def test_data_after_the_final_deflate_block_is_1007() -> None:
     enc = zlib.compressobj(6, zlib.DEFLATED, -15)
     finished = enc.compress(b"hello") + enc.flush(zlib.Z_FINISH)
-    seen, config = recorder()
+    _seen, config = recorder()
     async with serve(ws_app(config)) as server:
         client = await RawClient.connect(server.port, extra=DEFLATE_OFFER)
         client.writer.write(_masked(1, finished + compress_message(b"more"), rsv1=True))
@@ -221,8 +228,10 @@ async def test_many_small_compressed_messages_while_on_message_is_slow_pause_rea
         with traced() as memory:
             sent = await loop.run_in_executor(None, send)  # returns once a send blocks 1.5 s
             growth = memory.growth()
-        print(f"\nslow consumer: client sent {sent >> 20} MiB of {len(data) >> 20} MiB before its writes blocked; "
-              f"server traced growth {growth >> 10} KiB; messages delivered so far {received}")
+        print(
+            f"\nslow consumer: client sent {sent >> 20} MiB of {len(data) >> 20} MiB before its writes blocked; "
+            f"server traced growth {growth >> 10} KiB; messages delivered so far {received}"
+        )
         assert sent < len(data)  # the server stopped reading: the sender is blocked
         assert received == 1  # the first message is still being handled
         assert growth < 16 << 20  # not 16 GiB, nor the 24 MiB on the wire

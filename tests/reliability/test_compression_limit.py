@@ -68,7 +68,9 @@ async def _aiohttp(address: str, limit: int, data: bytes) -> bytes:
         return await asyncio.wait_for(client.receive_bytes(), 10)
 
 
-def _deflate(data: bytes, mem_level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY, level: int = 6, wbits: int = 15) -> bytes:
+def _deflate(
+    data: bytes, mem_level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY, level: int = 6, wbits: int = 15
+) -> bytes:
     deflater = zlib.compressobj(level, zlib.DEFLATED, -wbits, mem_level, strategy)
     out = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
     assert out.endswith(TAIL)
@@ -139,7 +141,9 @@ async def test_one_byte_over_the_limit_is_still_1009_for_incompressible_data(lim
     seen, config = recorder()
     async with serve(ws_app(config, max_message_size=limit)) as server:
         client = await RawClient.connect(server.port, extra=DEFLATE_OFFER)
-        client.writer.write(core.encode_frame(2, _deflate(os.urandom(limit + 1), 1), True, True, os.urandom(4)))
+        client.writer.write(
+            core.encode_frame(2, _deflate(os.urandom(limit + 1), 1), True, True, os.urandom(4))
+        )
         assert (await client.read_close(10))[0] == 1009
         client.close()
         await asyncio.wait_for(seen["closed"].wait(), 10)

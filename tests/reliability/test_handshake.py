@@ -23,7 +23,9 @@ LINEAR_RATIO = 8.0
 
 
 def _request(*, method: str = "GET", lines: list[str]) -> bytes:
-    return (f"{method} /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode()
+    return (
+        f"{method} /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n"
+    ).encode()
 
 
 _UPGRADE = ["Upgrade: websocket", "Connection: Upgrade"]
@@ -64,7 +66,9 @@ async def test_other_version_is_426_with_version_13(version: str) -> None:
 async def test_not_get_is_405(method: str) -> None:
     _seen, config = recorder()
     async with serve(ws_app(config)) as server:
-        status, headers, _ = await ask(server.port, upgrade_request("/ws").replace(b"GET", method.encode(), 1))
+        status, headers, _ = await ask(
+            server.port, upgrade_request("/ws").replace(b"GET", method.encode(), 1)
+        )
     assert status == 405
     assert "GET" in headers["allow"]
 
@@ -83,7 +87,9 @@ async def test_not_get_is_405(method: str) -> None:
 async def test_missing_or_wrong_upgrade_connection_is_426(lines: list[str]) -> None:
     _seen, config = recorder()
     async with serve(ws_app(config)) as server:
-        status, headers, _ = await ask(server.port, _request(lines=lines + _VERSION + [f"Sec-WebSocket-Key: {KEY}"]))
+        status, headers, _ = await ask(
+            server.port, _request(lines=lines + _VERSION + [f"Sec-WebSocket-Key: {KEY}"])
+        )
     assert status == 426
     assert headers["sec-websocket-version"] == "13"
 
@@ -187,8 +193,10 @@ def test_head_dribbled_one_byte_per_feed_costs_linear_time() -> None:
     t_big, fed = min(_dribble(big, limit) for _ in range(2))
     # Each byte reaches llhttp exactly once: nothing is re-parsed when more arrives.
     assert fed == len(big)
-    print(f"\nhead dribbled 1 byte per feed: {len(small)} B in {t_small * 1e3:.0f} ms, "
-          f"{len(big)} B in {t_big * 1e3:.0f} ms (ratio {t_big / t_small:.1f}, linear is 4)")
+    print(
+        f"\nhead dribbled 1 byte per feed: {len(small)} B in {t_small * 1e3:.0f} ms, "
+        f"{len(big)} B in {t_big * 1e3:.0f} ms (ratio {t_big / t_small:.1f}, linear is 4)"
+    )
     assert t_big / t_small < LINEAR_RATIO
 
 
@@ -256,7 +264,10 @@ def _slow_offers(n: int) -> dict[str, tuple[str, str]]:
     return {
         "protocol-spaces": ("Sec-WebSocket-Protocol", "b" + " " * n + "x"),
         "extension-spaces": ("Sec-WebSocket-Extensions", "permessage-deflate" + " " * n + "x"),
-        "extension-param-spaces": ("Sec-WebSocket-Extensions", "permessage-deflate;" + " " * n + "x=" + " " * n),
+        "extension-param-spaces": (
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate;" + " " * n + "x=" + " " * n,
+        ),
         "unterminated-quote": ("Sec-WebSocket-Extensions", 'permessage-deflate; a="' + "\\c" * (n // 2)),
         "many-commas": ("Sec-WebSocket-Extensions", "," * n + "x;" * (n // 4)),
     }
@@ -271,7 +282,9 @@ async def test_slow_to_parse_offer_is_431_by_default_and_declined_with_a_raised_
         status, _, _ = await ask(server.port, upgrade_request("/ws", extra=f"{header_name}: {value}\r\n"))
     assert status == 431  # 64 KiB is over the 8 KiB header limit
     async with serve(ws_app(config, max_header_size=256 * 1024, max_head_size=512 * 1024)) as server:
-        status, headers, _ = await ask(server.port, upgrade_request("/ws", extra=f"{header_name}: {value}\r\n"))
+        status, headers, _ = await ask(
+            server.port, upgrade_request("/ws", extra=f"{header_name}: {value}\r\n")
+        )
     assert status == 101
     assert "sec-websocket-protocol" not in headers
     assert "sec-websocket-extensions" not in headers
@@ -294,7 +307,9 @@ def test_slow_to_parse_offers_cost_linear_time() -> None:
     _offer_cost(64 * 1024)  # warm-up
     small = min(_offer_cost(64 * 1024) for _ in range(3))
     big = min(_offer_cost(256 * 1024) for _ in range(3))
-    print(f"\nhostile offers: 64 KiB {small * 1e3:.1f} ms, 256 KiB {big * 1e3:.1f} ms (ratio {big / small:.1f})")
+    print(
+        f"\nhostile offers: 64 KiB {small * 1e3:.1f} ms, 256 KiB {big * 1e3:.1f} ms (ratio {big / small:.1f})"
+    )
     assert big / small < LINEAR_RATIO
 
 
@@ -315,7 +330,9 @@ def test_slow_to_parse_offers_cost_linear_time() -> None:
         ("permessage-deflate; server_max_window_bits=99, permessage-deflate", True),
     ],
 )
-async def test_hostile_extension_offers_are_declined_and_the_upgrade_proceeds(offer: str, accepted: bool) -> None:
+async def test_hostile_extension_offers_are_declined_and_the_upgrade_proceeds(
+    offer: str, accepted: bool
+) -> None:
     _seen, config = recorder()
     async with serve(ws_app(config)) as server:
         status, headers, _ = await ask(
@@ -397,6 +414,8 @@ async def test_error_response_survives_unread_request_bytes() -> None:
     _seen, config = recorder()
     async with serve(ws_app(config)) as server:
         for _ in range(5):
-            status, _, body = await ask(server.port, upgrade_request("/ws", extra="X-Big: " + "a" * 200_000 + "\r\n"))
+            status, _, body = await ask(
+                server.port, upgrade_request("/ws", extra="X-Big: " + "a" * 200_000 + "\r\n")
+            )
             assert status == 431
             assert body

@@ -31,7 +31,7 @@ async def _send_for(sock: socket.socket, data: memoryview, seconds: float) -> in
     deadline = time.monotonic() + seconds
     while sent < len(data) and time.monotonic() < deadline:
         try:
-            sent += sock.send(data[sent:sent + 65536])
+            sent += sock.send(data[sent : sent + 65536])
         except BlockingIOError:
             await asyncio.sleep(0.01)
     return sent
@@ -105,7 +105,7 @@ class _Responses:
             if end < 0 or len(self.buf) < end + 4 + self.body_len:
                 return
             self.statuses.add(int(self.buf[9:12]))
-            del self.buf[:end + 4 + self.body_len]
+            del self.buf[: end + 4 + self.body_len]
             self.count += 1
 
 
@@ -234,9 +234,11 @@ async def test_upgrade_refused_by_middleware_after_a_flood_gets_its_answer(refus
             else:
                 assert head.startswith(b"HTTP/1.1 101 "), head[:40]
                 await asyncio.wait_for(sender, 10)
-                rest = head[head.index(b"\r\n\r\n") + 4:]
+                rest = head[head.index(b"\r\n\r\n") + 4 :]
                 while len(rest) < 200 * 6:
                     rest += await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
-                assert [int.from_bytes(rest[i + 2:i + 6], "big") for i in range(0, 1200, 6)] == list(range(200))
+                assert [int.from_bytes(rest[i + 2 : i + 6], "big") for i in range(0, 1200, 6)] == list(
+                    range(200)
+                )
         finally:
             sock.close()

@@ -60,8 +60,10 @@ async def test_ping_flood_from_a_client_that_never_reads_holds_bounded_memory() 
         with traced() as memory:
             sent = await loop.run_in_executor(None, flood)  # until a send blocks for 1.5 s
             growth = memory.growth()
-        print(f"\nping flood: {sent >> 20} MiB of {len(data) >> 20} MiB sent before the client's writes blocked; "
-              f"server traced growth {growth >> 10} KiB")
+        print(
+            f"\nping flood: {sent >> 20} MiB of {len(data) >> 20} MiB sent before the client's writes blocked; "
+            f"server traced growth {growth >> 10} KiB"
+        )
         assert sent < len(data)  # the server stopped reading once its pongs could not be written
         assert growth < 4 << 20
         assert seen["close"] == []  # it is flow control, not a failure
@@ -84,7 +86,9 @@ async def test_slow_reader_during_a_broadcast_is_closed_1008_and_the_others_keep
     count, size = 48, 256 * 1024
     async with serve(app) as server:
         fast = [await RawClient.connect(server.port, path=f"/ws?name=fast{i}") for i in range(3)]
-        slow = await loop.run_in_executor(None, lambda: blocking_upgrade(server.port, path="/ws?name=slow", rcvbuf=4096))
+        slow = await loop.run_in_executor(
+            None, lambda: blocking_upgrade(server.port, path="/ws?name=slow", rcvbuf=4096)
+        )
         await _wait_for(lambda: len(sockets) == 4)
         received = [[] for _ in fast]
 
@@ -102,8 +106,10 @@ async def test_slow_reader_during_a_broadcast_is_closed_1008_and_the_others_keep
             await _wait_for(lambda n=n: all(len(r) > n or t.done() for r, t in zip(received, readers)), 10)
         await asyncio.wait_for(asyncio.gather(*readers), 10)
         await _wait_for(lambda: "slow" in closes)
-        print(f"\nbroadcast: slow reader closed with {closes['slow']} after "
-              f"{count * size >> 20} MiB broadcast; fast readers got {[len(r) for r in received]} messages")
+        print(
+            f"\nbroadcast: slow reader closed with {closes['slow']} after "
+            f"{count * size >> 20} MiB broadcast; fast readers got {[len(r) for r in received]} messages"
+        )
         assert closes == {"slow": 1008}
         assert received == [list(range(count))] * 3
         # The fast ones are still open and working.
@@ -231,9 +237,11 @@ async def test_a_thousand_idle_connections_memory_per_connection(offer: str) -> 
             finally:
                 for sock in socks:
                     sock.close()
-        print(f"\n{clients} idle connections, {offer} ({core.IMPLEMENTATION} core): "
-              f"{per_conn / 1024:.1f} KiB traced per connection, RSS {rss_per_conn:.1f} KiB per connection "
-              f"(client sockets included); fresh connect + echo {round_trip * 1e3:.1f} ms")
+        print(
+            f"\n{clients} idle connections, {offer} ({core.IMPLEMENTATION} core): "
+            f"{per_conn / 1024:.1f} KiB traced per connection, RSS {rss_per_conn:.1f} KiB per connection "
+            f"(client sockets included); fresh connect + echo {round_trip * 1e3:.1f} ms"
+        )
         # Generous bounds around the targets (16 KiB plain, 80 KiB with deflate).
         assert per_conn < (160 if compression else 32) * 1024
         if offer == "deflate-browser-offer":

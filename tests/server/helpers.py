@@ -68,7 +68,7 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/ws", extra: str = "") -> "RawClient":
+    async def connect(cls, port: int, path: str = "/ws", extra: str = "") -> RawClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(upgrade_request(path, extra=extra))
         status, _headers, _ = await read_head(reader)

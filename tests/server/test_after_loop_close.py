@@ -97,7 +97,9 @@ def test_client_from_another_thread_after_its_loop_closed(kind: str, shutdown: s
     stop_client = threading.Event()
 
     async def server_main() -> None:
-        app = zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_message=lambda ws, msg: None))], close_timeout=0.5)
+        app = zzz.App(
+            [zzz.Router.ws("/ws", zzz.WsConfig(on_message=lambda ws, msg: None))], close_timeout=0.5
+        )
         server = await app.start(host="127.0.0.1", port=0)
         ports.put(server.port)
         while not stop_server.is_set():
@@ -125,4 +127,3 @@ def test_client_from_another_thread_after_its_loop_closed(kind: str, shutdown: s
         stop_client.set()
         stop_server.set()
         server_thread.join(10)
-

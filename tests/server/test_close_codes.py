@@ -69,7 +69,10 @@ async def test_handle_close_with_a_reserved_code_raises_and_sends_nothing(code: 
 @pytest.mark.parametrize("code", RESERVED)
 async def test_client_close_with_a_reserved_code_raises(code: int) -> None:
     _seen, config = recorder()
-    async with serve(zzz.App([zzz.Router.ws("/ws", config)])) as server, zzz.connect(url(server, "/ws")) as ws:
+    async with (
+        serve(zzz.App([zzz.Router.ws("/ws", config)])) as server,
+        zzz.connect(url(server, "/ws")) as ws,
+    ):
         with pytest.raises(ValueError, match="reserved"):
             ws.close(code)
         exc = _raised_in_thread(lambda: ws.close(code))

@@ -23,8 +23,15 @@ def _demo(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     """Run ``python -m zzz ARGS``; a demo that starts serving instead of exiting is killed and fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     # Its own process group: forked workers hold the pipes open, so all of them are killed on a timeout.
-    proc = subprocess.Popen([sys.executable, "-m", "zzz", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zzz", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -53,13 +60,43 @@ def test_an_empty_redis_url_is_no_redis() -> None:
 
 def test_make_run_takes_host_port_and_args() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}  # not the -j of an outer make
-    cmd = ["make", "-n", "--no-print-directory", "run", "PORT=9000", "HOST=::1",
-           "ARGS=--workers 2 --redis redis://127.0.0.1:6379/0"]
+    cmd = [
+        "make",
+        "-n",
+        "--no-print-directory",
+        "run",
+        "PORT=9000",
+        "HOST=::1",
+        "ARGS=--workers 2 --redis redis://127.0.0.1:6379/0",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True)
     run = shlex.split(done.stdout.strip().splitlines()[-1])
-    assert run[1:] == ["-m", "zzz", "--host", "::1", "--port", "9000", "--workers", "2",
-                       "--redis", "redis://127.0.0.1:6379/0"]
-    default = subprocess.run(["make", "-n", "--no-print-directory", "run"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=60, check=True)
+    assert run[1:] == [
+        "-m",
+        "zzz",
+        "--host",
+        "::1",
+        "--port",
+        "9000",
+        "--workers",
+        "2",
+        "--redis",
+        "redis://127.0.0.1:6379/0",
+    ]
+    default = subprocess.run(
+        ["make", "-n", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert shlex.split(default.stdout.strip().splitlines()[-1])[1:] == [
-        "-m", "zzz", "--host", "127.0.0.1", "--port", "8080"]
+        "-m",
+        "zzz",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8080",
+    ]

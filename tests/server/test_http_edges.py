@@ -32,7 +32,9 @@ async def test_zzz_js_revalidates_weak_list_and_star_if_none_match() -> None:
             "*",
         ]
         for value in matching:
-            status, headers, body = await raw_request(server.port, _get("/__zzz/zzz.js", f"If-None-Match: {value}\r\n"))
+            status, headers, body = await raw_request(
+                server.port, _get("/__zzz/zzz.js", f"If-None-Match: {value}\r\n")
+            )
             assert (status, body) == (304, b""), value
             assert headers["etag"] == etag
         # The same list split over two field lines.
@@ -40,7 +42,9 @@ async def test_zzz_js_revalidates_weak_list_and_star_if_none_match() -> None:
         status, _h, _b = await raw_request(server.port, _get("/__zzz/zzz.js", two_lines))
         assert status == 304
         for value in ['"nope"', etag.strip('"'), f"w/{etag}", f'"nope" {etag}', f"{etag[:-1]}"]:
-            status, _h, body = await raw_request(server.port, _get("/__zzz/zzz.js", f"If-None-Match: {value}\r\n"))
+            status, _h, body = await raw_request(
+                server.port, _get("/__zzz/zzz.js", f"If-None-Match: {value}\r\n")
+            )
             assert status == 200 and body, value
 
 
@@ -145,7 +149,9 @@ async def test_upgrade_request_with_a_body_is_400_and_no_frame_gets_through(fram
         data = _ws_head(["127.0.0.1"], f"Content-Length: {len(frame)}\r\n") + frame
     else:
         data = _ws_head(["127.0.0.1"], "Transfer-Encoding: chunked\r\n") + b"%x\r\n%s\r\n0\r\n\r\n" % (
-            len(frame), frame)
+            len(frame),
+            frame,
+        )
     async with serve(_host_app(seen, config)) as server:
         status, _body = await _answer_then_eof(server.port, data)
         assert status == 400
@@ -169,8 +175,10 @@ async def test_plain_route_upgrade_request_with_a_body_is_400_not_an_empty_body(
     # llhttp skips the body of any upgrade request: the handler would have seen b"".
     seen, config = recorder()
     async with serve(_host_app(seen, config)) as server:
-        head = (b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
-                b"Content-Length: 3\r\n\r\nabc")
+        head = (
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Content-Length: 3\r\n\r\nabc"
+        )
         status, _body = await _answer_then_eof(server.port, head)
         assert status == 400
         assert "middleware" not in seen

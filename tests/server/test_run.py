@@ -30,8 +30,12 @@ def _free_port() -> int:
 
 def _start(code: str, port: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code).format(port=port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code).format(port=port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def _wait_for_port(port: int) -> None:
@@ -48,11 +52,14 @@ async def _wait_for_port(port: int) -> None:
 @pytest.mark.asyncio_only
 async def test_workers_share_the_port_and_stop_on_sigterm() -> None:
     port = _free_port()
-    proc = _start("""
+    proc = _start(
+        """
         import os, zzz
         app = zzz.App([zzz.Router.ws("/pid", zzz.WsConfig(on_open=lambda ws: ws.send(str(os.getpid()))))])
         app.run(host="127.0.0.1", port={port}, workers=2)
-    """, port)
+    """,
+        port,
+    )
     try:
         await _wait_for_port(port)
         pids = set()
@@ -71,10 +78,13 @@ async def test_workers_share_the_port_and_stop_on_sigterm() -> None:
 @pytest.mark.asyncio_only
 async def test_sigint_is_a_graceful_shutdown_with_1001() -> None:
     port = _free_port()
-    proc = _start("""
+    proc = _start(
+        """
         import zzz
         zzz.App([zzz.Router.ws("/ws", zzz.WsConfig())]).run(host="127.0.0.1", port={port}, loop="asyncio")
-    """, port)
+    """,
+        port,
+    )
     try:
         await _wait_for_port(port)
         async with ws_connect(f"ws://127.0.0.1:{port}/ws") as client:
@@ -89,9 +99,28 @@ async def test_sigint_is_a_graceful_shutdown_with_1001() -> None:
 
 async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))

@@ -257,13 +257,15 @@ async def test_async_callbacks_keep_order() -> None:
         got.append(msg.data)
         ws.send(msg.data)
 
-    async with serve(
-        zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=on_open, on_message=on_message))])
-    ) as server:
-        async with ws_connect(url(server, "/ws")) as client:
-            for i in range(20):
-                await client.send(str(i))
-            echoed = [await client.recv() for _ in range(20)]
+    async with (
+        serve(
+            zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=on_open, on_message=on_message))])
+        ) as server,
+        ws_connect(url(server, "/ws")) as client,
+    ):
+        for i in range(20):
+            await client.send(str(i))
+        echoed = [await client.recv() for _ in range(20)]
     assert got == ["open"] + [str(i) for i in range(20)]
     assert echoed == [str(i) for i in range(20)]
 
@@ -356,7 +358,7 @@ async def test_ping_timeout_with_a_client_that_never_answers() -> None:
     app = zzz.App([zzz.Router.ws("/ws", config)], ping_interval=0.2, ping_timeout=0.3)
     async with serve(app) as server:
         raw = await RawClient.connect(server.port)
-        opcode, payload = await raw.read_frame(timeout=3)
+        opcode, _payload = await raw.read_frame(timeout=3)
         assert opcode == 9  # the server's ping, never answered
         await asyncio.wait_for(seen["closed"].wait(), 5)
         assert seen["close"] == [(1006, "")]
@@ -364,26 +366,27 @@ async def test_ping_timeout_with_a_client_that_never_answers() -> None:
 
 
 async def test_message_too_big_and_max_connections() -> None:
-    seen, config = recorder()
+    _seen, config = recorder()
     app = zzz.App([zzz.Router.ws("/ws", config)], max_message_size=1000, max_connections=2)
-    async with serve(app) as server:
-        async with ws_connect(url(server, "/ws"), compression=None) as client:
-            await client.send("x" * 1000)
-            assert await client.recv() == "x" * 1000
-            async with ws_connect(url(server, "/ws")):
-                status, _h, _b = await raw_request(server.port, upgrade_request("/ws"))
-                assert status == 503
-            await client.send("x" * 1001)
-            with pytest.raises(ConnectionClosed):
-                await client.recv()
-            assert client.close_code == 1009
+    async with serve(app) as server, ws_connect(url(server, "/ws"), compression=None) as client:
+        await client.send("x" * 1000)
+        assert await client.recv() == "x" * 1000
+        async with ws_connect(url(server, "/ws")):
+            status, _h, _b = await raw_request(server.port, upgrade_request("/ws"))
+            assert status == 503
+        await client.send("x" * 1001)
+        with pytest.raises(ConnectionClosed):
+            await client.recv()
+        assert client.close_code == 1009
 
 
 async def test_slow_reader_is_closed_at_max_backpressure() -> None:
     seen, config = recorder()
     handles: list[zzz.WebSocket] = []
-    app = zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=handles.append, on_close=config.on_close))],
-                  max_backpressure=256 * 1024)
+    app = zzz.App(
+        [zzz.Router.ws("/ws", zzz.WsConfig(on_open=handles.append, on_close=config.on_close))],
+        max_backpressure=256 * 1024,
+    )
     async with serve(app) as server:
         raw = await RawClient.connect(server.port)  # never reads
         async with ws_connect(url(server, "/ws"), max_size=None) as good:
@@ -519,7 +522,9 @@ async def test_unanswered_close_with_1008_still_reports_1006() -> None:
     assert seen == [(1006, "")]
 
 
-async def test_raising_callback_in_a_batch_closes_after_earlier_replies(caplog: pytest.LogCaptureFixture) -> None:
+async def test_raising_callback_in_a_batch_closes_after_earlier_replies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     got: list[str] = []
 
     def on_message(ws: zzz.WebSocket, msg: Any) -> None:

@@ -57,8 +57,16 @@ def test_defaults_are_the_documented_ones() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"drain_batch": 0}, {"drain_batch": 1.5}, {"drain_batch": True}, {"drain_interval": -0.1},
-     {"drain_interval": float("nan")}, {"drain_interval": "1"}, {"health_path": "healthz"}, {"health_path": 3}],
+    [
+        {"drain_batch": 0},
+        {"drain_batch": 1.5},
+        {"drain_batch": True},
+        {"drain_interval": -0.1},
+        {"drain_interval": float("nan")},
+        {"drain_interval": "1"},
+        {"health_path": "healthz"},
+        {"health_path": 3},
+    ],
 )
 def test_operations_refuse_bad_values(bad: dict[str, object]) -> None:
     name = next(iter(bad))
@@ -69,7 +77,11 @@ def test_operations_refuse_bad_values(bad: dict[str, object]) -> None:
 def test_every_flat_name_reads_its_group_field() -> None:
     values: dict[str, object] = {}
     for i, (flat, (group, field)) in enumerate(FLAT_NAMES.items()):
-        special: dict[str, object] = {"deflate": DeflateConfig(), "allowed_origins": ("x",), "health_path": "/h"}
+        special: dict[str, object] = {
+            "deflate": DeflateConfig(),
+            "allowed_origins": ("x",),
+            "health_path": "/h",
+        }
         values[flat] = special.get(flat, 1000 + i)
     s = Settings(**values)
     for flat, (group, field) in FLAT_NAMES.items():

@@ -39,7 +39,11 @@ def _port_is_free(port: int) -> bool:
 def test_cli_refuses_a_port_out_of_range_in_one_line(loop: str, port: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "zzz", "--port", port, "--loop", loop],
-        env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
@@ -79,7 +83,11 @@ def test_run_refuses_a_port_out_of_range_before_binding(loop: str, workers: int)
     # In a child process: the old behaviour was to serve (on the wrapped port) for ever.
     proc = subprocess.Popen(
         [sys.executable, "-c", _RUN.format(port=bad, loop=loop, workers=workers)],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=30)
@@ -123,7 +131,9 @@ def test_ipv6_banners_put_the_address_in_brackets(loop: str) -> None:
         pytest.skip("no IPv6 loopback on this machine")
     proc = subprocess.Popen(
         [sys.executable, "-m", "zzz", "--host", "::1", "--port", str(port), "--loop", loop],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         lines = [line for line in _first_lines(proc, 2) if "http://" in line]

@@ -22,7 +22,16 @@ from typing import Any, Literal
 from zzz.channels.channel import JoinResult, Reply
 from zzz.channels.history import History, Position, Publication
 from zzz.channels.pubsub import InMemoryPubSub, InterceptFn, PubSub
-from zzz.channels.wire import MalformedMessage, Message, decode, encode, reply_payload
+from zzz.channels.wire import (
+    MalformedMessage,
+    Message,
+    decode_fields,
+    dumps,
+    encode,
+    encode_ok_reply,
+    quote,
+    reply_payload,
+)
 from zzz.routing import Route, Router
 from zzz.websocket import WebSocket, WsConfig
 
@@ -51,6 +60,9 @@ _HANDLER_RAISED = "zzz.channels: handler for %r on %r raised"
 
 # Results that are never awaitable: checked first, as inspect.isawaitable is slow on non-awaitables.
 _PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple, Reply, JoinResult})
+# A push handler's results that are ok replies with themselves as the response.
+_PLAIN_REPLIES = frozenset({dict, list, str, int, float, bool, tuple})
+_monotonic = time.monotonic
 
 
 def _call(fn: Any, *args: Any) -> Generator[Awaitable[Any], Any, Any]:
@@ -256,8 +268,9 @@ class ChannelSocket:
         self.closed = False
         self.last_seen = time.monotonic()
         self._pubsub = pubsub
-        # topic -> (join_ref, channel definition) for every joined topic
-        self._joins: dict[str, tuple[str | None, ChannelDef]] = {}
+        # topic -> (join_ref, channel definition, topic as JSON, join_ref as JSON) for every joined
+        # topic: the push path writes its replies with the last two as they are.
+        self._joins: dict[str, tuple[str | None, ChannelDef, str, str]] = {}
         self._tokens = 0.0
         self._stamp = 0.0
 
@@ -412,7 +425,72 @@ class ChannelEndpoint:
         sock = self._sockets.get(id(ws))
         if sock is None:  # on_open not run (or failed): be robust rather than drop the message
             return self._open_then_handle(ws, msg)
-        return self._handle(sock, ws, msg)
+        # One function from here to the reply of a usual push: the hot path of every channel message.
+        sock.last_seen = _monotonic()
+        try:
+            data = msg.data
+        except AttributeError:
+            data = None
+        if not isinstance(data, str):
+            ws.close(1003, "binary frames are not supported")
+            return None
+        try:
+            fields = decode_fields(data)
+        except MalformedMessage as exc:
+            self._malformed(sock, exc)
+            return None
+        topic, event, payload, ref, join_ref, array_form, meta = fields
+        if sock._array_only:
+            if not array_form:
+                array_form = True
+                fields = (topic, event, payload, ref, join_ref, True, meta)
+        elif sock.array_form is not array_form:
+            sock.array_form = array_form
+            self.pubsub.subscriber_changed(sock)  # its broadcasts now take the other wire form
+        if event == "heartbeat" and topic == "phoenix":
+            self._reply(sock, Message(*fields), "ok", {})
+            return None
+        if self.config.rate_limit is not None and not self._take_token(sock):
+            if self.config.rate_limit_action == "disconnect":
+                ws.close(1008, "rate limited")
+            elif ref is not None:
+                self._reply(sock, Message(*fields), "error", {"reason": "rate_limited"})
+            return None
+        if event == "phx_join":
+            return _run(self._join(sock, Message(*fields)))
+        if event == "phx_leave":
+            return _run(self._leave_steps(sock, Message(*fields)))
+        # The push path, inline for the usual push: a joined topic, a plain handler, a plain result
+        # (or None), answered with an ok reply made from the join's prepared parts. Every other case
+        # (and any exception) goes the general way, through _event, as before.
+        join = sock._joins.get(topic)
+        if join is not None and (join_ref is None or join_ref == join[0]):
+            handler = join[1].handlers.get(event)
+            if handler is not None:
+                try:
+                    result = handler(sock, topic, event, payload)
+                except Exception:
+                    log.exception(_HANDLER_RAISED, event, topic)
+                    result = Reply.error("internal error")
+                if result is None or ref is None:
+                    if result is None or type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
+                        return None
+                elif type(result) in _PLAIN_REPLIES:
+                    try:
+                        text = encode_ok_reply(
+                            array_form, join[2], "null" if join_ref is None else join[3], ref, result
+                        )
+                    except (TypeError, ValueError, RecursionError):
+                        pass  # _reply logs it and answers with an error
+                    else:
+                        sock.ws.send(text)
+                        return None
+                message = Message(*fields)
+                if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+                    return self._event_reply_later(sock, message, result)
+                self._answer(sock, message, result)
+                return None
+        return self._event(sock, Message(*fields))
 
     def on_close(self, ws: Any, code: int, reason: str) -> Coroutine[Any, Any, None] | None:
         """Leave every channel of the connection and drop its subscriptions and presence.
@@ -436,7 +514,8 @@ class ChannelEndpoint:
         pending = self.on_open(ws)
         if pending is not None:
             await pending
-        rest = self._handle(self._socket_for(ws), ws, msg)
+        self._socket_for(ws)  # (on_open made it, unless it failed)
+        rest = self.on_message(ws, msg)
         if rest is not None:
             await rest
 
@@ -444,38 +523,6 @@ class ChannelEndpoint:
         self._socket_for(ws)
         if self.config.heartbeat_timeout is not None and (self._watchdog is None or self._watchdog.done()):
             self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeats())
-
-    def _handle(self, sock: ChannelSocket, ws: Any, msg: Any) -> Coroutine[Any, Any, None] | None:
-        sock.last_seen = time.monotonic()
-        data = getattr(msg, "data", None)
-        if not isinstance(data, str):
-            ws.close(1003, "binary frames are not supported")
-            return None
-        try:
-            message = decode(data)
-        except MalformedMessage as exc:
-            self._malformed(sock, exc)
-            return None
-        if sock._array_only:
-            if not message.array_form:
-                message = dataclasses.replace(message, array_form=True)
-        elif sock.array_form is not message.array_form:
-            sock.array_form = message.array_form
-            self.pubsub.subscriber_changed(sock)  # its broadcasts now take the other wire form
-        if message.event == "heartbeat" and message.topic == "phoenix":
-            self._reply(sock, message, "ok", {})
-            return None
-        if self.config.rate_limit is not None and not self._take_token(sock):
-            if self.config.rate_limit_action == "disconnect":
-                ws.close(1008, "rate limited")
-            elif message.ref is not None:
-                self._reply(sock, message, "error", {"reason": "rate_limited"})
-            return None
-        if message.event == "phx_join":
-            return _run(self._join(sock, message))
-        if message.event == "phx_leave":
-            return _run(self._leave_steps(sock, message))
-        return self._event(sock, message)
 
     def _socket_for(self, ws: Any) -> ChannelSocket:
         sock = self._sockets.get(id(ws))
@@ -590,7 +637,7 @@ class ChannelEndpoint:
             if not sock.closed:
                 self._reply(sock, message, status, response)
             return
-        sock._joins[topic] = (join_ref, channel)
+        sock._joins[topic] = (join_ref, channel, dumps(topic), quote(join_ref))
         self.joins += 1  # successful joins: zzz.metrics reads it (stats()["channel_joins"])
         history = self.pubsub.history_for(topic)
         if history is not None:
@@ -654,7 +701,7 @@ class ChannelEndpoint:
         self._reply(sock, message, "ok", {})
 
     def _leave(self, sock: ChannelSocket, topic: str) -> _Steps:
-        _join_ref, channel = sock._joins.pop(topic)
+        channel = sock._joins.pop(topic)[1]
         self.pubsub.unsubscribe(topic, sock)
         self.pubsub.untrack(sock, topic)
         if channel.leave is not None:

@@ -15,13 +15,17 @@ from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
+    "Fields",
     "MalformedMessage",
     "Message",
     "decode",
+    "decode_fields",
     "dumps",
     "encode",
+    "encode_ok_reply",
     "encode_raw",
     "position_meta",
+    "quote",
     "reply_payload",
 ]
 
@@ -32,7 +36,9 @@ _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
 # What _encode does with a str, without the encoder's Python wrapper (topics, events and refs are
 # quoted for every frame).
 _quote = json.encoder.encode_basestring
-_raw_decode = json.JSONDecoder().raw_decode
+# The decoder's scanner itself (C when the interpreter has it): ``scan(text, 0)`` -> (value, end),
+# StopIteration when no JSON value starts at 0. ``JSONDecoder.raw_decode`` is a Python wrapper of it.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _quick_encoder() -> Callable[[Any, int], Sequence[str]] | None:
@@ -169,18 +175,71 @@ def decode(text: str) -> Message:
         MalformedMessage: not JSON, nested more than ``MAX_DEPTH`` levels, not an object or a 5- or
             6-element array, or a field of the wrong type (``meta`` must be an object or null).
     """
+    return Message(*decode_fields(text))
+
+
+# What decode_fields returns: topic, event, payload, ref, join_ref, array_form, meta (Message's order).
+Fields = tuple[str, str, Any, "str | None", "str | None", bool, "dict[str, Any] | None"]
+
+
+def decode_fields(text: str) -> Fields:
+    """``decode`` without the ``Message``: its fields as a tuple, in ``Message``'s order.
+
+    The endpoint's push path reads the fields straight from here and makes a ``Message`` only for
+    the rarer messages that need one (joins, leaves, errors). Same result and errors as ``decode``.
+    """
     try:
-        data = _loads(text)
-    except ValueError:
+        data, end = _scan(text, 0)
+    except StopIteration:
+        data = _loads_slow(text)  # leading whitespace, or not JSON: json.loads decides
+    except ValueError:  # a value starts at 0 and is broken (json.loads would scan the same)
         raise MalformedMessage("invalid JSON", not_json=True) from None
     except RecursionError:
         # The JSON decoder recurses once per level: thousands of nested brackets exhaust the stack.
         # That is the sender's malformed input, not our failure.
         raise MalformedMessage("JSON nested too deeply", not_json=True) from None
-    # Counting brackets (strings included) is cheap and bounds the depth from above, so only messages
-    # with many brackets pay for the exact walk.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+    else:
+        if end != len(text) and text[end:].strip(" \t\n\r"):
+            data = _loads_slow(text)  # more after the value: json.loads raises "Extra data"
+    # A text cannot nest deeper than it has characters; past that, counting brackets (strings
+    # included) is cheap and bounds the depth from above, so only messages with many brackets pay
+    # for the exact walk.
+    if (
+        len(text) > MAX_DEPTH
+        and text.count("[") + text.count("{") > MAX_DEPTH
+        and _deeper_than(data, MAX_DEPTH)
+    ):
         raise MalformedMessage("JSON nested too deeply", not_json=True)
+    kind = type(data)
+    # The usual frames first: phoenix.js's 5-element array, or an object with the five keys and no
+    # "meta", with string (or null) refs and string topic and event. Anything else: the full checks.
+    if kind is list and len(data) == 5:
+        join_ref, ref, topic, event, payload = data
+        if (
+            type(topic) is str
+            and type(event) is str
+            and (type(ref) is str or ref is None)
+            and (type(join_ref) is str or join_ref is None)
+        ):
+            return (topic, event, {} if payload is None else payload, ref, join_ref, True, None)
+    elif kind is dict and "meta" not in data:
+        try:
+            topic, event, payload = data["topic"], data["event"], data["payload"]
+            ref, join_ref = data["ref"], data["join_ref"]
+        except KeyError:  # zzz.js may leave join_ref (or more) out
+            return _check_fields(data)
+        if (
+            type(topic) is str
+            and type(event) is str
+            and (type(ref) is str or ref is None)
+            and (type(join_ref) is str or join_ref is None)
+        ):
+            return (topic, event, {} if payload is None else payload, ref, join_ref, False, None)
+    return _check_fields(data)
+
+
+def _check_fields(data: Any) -> Fields:
+    """The fields of a decoded frame of any shape, every check made (``decode_fields``' slow path)."""
     if isinstance(data, dict):
         array_form = False
         raw_join_ref, raw_ref = data.get("join_ref"), data.get("ref")
@@ -224,18 +283,17 @@ def decode(text: str) -> Message:
         )
     if payload is None:
         payload = {}
-    return Message(good_topic, event, payload, ref, join_ref, array_form, meta)
+    return (good_topic, event, payload, ref, join_ref, array_form, meta)
 
 
-def _loads(text: str) -> Any:
-    """``json.loads(text)``, quicker for the usual frame: one JSON value and nothing around it."""
+def _loads_slow(text: str) -> Any:
+    """``json.loads(text)``, its errors made ``MalformedMessage``."""
     try:
-        data, end = _raw_decode(text)
+        return json.loads(text)
     except ValueError:
-        return json.loads(text)  # leading whitespace, or not JSON: json.loads decides, as it says
-    if end != len(text) and text[end:].strip(" \t\n\r"):
-        return json.loads(text)  # more after the value: json.loads raises "Extra data"
-    return data
+        raise MalformedMessage("invalid JSON", not_json=True) from None
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply", not_json=True) from None
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -310,6 +368,41 @@ def encode(
     """
     return encode_raw(
         array_form, topic, event, dumps(payload), ref, join_ref, None if meta is None else dumps(meta)
+    )
+
+
+def quote(value: str | None) -> str:
+    """A ref, join ref or topic as JSON: ``null`` for None, else what ``dumps`` makes of the string.
+
+    Letters and digits need no escape (and are never surrogates), so the usual refs (``"12"``) are
+    quoted without the encoder.
+    """
+    if value is None:
+        return "null"
+    if value.isalnum():
+        return f'"{value}"'
+    return dumps(value)
+
+
+def encode_ok_reply(array_form: bool, topic_json: str, join_ref_json: str, ref: str, response: Any) -> str:
+    """The ``phx_reply`` frame of an ok reply to the push ``ref``, topic and join ref already JSON.
+
+    Byte for byte what ``encode(array_form, topic, "phx_reply", reply_payload("ok", response), ref,
+    join_ref)`` makes (``topic_json`` is ``dumps(topic)``, ``join_ref_json`` is ``quote(join_ref)``);
+    the push path prepares those two once per join.
+
+    Raises:
+        TypeError, ValueError, RecursionError: as ``dumps(response)``.
+    """
+    ref_json = f'"{ref}"' if ref.isalnum() else dumps(ref)  # quote(ref), without the call
+    if array_form:
+        return (
+            f'[{join_ref_json},{ref_json},{topic_json},"phx_reply",'
+            f'{{"status":"ok","response":{dumps(response)}}}]'
+        )
+    return (
+        f'{{"topic":{topic_json},"event":"phx_reply","payload":{{"status":"ok","response":{dumps(response)}}},'
+        f'"ref":{ref_json},"join_ref":{join_ref_json}}}'
     )
 
 
