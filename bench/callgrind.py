@@ -9,8 +9,10 @@ divided by the difference in messages, is what one more message costs the server
 and the client's start cancel out). ``--keep DIR`` keeps the callgrind files of the long run
 for ``callgrind_annotate``. Not a measurement of speed, and nothing to run in the test suite.
 
-Scenarios: ``rr`` (1 connection, 1 in flight, 32 B text: request/response) and ``mixed`` (the
-bench's mixed row: 0 B to 1 MiB interleaved, 32 in flight).
+Scenarios: ``rr`` (1 connection, 1 in flight, 32 B text: request/response), ``pipe`` (the same
+with 100 in flight) and ``mixed`` (the bench's mixed row: 0 B to 1 MiB interleaved, 32 in flight).
+With ``PYTHONPATH`` naming another checkout (its extension built in place), the server runs that
+checkout's zzz: the way to compare two commits without noise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCENARIOS = {
     "rr": (("--mode", "rr", "--conns", "1", "--inflight", "1", "--size", "32", "--warmup", "0"), 2000, 12000),
+    "pipe": (("--mode", "rr", "--conns", "1", "--inflight", "100", "--size", "32", "--warmup", "0"), 20000, 120000),
     "mixed": (("--mode", "mixed", "--conns", "1", "--inflight", "32", "--warmup", "0"), 96, 480),
 }
 
