@@ -32,7 +32,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCENARIOS = {
     "rr": (("--mode", "rr", "--conns", "1", "--inflight", "1", "--size", "32", "--warmup", "0"), 2000, 12000),
-    "pipe": (("--mode", "rr", "--conns", "1", "--inflight", "100", "--size", "32", "--warmup", "0"), 20000, 120000),
+    "pipe": (
+        ("--mode", "rr", "--conns", "1", "--inflight", "100", "--size", "32", "--warmup", "0"),
+        20000,
+        120000,
+    ),
     "mixed": (("--mode", "mixed", "--conns", "1", "--inflight", "32", "--warmup", "0"), 96, 480),
 }
 
