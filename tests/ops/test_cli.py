@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.server.helpers import self_signed_cert
+
 from .procs import Zzz, children, get, tcp, unix, write_app
 
 BAD_IMPORT = "import zzz\nraise RuntimeError('no database')\n"
@@ -244,29 +246,7 @@ def test_redis_replaces_only_the_in_memory_backends(procs: list[Zzz], tmp_path: 
 
 def test_tls_from_cert_and_key_files(procs: list[Zzz], tmp_path: Path) -> None:
     write_app(tmp_path)
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path, "c.pem", "k.pem")
     z = Zzz(["opsapp:app", "--port", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)], tmp_path)
     procs.append(z)
     z.start()

@@ -133,3 +133,17 @@ def recorder() -> tuple[dict[str, Any], zzz.WsConfig]:
         seen["closed"].set()
 
     return seen, zzz.WsConfig(on_open=on_open, on_message=on_message, on_close=on_close)
+
+
+def self_signed_cert(directory: Any, cert: str = "cert.pem", key: str = "key.pem") -> tuple[Any, Any]:
+    """A throw-away certificate for 127.0.0.1 (openssl, valid one day) and its key, in ``directory``."""
+    import subprocess
+
+    cert_path, key_path = directory / cert, directory / key
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key_path), "-out", str(cert_path)],
+        check=True,
+        capture_output=True,
+    )
+    return cert_path, key_path

@@ -15,6 +15,8 @@ import pytest
 import zzz
 from zzz.http import Request
 
+from .helpers import self_signed_cert
+
 
 def who(request: Request) -> zzz.Response:
     client = request.client
@@ -238,31 +240,8 @@ def test_a_bad_allow_entry_is_refused_when_the_app_is_made() -> None:
 
 async def test_the_connections_own_scheme_over_tls(tmp_path: Any) -> None:
     import ssl
-    import subprocess
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))

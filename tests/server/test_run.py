@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 import zzz
 
-from .helpers import serve
+from .helpers import self_signed_cert, serve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,29 +98,7 @@ async def test_sigint_is_a_graceful_shutdown_with_1001() -> None:
 
 
 async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))
