@@ -53,7 +53,9 @@ class AsgiWebSocket(ConnectionDriver):
 
     def __init__(self, hub: ConnectionHub, transport: asyncio.Transport, conn: Connection, name: str) -> None:
         settings = hub.settings
-        super().__init__(hub.loop, phase=Phase.OPEN, timeouts=settings.timeouts, flow=settings.flow)
+        super().__init__(
+            hub.loop, phase=Phase.OPEN, timeouts=settings.timeouts, flow=settings.flow, counters=hub.counters
+        )
         self.hub = hub
         self.conn: Connection = conn
         self.name = name
@@ -62,7 +64,7 @@ class AsgiWebSocket(ConnectionDriver):
         self._waiter: asyncio.Future[None] | None = None
         self._max_queue = settings.flow.max_queue
         self._high_water = settings.flow.write_high_water
-        self._stats = hub.counters  # the driver's _counters is Optional; this side always has them
+        self._stats = hub.counters  # also the driver's: its Writer counts what goes out
         self._app_closed = False  # the app sent websocket.close
         # The app got a message and has neither answered it nor asked for the next: hold the
         # events behind it (see the module).
@@ -182,7 +184,6 @@ class AsgiWebSocket(ConnectionDriver):
             assert data is not None
             self.conn.send_binary(data)
             self._unflushed += len(data)
-        self._stats.messages_out += 1
         if self._held:
             self._held = False  # answered: what came after the message may be acted on now
             if self._messages or self.conn.pending_frame_count:
@@ -219,20 +220,7 @@ class AsgiWebSocket(ConnectionDriver):
             handle.cancel()
             self._flush_handle = None
         self._unflushed = 0
-        outbox = self._outbox
-        transport = self.transport
-        if not outbox.pending or transport is None:
-            return
-        # The driver's flush, counting what goes out.
-        buffers = outbox.take()
-        self._stats.bytes_out += sum(map(len, buffers))
-        if len(buffers) == 1:
-            transport.write(buffers[0])
-        else:
-            transport.writelines(buffers)
-        limit = self._max_backpressure
-        if limit is not None and transport.get_write_buffer_size() > limit:
-            self._over_limit()
+        self._writer.flush()  # the driver's one flush: counts, writes, checks max_backpressure
 
     def _over_limit(self) -> None:
         if self._close == (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded"):

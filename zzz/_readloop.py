@@ -1,8 +1,9 @@
 # cython: language_level=3, annotation_typing=False, binding=True, auto_pickle=False
-"""The per-read fast path of one connection: ``ReadLoop`` (a read, its callbacks and one write)
-and ``SendHandle`` (the handle's ``send`` and ``send_binary``); ``broadcast``, the fan-out of
-one message to many handles, flushed once per loop turn; and the ``Counters`` they add to
-(``zzz.metrics.Counters``: C fields in the compiled build, so a read counts in a few instructions).
+"""The per-read fast path of one connection: ``Writer`` (the connection's one flush: its outbox
+to its transport), ``ReadLoop`` (a read, its callbacks and one write) and ``SendHandle`` (the
+handle's ``send`` and ``send_binary``); ``broadcast``, the fan-out of one message to many
+handles, flushed once per loop turn; and the ``Counters`` they add to (``zzz.metrics.Counters``:
+C fields in the compiled build, so a read counts in a few instructions).
 
 One text, two builds. This file runs as it is over the pure-Python core (``zzz._purepy``), and
 ``setup.py`` compiles it with Cython, typed by ``_readloop_c.pxd``, into ``zzz._readloop_c`` over
@@ -31,7 +32,7 @@ from zzz.protocol import ReadStop
 if TYPE_CHECKING:
     from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "Counters", "ReadLoop", "SendHandle", "broadcast"]
+__all__ = ["EARLY_FLUSH_SIZE", "Counters", "ReadLoop", "SendHandle", "Writer", "broadcast"]
 
 # While a read is handled, replies are held for its one write; past this many bytes they go out early.
 _EARLY_FLUSH_SIZE = 256 * 1024
@@ -94,51 +95,125 @@ class Counters:
         self.handshake_failures[status] = self.handshake_failures.get(status, 0) + 1
 
 
+class Writer:
+    """A connection's one flush: everything its outbox holds, handed to the transport in one call.
+
+    The driver makes one per connection and calls ``flush()``; the per-read loop, the handle's
+    ``send`` and ``broadcast``'s end-of-turn flush call it too, in C in the compiled build (no
+    Python frame per receiver). A flush counts what it writes (``bytes_out``, ``messages_out``)
+    and calls ``over_limit()`` when the transport then holds more than ``max_buffer`` bytes
+    (None: no limit). After ``detach()`` (the transport is gone) a flush discards what is queued.
+
+    Args:
+        outbox: the connection's ``Outbox`` (``Connection.fast_path()``).
+        transport: where it goes (``write``, ``writelines``, ``get_write_buffer_size``); None:
+            detached from the start.
+        max_buffer: bytes the transport may hold after a write before ``over_limit()``.
+        over_limit: called when a write leaves more than ``max_buffer`` bytes unsent.
+        counters: where writes are counted (``Counters``; None: counted nowhere anyone reads).
+    """
+
+    __slots__ = ("_buffer_size", "_counters", "_max_buffer", "_out", "_over_limit", "_write", "_writelines")
+
+    def __init__(
+        self,
+        outbox: core.Outbox,
+        transport: Any,
+        max_buffer: int | None,
+        over_limit: Callable[[], Any],
+        counters: Counters | None = None,
+    ) -> None:
+        if outbox is None:
+            raise TypeError("Writer needs a connection's outbox")
+        # Always a Counters, so that a flush never tests for None.
+        self._counters = Counters() if counters is None else counters
+        self._out = outbox
+        self._max_buffer = -1 if max_buffer is None else max_buffer
+        self._over_limit = over_limit
+        self._write: Any = None
+        self._writelines: Any = None
+        self._buffer_size: Any = None
+        if transport is not None:
+            self.attach(transport)
+
+    @property
+    def attached(self) -> bool:
+        """False once ``detach()`` was called (or when made without a transport)."""
+        return self._write is not None
+
+    def attach(self, transport: Any) -> None:
+        """Write to ``transport`` from now on (its bound methods are kept: a flush looks up nothing)."""
+        self._write = transport.write
+        self._writelines = transport.writelines
+        self._buffer_size = transport.get_write_buffer_size
+
+    def detach(self) -> None:
+        """The transport is gone: from now on a flush discards what is queued."""
+        self._write = None
+        self._writelines = None
+        self._buffer_size = None
+
+    def flush(self) -> None:
+        """Write everything queued, in one call; ``over_limit()`` past ``max_buffer``."""
+        out = self._out
+        if not out.size:
+            return
+        if self._write is None:
+            out.take()
+            return
+        counters = self._counters
+        counters.bytes_out += out.size  # before take(), which resets both
+        counters.messages_out += out.messages
+        buffers = out.take()
+        if len(buffers) == 1:
+            self._write(buffers[0])
+        else:
+            self._writelines(buffers)
+        if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
+            self._over_limit()
+
+    def buffered(self) -> int:
+        """Bytes not yet handed to the kernel: the transport's buffer and the outbox (0 detached)."""
+        if self._buffer_size is None:
+            return 0
+        transport_buffer: int = self._buffer_size()
+        return transport_buffer + self._out.size
+
+
 class ReadLoop:
     """The per-read fast path of a connection with a plain (not ``async``) ``on_message``:
     ``feed(data)`` is the transport's ``data_received``.
 
     A read whose frames are all whole data messages, read without error, is handled here from
-    start to end: parse, ``on_message(ws, msg)`` for each, then one ``transport.write`` (or
-    ``writelines``) of everything sent, and ``over_limit()`` if the transport's buffer is then
-    over ``max_buffer`` bytes (None: no limit). Every other read goes back to the driver:
-    ``slow(data)`` when the fast path is off (``enabled`` False, the outbox closed, the reader
-    failed), or ``finish(stop)`` with a ``ReadStop`` saying what was read and where delivery
-    stopped, when the read held something else (a control frame, a fragment, a compressed
-    message, a violation) or a callback raised or returned a value. ``keepalive.received`` is
-    set on every read.
+    start to end: parse, ``on_message(ws, msg)`` for each, then one ``writer.flush()`` of
+    everything sent. Every other read goes back to the driver: ``slow(data)`` when the fast path
+    is off (``enabled`` False, the outbox closed, the reader failed), or ``finish(stop)`` with a
+    ``ReadStop`` saying what was read and where delivery stopped, when the read held something
+    else (a control frame, a fragment, a compressed message, a violation) or a callback raised or
+    returned a value. ``keepalive.received`` is set on every read.
 
     Args:
         reader: the connection's ``FrameReader(messages=True)`` (``Connection.fast_path()``).
-        outbox: the connection's ``Outbox`` (``Connection.fast_path()``).
+        writer: the connection's ``Writer``, over its outbox; reads and messages are counted in
+            its counters.
         on_message: the sync callback, called as ``on_message(ws, msg)``.
         ws: the handle passed to it.
         slow: takes a read the loop does not handle.
         finish: takes the ``ReadStop`` of a read the loop started and could not finish.
-        transport: where the replies of a read go (``write``, ``writelines``,
-            ``get_write_buffer_size``).
-        max_buffer: bytes the transport may hold after a write before ``over_limit()``.
-        over_limit: called when a write leaves more than ``max_buffer`` bytes unsent.
         keepalive: gets ``received = True`` on every read.
-        counters: where reads, messages and writes are counted (``Counters``; None: counted
-            nowhere that anyone reads).
     """
 
     __slots__ = (
-        "_buffer_size",
         "_counters",
         "_finish",
         "_keepalive",
-        "_max_buffer",
         "_on_message",
         "_out",
-        "_over_limit",
         "_raised",
         "_reader",
         "_slow",
         "_value",
-        "_write",
-        "_writelines",
+        "_writer",
         "_ws",
         "enabled",
     )
@@ -146,32 +221,23 @@ class ReadLoop:
     def __init__(
         self,
         reader: core.FrameReader,
-        outbox: core.Outbox,
+        writer: Writer,
         on_message: Callable[[Any, Any], Any],
         ws: Any,
         slow: Callable[[Any], Any],
         finish: Callable[[ReadStop], Any],
-        transport: Any,
-        max_buffer: int | None,
-        over_limit: Callable[[], Any],
         keepalive: Any,
-        counters: Counters | None = None,
     ) -> None:
-        if reader is None or outbox is None:
-            raise TypeError("ReadLoop needs a connection's reader and outbox")
-        # Always a Counters, so that a read never tests for None.
-        self._counters = Counters() if counters is None else counters
+        if reader is None or not isinstance(writer, Writer):
+            raise TypeError("ReadLoop needs a connection's reader and Writer")
+        self._writer = writer
+        self._counters = self._writer._counters  # through the typed field: C fields
         self._reader = reader
-        self._out = outbox
+        self._out = self._writer._out
         self._on_message = on_message
         self._ws = ws
         self._slow = slow
         self._finish = finish
-        self._write = transport.write
-        self._writelines = transport.writelines
-        self._buffer_size = transport.get_write_buffer_size
-        self._max_buffer = -1 if max_buffer is None else max_buffer
-        self._over_limit = over_limit
         self._keepalive = keepalive
         # How the last run of callbacks stopped: a call raised (``_value`` is the exception) or
         # returned ``_value``; ``_value`` None when it ran to the end. Cleared by ``_stop``.
@@ -204,15 +270,7 @@ class ReadLoop:
         if pos == len(frames) and self._value is None and error is None:
             del frames[:]  # the reader made this list for this read; nothing in it is kept
             if out.size:
-                counters.bytes_out += out.size
-                counters.messages_out += out.messages
-                buffers = out.take()
-                if len(buffers) == 1:
-                    self._write(buffers[0])
-                else:
-                    self._writelines(buffers)
-                if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
-                    self._over_limit()
+                self._writer.flush()
             return
         self._finish(self._stop(frames, pos, error))
 
@@ -268,46 +326,45 @@ class SendHandle:
     """The sending half of a connection handle (the base of ``zzz.WebSocket``): ``send`` and
     ``send_binary``, safe from any thread.
 
-    On the thread that made it, a message goes into ``outbox`` at once and ``flush()`` is called
-    unless a read is being handled (then the driver writes everything once at the end), or the
-    queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is handed to the loop:
-    ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with a copy of the bytes);
-    once the loop is closed, that does nothing.
+    On the thread that made it, a message goes into the writer's outbox at once and
+    ``writer.flush()`` is called unless a read is being handled (then the read's end writes
+    everything once), or the queue passed ``EARLY_FLUSH_SIZE``. From any other thread the call is
+    handed to the loop: ``loop.call_soon_threadsafe(text_later, text)`` (or ``binary_later`` with
+    a copy of the bytes); once the loop is closed, that does nothing.
 
-    ``driver``, when given, is what ``broadcast`` reads of the connection beyond the outbox: its
-    ``transport`` (None once it is gone: the connection is closed) and its ``conn`` (the
-    ``Connection``, which compresses: ``encode_message`` and ``broadcast_key``).
+    ``broadcast`` skips a handle whose writer is detached (the transport is gone) and, for a
+    connection that compresses, asks ``conn`` (its ``Connection``: ``encode_message`` and
+    ``broadcast_key``) for the frame.
     """
 
     __slots__ = (
         "_binary_later",
+        "_conn",
         "_dirty",
-        "_driver",
-        "_flush_fn",
         "_out",
         "_owner_loop",
         "_owner_thread",
         "_text_later",
+        "_writer",
     )
 
     def __init__(
         self,
-        outbox: core.Outbox,
-        flush: Callable[[], Any],
+        writer: Writer,
         loop: Any,
         text_later: Callable[[str], Any],
         binary_later: Callable[[bytes], Any],
-        driver: Any = None,
+        conn: Any = None,
     ) -> None:
-        if outbox is None:
-            raise TypeError("SendHandle needs a connection's outbox")
-        self._out = outbox
-        self._flush_fn = flush
+        if not isinstance(writer, Writer):
+            raise TypeError(f"SendHandle needs a connection's Writer, not {type(writer).__name__}")
+        self._writer = writer
+        self._out = self._writer._out  # through the typed field: a C field
         self._owner_loop = loop
         self._owner_thread = _thread_ident()
         self._text_later = text_later
         self._binary_later = binary_later
-        self._driver = driver
+        self._conn = conn
         # True while this handle waits in its thread's end-of-turn flush (see ``broadcast``).
         self._dirty = False
 
@@ -323,7 +380,7 @@ class SendHandle:
             out = self._out
             out.text(text)
             if not out.in_read or out.size >= _EARLY_FLUSH_SIZE:
-                self._flush_fn()
+                self._writer.flush()
         else:
             self._hand_over(self._text_later, text)
 
@@ -339,7 +396,7 @@ class SendHandle:
             out = self._out
             out.binary(data)
             if not out.in_read or out.size >= _EARLY_FLUSH_SIZE:
-                self._flush_fn()
+                self._writer.flush()
         else:
             # Copy now: the caller may reuse its buffer before the loop gets to it.
             self._hand_over(self._binary_later, bytes(data))
@@ -429,12 +486,9 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
         out = handle._out
         if not out.open:
             continue
-        driver = handle._driver
-        transport = None
-        if driver is not None:
-            transport = driver.transport
-            if transport is None:  # the connection is gone, whatever its close handshake reached
-                continue
+        writer = handle._writer
+        if writer._write is None:  # the connection is gone, whatever its close handshake reached
+            continue
         if handle._owner_thread != tid:
             if remote is None:
                 remote = {}
@@ -443,18 +497,14 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
                 group = remote[handle._owner_loop] = []
             group.append(handle)
             continue
-        if skip >= 0:
-            buffered = out.size
-            if transport is not None:
-                buffered += transport.get_write_buffer_size()
-            if buffered > skip:
-                continue
-        if out.encoder is None or driver is None:
+        if skip >= 0 and out.size + writer._buffer_size() > skip:
+            continue
+        conn = handle._conn
+        if out.encoder is None or conn is None:
             if frame is None:
                 frame = _encode_frame(opcode, payload)
             out.raw(frame)
         else:
-            conn = driver.conn
             key = conn.broadcast_key
             if key is None:  # context takeover: this connection's own compressor
                 out.raw(conn.encode_message(payload, opcode))
@@ -468,7 +518,7 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
         count += 1
         out.messages += 1  # a data message, queued as a raw frame: counted at the flush
         if out.size >= _EARLY_FLUSH_SIZE:
-            handle._flush_fn()
+            writer.flush()
         elif not out.in_read and not handle._dirty:
             if turn is None:
                 turn = _turn(tid, handle._owner_loop)
@@ -522,6 +572,6 @@ def _flush_turn(tid: int, handles: list[Any]) -> None:
     h: SendHandle
     for h in handles:
         try:
-            h._flush_fn()
+            h._writer.flush()
         except Exception:  # noqa: BLE001 - a bug; the other connections must still get theirs
             _log.exception("zzz.broadcast: flushing a connection failed")

@@ -29,25 +29,37 @@ cdef class Counters:
 
 
 @cython.final
-cdef class ReadLoop:
-    cdef FrameReader _reader
+cdef class Writer:
     cdef Outbox _out
-    cdef object _on_message
-    cdef object _ws
-    cdef object _slow
-    cdef object _finish
+    cdef Counters _counters
     cdef object _write
     cdef object _writelines
     cdef object _buffer_size
     cdef Py_ssize_t _max_buffer
     cdef object _over_limit
+
+    @cython.locals(out=Outbox, counters=Counters, buffers=list)
+    cpdef flush(self)
+
+    cpdef attach(self, object transport)
+
+
+@cython.final
+cdef class ReadLoop:
+    cdef FrameReader _reader
+    cdef Writer _writer
+    cdef Outbox _out
+    cdef object _on_message
+    cdef object _ws
+    cdef object _slow
+    cdef object _finish
     cdef object _keepalive
     cdef Counters _counters
     cdef bint _raised
     cdef object _value
     cdef public bint enabled
 
-    @cython.locals(out=Outbox, counters=Counters, frames=list, buffers=list, pos=Py_ssize_t)
+    @cython.locals(out=Outbox, counters=Counters, frames=list, pos=Py_ssize_t)
     cpdef feed(self, object data)
 
     @cython.locals(out=Outbox, n=Py_ssize_t, start=Py_ssize_t, skipped=Py_ssize_t)
@@ -58,19 +70,19 @@ cdef class ReadLoop:
 
 cdef class SendHandle:
     cdef Outbox _out
-    cdef object _flush_fn
+    cdef Writer _writer
+    cdef object _conn
     cdef object _owner_loop
     cdef unsigned long _owner_thread
     cdef object _text_later
     cdef object _binary_later
-    cdef object _driver
     cdef bint _dirty
 
     cdef _hand_over(self, object fn, object arg)
 
 
 # broadcast's loop (cpdef: a thread hands it to another loop with call_soon_threadsafe).
-@cython.locals(handle=SendHandle, out=Outbox, tid=cython.ulong, count=Py_ssize_t, buffered=Py_ssize_t,
+@cython.locals(handle=SendHandle, out=Outbox, writer=Writer, tid=cython.ulong, count=Py_ssize_t,
                frame=bytes, shared=dict, remote=dict, turn=list, group=list)
 cpdef Py_ssize_t _fan_out(object websockets, bytes payload, int opcode, Py_ssize_t skip) except -1
 

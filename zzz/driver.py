@@ -55,7 +55,7 @@ from zzz import core
 from zzz.frames import CloseCode
 from zzz.keepalive import Keepalive
 from zzz.protocol import Connection, State
-from zzz.readloop import Counters, ReadLoop
+from zzz.readloop import Counters, ReadLoop, Writer
 from zzz.settings import FlowControl, Timeouts
 
 __all__ = ["TRANSITIONS", "Change", "ConnectionDriver", "Phase"]
@@ -163,6 +163,8 @@ class ConnectionDriver(asyncio.Protocol):
         self.conn: Connection | None = None
         # Until the handshake is done (client), an empty outbox: a flush then writes nothing.
         self._outbox: core.Outbox = core.Outbox()
+        # The one flush (compiled with the per-read loop); detached until there is a connection.
+        self._writer = Writer(self._outbox, None, None, self._over_limit, counters)
         self._readloop: ReadLoop | None = None
         self._thread_id = threading.get_ident()
         self._flow = flow
@@ -185,6 +187,9 @@ class ConnectionDriver(asyncio.Protocol):
         self.transport = transport
         self.conn = conn
         reader, self._outbox = conn.fast_path()
+        self._writer = Writer(
+            self._outbox, transport, self._max_backpressure, self._over_limit, self._counters
+        )
         return reader, self._outbox
 
     def _start(self) -> None:
@@ -232,32 +237,15 @@ class ConnectionDriver(asyncio.Protocol):
     # Writing
 
     def _flush(self) -> None:
-        """Write everything queued, in one call; fail the connection past ``max_backpressure``."""
-        outbox = self._outbox
-        if not outbox.pending:  # a bool, no int object to make: cheaper than testing size
-            return
-        transport = self.transport
-        counters = self._counters
-        if counters is not None and transport is not None:
-            counters.bytes_out += outbox.size  # before take(), which resets both
-            counters.messages_out += outbox.messages
-        buffers = outbox.take()
-        if transport is None:
-            return
-        if len(buffers) == 1:
-            transport.write(buffers[0])
-        else:
-            transport.writelines(buffers)
-        limit = self._max_backpressure
-        if limit is not None and transport.get_write_buffer_size() > limit:
-            self._over_limit()
+        """Write everything queued, in one call; fail the connection past ``max_backpressure``
+        (``Writer.flush``, which the per-read loop and broadcasts call without this frame)."""
+        self._writer.flush()
 
     @property
     def buffered_amount(self) -> int:
         """Bytes accepted for sending and not yet handed to the kernel: the transport's buffer
         and what waits in the outbox (a broadcast's frames until the end of the loop turn)."""
-        transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size() + self._outbox.size
+        return self._writer.buffered()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark (or the connection is gone).
@@ -315,6 +303,7 @@ class ConnectionDriver(asyncio.Protocol):
         """The transport is gone: stop the timers, release ``drain`` and advance to LOST (or
         LOST_IN_CALLBACK); the side then delivers what is left and reports the end."""
         self.transport = None
+        self._writer.detach()
         self._cancel_timers()
         self._wake_drain()
         self._advance(Change.LOST)

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING
 
 from zzz import core
 
-__all__ = ["EARLY_FLUSH_SIZE", "IMPLEMENTATION", "Counters", "ReadLoop", "SendHandle", "broadcast"]
+__all__ = ["EARLY_FLUSH_SIZE", "IMPLEMENTATION", "Counters", "ReadLoop", "SendHandle", "Writer", "broadcast"]
 
 if TYPE_CHECKING or core.IMPLEMENTATION == "python":
-    from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, broadcast
+    from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, Writer, broadcast
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from zzz._readloop_c import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, broadcast
+        from zzz._readloop_c import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, Writer, broadcast
 
         IMPLEMENTATION = "cython"
     except ImportError:
-        from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, broadcast
+        from zzz._readloop import EARLY_FLUSH_SIZE, Counters, ReadLoop, SendHandle, Writer, broadcast
 
         IMPLEMENTATION = "python"

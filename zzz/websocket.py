@@ -91,7 +91,7 @@ class WebSocket(SendHandle):
         subprotocol: str | None,
         scheme: str = "ws",
     ) -> None:
-        super().__init__(proto._outbox, proto._flush, proto.loop, proto.send_text, proto.send_binary, proto)
+        super().__init__(proto._writer, proto.loop, proto.send_text, proto.send_binary, proto.conn)
         self._proto = proto
         self.params = params
         self.query = query
@@ -190,16 +190,12 @@ class WebSocketProtocol(ConnectionDriver):
         if config.on_message is not None and not _is_async(config.on_message):
             self._readloop = ReadLoop(
                 reader,
-                self._outbox,
+                self._writer,
                 config.on_message,
                 self.ws,
                 self._receive,
                 self._finish_read,
-                transport,
-                settings.flow.max_backpressure,
-                self._over_limit,
                 self._keepalive,
-                state.counters,
             )
             self.data_received = self._readloop.feed  # type: ignore[method-assign]
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import connect
 
 import zzz
@@ -34,18 +33,8 @@ async def _read_json(client: RawClient, timeout: float = 10) -> Any:
     return json.loads(payload)
 
 
-async def test_sync_handler_broadcasts_are_one_write_per_subscriber_and_keep_order_with_async_ones(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_sync_handler_broadcasts_are_one_write_per_subscriber_and_keep_order_with_async_ones() -> None:
     counters: dict[int, Counting] = {}
-    real = zzz.websocket.ReadLoop
-
-    def counting_readloop(reader: Any, outbox: Any, on_message: Any, ws: Any, *rest: Any) -> Any:
-        slow, finish, transport, *more = rest
-        counters[id(ws)] = counter = Counting(transport)
-        return real(reader, outbox, on_message, ws, slow, finish, counter, *more)
-
-    monkeypatch.setattr(zzz.websocket, "ReadLoop", counting_readloop)
 
     def pub(sock: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
         sock.broadcast(topic, "tick", {"n": payload["n"]})
@@ -65,7 +54,9 @@ async def test_sync_handler_broadcasts_are_one_write_per_subscriber_and_keep_ord
     handles: dict[str, zzz.WebSocket] = {}
 
     def on_open(ws: zzz.WebSocket) -> Any:
-        ws._proto.transport = counters[id(ws)]  # type: ignore[assignment]
+        counters[id(ws)] = counter = Counting(ws._proto.transport)
+        ws._proto.transport = counter  # type: ignore[assignment]
+        ws._proto._writer.attach(counter)  # the one flush: reads, sends and broadcasts write here
         handles[ws.query_param("n") or ""] = ws
         return config.on_open(ws)  # type: ignore[misc]
 

@@ -1,5 +1,5 @@
 """``broadcast``'s loop on every build of ``_readloop`` (the text over the twin, the compiled loop,
-the text over the compiled core), with handles over fake drivers and a fake loop: what is queued,
+the text over the compiled core), with handles over fake transports and a fake loop: what is queued,
 counted and skipped, the one ``call_soon`` per turn, a receiver in a read, the early flush, the
 hand-off to another thread's loop and a closed loop.
 """
@@ -42,42 +42,35 @@ class Loop:
             fn(*args)
 
 
-class Flushes:
-    """The driver's flush: what it wrote, and how many flushes wrote something."""
+class Transport:
+    """What the connection's ``Writer`` writes to: what it got, in how many calls, and a
+    write buffer of ``buffered`` bytes."""
 
-    def __init__(self, box: Any) -> None:
-        self.box = box
+    def __init__(self, buffered: int = 0) -> None:
+        self.buffered = buffered
         self.written: list[bytes] = []
         self.writes = 0
 
-    def __call__(self) -> None:
-        if self.box.pending:
-            self.writes += 1
-            self.written.extend(self.box.take())
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.written.append(data)
 
-
-class Transport:
-    def __init__(self, buffered: int = 0) -> None:
-        self.buffered = buffered
+    def writelines(self, buffers: list[bytes]) -> None:
+        self.writes += 1
+        self.written.extend(buffers)
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
 
-class Driver:
-    def __init__(self, transport: Transport | None) -> None:
-        self.transport = transport
-        self.conn = None
-
-
 class Receiver:
-    """A handle of the build over its own outbox; ``flush.written`` is what went out."""
+    """A handle of the build over its own outbox and writer; ``flush.written`` is what went out."""
 
-    def __init__(self, build: Build, loop: Loop, buffered: int = 0, driver: bool = True) -> None:
+    def __init__(self, build: Build, loop: Loop, buffered: int = 0) -> None:
         self.box = build.core.Outbox()
-        self.flush = Flushes(self.box)
-        self.driver = Driver(Transport(buffered)) if driver else None
-        self.handle = build.loop.SendHandle(self.box, self.flush, loop, print, print, self.driver)
+        self.flush = Transport(buffered)
+        self.writer = build.loop.Writer(self.box, self.flush, None, print)
+        self.handle = build.loop.SendHandle(self.writer, loop, print, print)
 
     def frames(self, build: Build) -> list[Any]:
         return [f[3] for f in parse(build, self.flush.written)]
@@ -103,8 +96,7 @@ def test_closed_and_gone_receivers_are_not_counted(build: Build) -> None:
     loop = Loop()
     open_, closing, gone = Receiver(build, loop), Receiver(build, loop), Receiver(build, loop)
     closing.box.open = False  # the Connection is closing or closed
-    assert gone.driver is not None
-    gone.driver.transport = None  # connection_lost came
+    gone.writer.detach()  # connection_lost came
     assert build.loop.broadcast([open_.handle, closing.handle, gone.handle], "x") == 1
     loop.run_soon()
     assert open_.frames(build) == ["x"] and closing.flush.written == gone.flush.written == []
@@ -172,14 +164,6 @@ def test_one_frame_object_for_the_receivers_that_do_not_compress(build: Build) -
     buffers = [r.flush.written[-1] for r in rs]
     assert buffers[0] is buffers[1] is buffers[2]
     assert all(r.frames(build) == [big] for r in rs)
-
-
-def test_handles_without_a_driver_get_the_plain_frame(build: Build) -> None:
-    loop = Loop()
-    r = Receiver(build, loop, driver=False)
-    assert build.loop.broadcast([r.handle], "plain") == 1
-    loop.run_soon()
-    assert r.frames(build) == ["plain"]
 
 
 def test_other_threads_hand_the_receivers_to_their_loop_in_one_call(build: Build) -> None:

@@ -71,18 +71,17 @@ class Rig:
         self.keepalive = Keepalive()
         self.seen: list[Any] = []
         self.counters = build.loop.Counters()
+        self.writer = build.loop.Writer(
+            self.box, self.transport, max_buffer, lambda: self.over_limit.append(True), self.counters
+        )
         self.loop = build.loop.ReadLoop(
             self.reader,
-            self.box,
+            self.writer,
             on_message or self.echo,
             "ws",
             self.slow.append,
             self.finished.append,
-            self.transport,
-            max_buffer,
-            lambda: self.over_limit.append(True),
             self.keepalive,
-            self.counters,
         )
 
     def echo(self, ws: Any, msg: Any) -> None:
@@ -204,9 +203,13 @@ def test_base_exceptions_get_through(build: Build) -> None:
     assert not rig.box.in_read
 
 
-def test_it_needs_a_reader_and_an_outbox(build: Build) -> None:
+def test_it_needs_a_reader_and_a_writer(build: Build) -> None:
+    writer = build.loop.Writer(build.core.Outbox(), FakeTransport(), None, print)
+    reader = build.core.FrameReader(messages=True)
     with pytest.raises(TypeError):
-        build.loop.ReadLoop(None, None, print, None, print, print, FakeTransport(), None, print, Keepalive())
+        build.loop.ReadLoop(None, writer, print, None, print, print, Keepalive())
+    with pytest.raises(TypeError):
+        build.loop.ReadLoop(reader, build.core.Outbox(), print, None, print, print, Keepalive())
 
 
 # Counting (zzz.metrics.Counters)
@@ -259,9 +262,8 @@ def test_a_raising_callback_counts_the_messages_delivered(build: Build) -> None:
 
 def test_counters_default_to_a_private_one(build: Build) -> None:
     rig = Rig(build)
-    loop = build.loop.ReadLoop(
-        rig.reader, rig.box, rig.echo, "ws", print, print, rig.transport, None, print, Keepalive()
-    )
+    writer = build.loop.Writer(rig.box, rig.transport, None, print)
+    loop = build.loop.ReadLoop(rig.reader, writer, rig.echo, "ws", print, print, Keepalive())
     loop.feed(masked(build, 1, b"a"))
     assert rig.transport.calls and counts(rig) == (0, 0, 0, 0)
 
@@ -325,15 +327,6 @@ def test_deliver_skips_messages_once_the_outbox_is_closed(build: Build) -> None:
 # SendHandle
 
 
-class Flushes:
-    def __init__(self, box: Any) -> None:
-        self.box = box
-        self.written: list[bytes] = []
-
-    def __call__(self) -> None:
-        self.written.extend(self.box.take())
-
-
 class FakeLoop:
     def __init__(self, closed: bool = False) -> None:
         self.calls: list[tuple[Any, ...]] = []
@@ -348,12 +341,12 @@ class FakeLoop:
         return self.closed
 
 
-def make_handle(build: Build, loop: FakeLoop | None = None) -> tuple[Any, Any, Flushes, FakeLoop]:
+def make_handle(build: Build, loop: FakeLoop | None = None) -> tuple[Any, Any, FakeTransport, FakeLoop]:
     box = build.core.Outbox()
-    flush = Flushes(box)
+    transport = FakeTransport()
     loop = loop or FakeLoop()
-    handle = build.loop.SendHandle(box, flush, loop, print, print)
-    return handle, box, flush, loop
+    handle = build.loop.SendHandle(build.loop.Writer(box, transport, None, print), loop, print, print)
+    return handle, box, transport, loop
 
 
 def test_send_flushes_at_once_outside_a_read(build: Build) -> None:
@@ -392,11 +385,14 @@ def test_send_checks_its_argument_type(build: Build) -> None:
 
 def test_send_from_another_thread_is_handed_to_the_loop(build: Build) -> None:
     box = build.core.Outbox()
-    flush = Flushes(box)
+    flush = FakeTransport()
     loop = FakeLoop()
     later: list[Any] = []
     handle = build.loop.SendHandle(
-        box, flush, loop, lambda t: later.append(("text", t)), lambda b: later.append(("binary", b))
+        build.loop.Writer(box, flush, None, print),
+        loop,
+        lambda t: later.append(("text", t)),
+        lambda b: later.append(("binary", b)),
     )
     buf = bytearray(b"mutable")
 
@@ -438,9 +434,8 @@ def test_a_subclass_keeps_its_own_slots(build: Build) -> None:
     class Handle(build.loop.SendHandle):  # type: ignore[name-defined,misc]
         __slots__ = ("__weakref__", "name")
 
-    box = build.core.Outbox()
-    flush = Flushes(box)
-    handle = Handle(box, flush, FakeLoop(), print, print)
+    flush = FakeTransport()
+    handle = Handle(build.loop.Writer(build.core.Outbox(), flush, None, print), FakeLoop(), print, print)
     handle.name = "n"
     handle.send("x")
     assert handle.name == "n" and parse(build, flush.written) == [(1, True, False, "x")]
@@ -452,6 +447,78 @@ def test_send_has_a_signature(build: Build) -> None:
     assert list(inspect.signature(build.loop.SendHandle.send_binary).parameters) == ["self", "data"]
 
 
-def test_it_needs_an_outbox(build: Build) -> None:
-    with pytest.raises(TypeError):
-        build.loop.SendHandle(None, print, FakeLoop(), print, print)
+def test_it_needs_a_writer(build: Build) -> None:
+    with pytest.raises(TypeError, match="SendHandle needs a connection's Writer, not Outbox"):
+        build.loop.SendHandle(build.core.Outbox(), FakeLoop(), print, print)
+
+
+# Writer: the connection's one flush
+
+
+def make_writer(
+    build: Build, max_buffer: int | None = None
+) -> tuple[Any, Any, FakeTransport, list[bool], Any]:
+    box = build.core.Outbox()
+    transport = FakeTransport()
+    over: list[bool] = []
+    counters = build.loop.Counters()
+    writer = build.loop.Writer(box, transport, max_buffer, lambda: over.append(True), counters)
+    return writer, box, transport, over, counters
+
+
+def test_a_flush_is_one_call_and_counts_what_it_wrote(build: Build) -> None:
+    writer, box, transport, over, counters = make_writer(build)
+    writer.flush()
+    assert transport.calls == []  # nothing queued: no write at all
+    box.text("a")
+    writer.flush()
+    box.text("b")
+    box.binary(b"cc")
+    box.raw(b"\x89\x00")  # a ping: bytes, not a message
+    writer.flush()
+    assert len(transport.calls) == 2  # one call per flush (write or writelines: the core decides)
+    assert parse(build, transport.written) == [
+        (1, True, False, "a"),
+        (1, True, False, "b"),
+        (2, True, False, b"cc"),
+        (9, True, False, b""),
+    ]
+    assert (counters.bytes_out, counters.messages_out) == (sum(map(len, transport.written)), 3) == (12, 3)
+    assert not box.pending and over == []
+
+
+def test_a_flush_past_max_buffer_calls_over_limit(build: Build) -> None:
+    writer, box, transport, over, _ = make_writer(build, max_buffer=10)
+    transport.buffered = 10
+    box.text("x")
+    writer.flush()
+    assert over == []  # at the limit is not over it
+    transport.buffered = 11
+    box.text("y")
+    writer.flush()
+    assert over == [True] and len(transport.calls) == 2
+
+
+def test_buffered_is_the_transport_and_the_outbox(build: Build) -> None:
+    writer, box, transport, _, _ = make_writer(build)
+    transport.buffered = 100
+    box.text("abc")
+    assert writer.buffered() == 105 and writer.attached
+
+
+def test_a_detached_writer_discards_and_counts_nothing(build: Build) -> None:
+    writer, box, transport, over, counters = make_writer(build, max_buffer=0)
+    box.text("queued before the loss")
+    writer.detach()
+    assert not writer.attached and writer.buffered() == 0
+    writer.flush()
+    box.text("after")
+    writer.flush()
+    assert transport.calls == [] and not box.pending and over == []
+    assert (counters.bytes_out, counters.messages_out) == (0, 0)
+    assert not build.loop.Writer(box, None, None, print).attached
+
+
+def test_a_writer_needs_an_outbox(build: Build) -> None:
+    with pytest.raises(TypeError, match="Writer needs a connection's outbox"):
+        build.loop.Writer(None, FakeTransport(), None, print)

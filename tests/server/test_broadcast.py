@@ -79,6 +79,7 @@ def counted(handle: zzz.WebSocket) -> Counting:
     proto = handle._proto
     counter = Counting(proto.transport)
     proto.transport = counter  # type: ignore[assignment]
+    proto._writer.attach(counter)  # the connection's one flush writes to it too
     return counter
 
 
@@ -149,25 +150,14 @@ async def test_ten_broadcasts_in_one_turn_are_one_write_per_receiver() -> None:
         assert await recv_n(c1, 2) == await recv_n(c2, 2) == ["x", "y"]
 
 
-async def test_a_read_that_broadcasts_writes_once_and_the_others_once_per_turn(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_read_that_broadcasts_writes_once_and_the_others_once_per_turn() -> None:
     """A sync on_message broadcasting to everyone: the sender's copies go out with the read's one
     write, every other receiver gets one write for the whole read."""
     counters: dict[int, Counting] = {}
-    real = zzz.websocket.ReadLoop
-
-    def counting_readloop(
-        reader: Any, outbox: Any, on_message: Any, ws: Any, slow: Any, finish: Any, transport: Any, *rest: Any
-    ) -> Any:
-        counters[id(ws)] = counter = Counting(transport)
-        return real(reader, outbox, on_message, ws, slow, finish, counter, *rest)
-
-    monkeypatch.setattr(zzz.websocket, "ReadLoop", counting_readloop)
     handles: list[zzz.WebSocket] = []
 
     def on_open(ws: zzz.WebSocket) -> None:
-        ws._proto.transport = counters[id(ws)]  # type: ignore[assignment]
+        counters[id(ws)] = counted(ws)  # the per-read loop writes through the same Writer
         handles.append(ws)
 
     def on_message(ws: zzz.WebSocket, msg: Any) -> None:
