@@ -10,7 +10,8 @@ and the client's start cancel out). ``--keep DIR`` keeps the callgrind files of 
 for ``callgrind_annotate``. Not a measurement of speed, and nothing to run in the test suite.
 
 Scenarios: ``rr`` (1 connection, 1 in flight, 32 B text: request/response), ``pipe`` (the same
-with 100 in flight) and ``mixed`` (the bench's mixed row: 0 B to 1 MiB interleaved, 32 in flight).
+with 100 in flight; ``pipe-64k`` with 64 KiB binary; ``conns-100``: 100 connections, 1 in
+flight each) and ``mixed`` (the bench's mixed row: 0 B to 1 MiB interleaved, 32 in flight).
 With ``PYTHONPATH`` naming another checkout (its extension built in place), the server runs that
 checkout's zzz: the way to compare two commits without noise.
 """
@@ -36,6 +37,16 @@ SCENARIOS = {
         ("--mode", "rr", "--conns", "1", "--inflight", "100", "--size", "32", "--warmup", "0"),
         20000,
         120000,
+    ),
+    "pipe-64k": (
+        ("--mode", "rr", "--conns", "1", "--inflight", "100", "--size", "65536", "--warmup", "0"),
+        2000,
+        6000,
+    ),
+    "conns-100": (
+        ("--mode", "rr", "--conns", "100", "--inflight", "1", "--size", "32", "--warmup", "0"),
+        5000,
+        25000,
     ),
     "mixed": (("--mode", "mixed", "--conns", "1", "--inflight", "32", "--warmup", "0"), 96, 480),
 }
