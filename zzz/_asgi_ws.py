@@ -64,7 +64,6 @@ class AsgiWebSocket(ConnectionDriver):
         self._waiter: asyncio.Future[None] | None = None
         self._max_queue = settings.flow.max_queue
         self._high_water = settings.flow.write_high_water
-        self._stats = hub.counters  # also the driver's: its Writer counts what goes out
         self._app_closed = False  # the app sent websocket.close
         # The app got a message and has neither answered it nor asked for the next: hold the
         # events behind it (see the module).
@@ -83,7 +82,7 @@ class AsgiWebSocket(ConnectionDriver):
 
     def data_received(self, data: bytes) -> None:
         self._keepalive.received = True
-        self._stats.bytes_in += len(data)
+        self._counters.bytes_in += len(data)
         self.conn.receive_data(data)
         self._process()
 
@@ -94,7 +93,7 @@ class AsgiWebSocket(ConnectionDriver):
         self.conn.abandon()
         self._advance(Change.REPORTED)
         code = self.final_close[0]
-        self._stats.closed(code)
+        self._counters.closed(code)
         logger.info("asgi websocket closed %s code=%s", self.name, code)
         self._wake()
 
@@ -111,7 +110,7 @@ class AsgiWebSocket(ConnectionDriver):
             cls = type(event)
             if cls is Text or cls is Binary:
                 messages.append(event)  # type: ignore[arg-type]
-                self._stats.messages_in += 1
+                self._counters.messages_in += 1
             elif cls is CloseReceived:
                 self._close = (event.code, event.reason)  # type: ignore[union-attr]
                 self._flush()
@@ -124,7 +123,11 @@ class AsgiWebSocket(ConnectionDriver):
                 self._linger()
             elif cls is Pong:
                 self._keepalive.pong()
-        self._flush()
+        # What the connection answered (pongs) goes out with the app's next sends, once per
+        # loop iteration: flushing here, which ``send_message`` reaches after every answer to a
+        # pipelined message, would write once per message.
+        if self._outbox.size:
+            self._flush_soon()
         if messages:
             self._wake()
         backlog = conn.pending_frame_count
@@ -192,8 +195,8 @@ class AsgiWebSocket(ConnectionDriver):
             self._flush()
             # Yield even when the kernel took it all: a send loop must not starve the loop.
             await self.drain()
-        elif self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
+        else:
+            self._flush_soon()
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """``websocket.close``: start the close handshake; a second close does nothing.
@@ -214,6 +217,11 @@ class AsgiWebSocket(ConnectionDriver):
         self._process()
         self._resume(PAUSED_BY_QUEUE)
 
+    def _flush_soon(self) -> None:
+        """Write what is queued once this loop iteration's callbacks have run."""
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         handle = self._flush_handle
         if handle is not None:
@@ -226,7 +234,7 @@ class AsgiWebSocket(ConnectionDriver):
         if self._close == (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded"):
             return
         logger.warning("closing %s: write buffer over max_backpressure", self.name)
-        self._stats.backpressure_closes += 1
+        self._counters.backpressure_closes += 1
         self._close = (CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.conn.send_close(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
         self.abort()

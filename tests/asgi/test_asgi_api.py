@@ -283,6 +283,47 @@ async def test_answer_to_a_message_goes_out_before_the_close_of_a_violation_behi
     assert second[0] == 0x8 and struct.unpack("!H", second[1][:2])[0] == 1002  # ...the 1002 close
 
 
+class _CountingTransport:
+    """Counts the writes a connection's flush makes, and passes them on."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.transport.write(data)
+
+    def writelines(self, buffers: list[bytes]) -> None:
+        self.writes += 1
+        self.transport.writelines(buffers)
+
+    def get_write_buffer_size(self) -> int:
+        return int(self.transport.get_write_buffer_size())
+
+
+async def test_answers_to_pipelined_messages_go_out_in_a_few_writes_not_one_each() -> None:
+    server = await _started(EchoApp())
+    try:
+        reader, writer = await _raw_websocket(server.port, "/ws")
+        for _ in range(200):
+            if server._hub.websockets:
+                break
+            await asyncio.sleep(0.01)
+        (ws,) = server._hub.websockets
+        counting = _CountingTransport(ws.transport)
+        ws._writer.attach(counting)  # the connection's one flush writes through it
+        writer.write(b"".join(_frame(0x1, b"message %d" % i) for i in range(100)))
+        echoes = [await asyncio.wait_for(_read_frame(reader), 10) for _ in range(100)]
+        writer.close()
+    finally:
+        await server.close()
+    assert echoes == [(0x1, b"message %d" % i) for i in range(100)]
+    # The app answers each message with a send; they are written once per loop turn (one read
+    # of the 100 may arrive in a few pieces), not once per message.
+    assert 1 <= counting.writes <= 10
+
+
 async def _raw_websocket(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A WebSocket opened by hand (no compression), with a small receive buffer."""
     sock = socket.socket()
