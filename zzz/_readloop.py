@@ -269,8 +269,7 @@ class ReadLoop:
             out.in_read = False
         if pos == len(frames) and self._value is None and error is None:
             del frames[:]  # the reader made this list for this read; nothing in it is kept
-            if out.size:
-                self._writer.flush()
+            self._writer.flush()  # nothing queued: returns at once
             return
         self._finish(self._stop(frames, pos, error))
 
@@ -497,7 +496,7 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
                 group = remote[handle._owner_loop] = []
             group.append(handle)
             continue
-        if skip >= 0 and out.size + writer._buffer_size() > skip:
+        if skip >= 0 and writer.buffered() > skip:
             continue
         conn = handle._conn
         if out.encoder is None or conn is None:

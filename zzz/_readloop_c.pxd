@@ -43,6 +43,8 @@ cdef class Writer:
 
     cpdef attach(self, object transport)
 
+    cpdef Py_ssize_t buffered(self) except -1
+
 
 @cython.final
 cdef class ReadLoop:

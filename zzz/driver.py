@@ -157,7 +157,8 @@ class ConnectionDriver(asyncio.Protocol):
         counters: Counters | None = None,
     ) -> None:
         self.loop = loop
-        self._counters = counters
+        # Always a Counters (a client's counts nobody reads), so that no count tests for None.
+        self._counters: Counters = Counters() if counters is None else counters
         self.phase = phase
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
