@@ -14,6 +14,10 @@ with 100 in flight; ``pipe-64k`` with 64 KiB binary; ``conns-100``: 100 connecti
 flight each) and ``mixed`` (the bench's mixed row: 0 B to 1 MiB interleaved, 32 in flight).
 With ``PYTHONPATH`` naming another checkout (its extension built in place), the server runs that
 checkout's zzz: the way to compare two commits without noise.
+
+``--asgi MODULE:ATTR`` counts zzz's ASGI mode instead: ``python -m zzz MODULE:ATTR --interface
+asgi``, imported from ``bench/asgi`` (``app_fastapi:app``, the ASGI benchmark's FastAPI echo) or
+from the current directory.
 """
 
 from __future__ import annotations
@@ -69,21 +73,26 @@ def wait_port(port: int, timeout: float = 600.0) -> None:
     raise SystemExit(f"callgrind.py: the server did not listen on {port} within {timeout} s")
 
 
-def one_run(client: str, args: tuple[str, ...], count: int, out_dir: Path) -> int:
+def server_command(port: int, asgi: str | None) -> list[str]:
+    """The server: the echo benchmark's zzz server, or an ASGI app on ``python -m zzz``."""
+    if asgi is None:
+        return [sys.executable, str(HERE / "echo" / "server_zzz.py"), "--port", str(port)]
+    return [
+        sys.executable, "-m", "zzz", asgi, "--interface", "asgi", "--port", str(port), "--log-level", "warning"
+    ]  # fmt: skip
+
+
+def one_run(client: str, args: tuple[str, ...], count: int, out_dir: Path, asgi: str | None = None) -> int:
     """Total instructions (Ir) of a server process that answered ``count`` messages."""
     port = free_port()
     out = out_dir / f"callgrind.{count}.out"
     env = dict(os.environ, PYTHONHASHSEED="0")
+    if asgi is not None:  # the app imports from bench/asgi or the current directory
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (env.get("PYTHONPATH"), str(HERE / "asgi"), os.getcwd()) if p
+        )
     server = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            str(HERE / "echo" / "server_zzz.py"),
-            "--port",
-            str(port),
-        ],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *server_command(port, asgi)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -119,18 +128,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--keep", type=Path, help="keep the callgrind file of the long run here")
+    parser.add_argument("--asgi", metavar="MODULE:ATTR", help="count this ASGI app on zzz instead")
     opts = parser.parse_args()
     args, short, long = SCENARIOS[opts.scenario]
     work = Path(tempfile.mkdtemp(prefix="zzz-callgrind-"))
     try:
         client = str(work / "loadclient")
         subprocess.run(["cc", "-O2", "-o", client, str(HERE / "echo" / "loadclient.c"), "-lz"], check=True)
-        small = one_run(client, args, short, work)
-        big = one_run(client, args, long, work)
+        small = one_run(client, args, short, work, opts.asgi)
+        big = one_run(client, args, long, work, opts.asgi)
         per = (big - small) / (long - short)
-        print(
-            f"{opts.scenario}: {per:,.0f} instructions per message ({small:,} Ir for {short}, {big:,} for {long})"
-        )
+        what = opts.scenario if opts.asgi is None else f"{opts.scenario} (ASGI {opts.asgi})"
+        print(f"{what}: {per:,.0f} instructions per message ({small:,} Ir for {short}, {big:,} for {long})")
         if opts.keep is not None:
             opts.keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(work / f"callgrind.{long}.out", opts.keep / f"callgrind.{opts.scenario}.out")

@@ -3,6 +3,10 @@
 Starts each server, opens N connections from a separate client process (raw sockets on uvloop,
 its own handshake), and divides the growth of the server's RSS by N; also times an echo on a
 fresh connection while the N are open.  ``python bench/memory.py [-n 10000]``.
+
+``measure(..., fill=K)`` also echoes K distinct 4 KiB chat-like messages on every connection
+after the first echo and reads the RSS again: a compressing connection that has carried more
+than its window of traffic has touched all of its zlib state, which one small echo does not.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import datetime
 import hashlib
 import os
+import random
 import resource
 import shlex
 import statistics
@@ -66,6 +71,68 @@ TARGETS: list[Target] = [
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # 1 KiB of text that deflates well, as chat-like traffic would.
 MESSAGE = (b'{"user": "alice", "text": "hello from the memory benchmark", "seq": 0} ' * 15)[:1024]
+
+
+WORDS = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "price",
+    "bid",
+    "ask",
+    "fill",
+    "order",
+    "room",
+    "lobby",
+    "join",
+    "leave",
+    "typing",
+    "hello",
+    "thanks",
+    "sure",
+    "later",
+    "ok",
+    "maybe",
+    "tomorrow",
+    "meeting",
+    "ticket",
+    "deploy",
+    "build",
+    "green",
+    "red",
+    "latency",
+    "spike",
+    "update",
+    "patch",
+    "review",
+    "merge",
+    "coffee",
+    "lunch",
+    "weekend",
+]
+
+
+def fill_message(conn: int, seq: int, size: int = 4096) -> bytes:
+    """One chat-like JSON text of ``size`` bytes, different for every connection and number:
+    it deflates about as well as chat traffic, and a few of them fill any window."""
+    rnd = random.Random(conn * 1_000_003 + seq)
+    parts = []
+    total = 0
+    while total < size:
+        line = (
+            f'{{"user": "{rnd.choice(WORDS)}{rnd.randrange(1000)}", "seq": {rnd.randrange(10**9)}, '
+            f'"text": "{" ".join(rnd.choice(WORDS) for _ in range(rnd.randrange(4, 14)))}"}}\n'
+        )
+        parts.append(line)
+        total += len(line)
+    return "".join(parts).encode()[:size]
 
 
 def masked_frame(payload: bytes, rsv1: bool = False, opcode: int = 1) -> bytes:
@@ -243,8 +310,27 @@ async def echo_all(conns: list[ClientConn]) -> int:
     return bad
 
 
+async def fill_all(conns: list[ClientConn], count: int) -> int:
+    """Echo ``count`` distinct 4 KiB messages on every connection, 200 connections at a time;
+    return how many connections failed."""
+    sem = asyncio.Semaphore(200)
+    bad = 0
+
+    async def one(i: int, c: ClientConn) -> None:
+        nonlocal bad
+        async with sem:
+            try:
+                for seq in range(count):
+                    await c.echo(fill_message(i, seq))
+            except Exception:  # noqa: BLE001 - counted and reported
+                bad += 1
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(conns)))
+    return bad
+
+
 async def client_main(host: str, port: int, n: int, offer_deflate: bool, raw: bool) -> None:
-    """Line protocol with the parent on stdin/stdout: warm, open, echo, rtt, quit."""
+    """Line protocol with the parent on stdin/stdout: warm, open, echo, fill K, rtt, quit."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -282,6 +368,9 @@ async def client_main(host: str, port: int, n: int, offer_deflate: bool, raw: bo
         elif line == "echo":
             bad = await echo_all(conns)
             say(f"echoed {len(conns) - bad} {bad}")
+        elif line.startswith("fill "):
+            bad = await fill_all(conns, int(line.split()[1]))
+            say(f"filled {len(conns) - bad} {bad}")
         elif line == "rtt":
             fresh = await connect()
             times = [await fresh.echo(MESSAGE[:32]) for _ in range(200)]
@@ -359,8 +448,9 @@ def kib(v: float) -> str:
     return f"{v / 1024:.1f} MiB" if v >= 10240 else f"{v:.1f} KiB"
 
 
-def measure(target: Target, n: int, python: str, settle: float) -> dict[str, object]:
-    """One server configuration: RSS before, after opening N, after one echo on each, fresh RTT."""
+def measure(target: Target, n: int, python: str, settle: float, fill: int = 0) -> dict[str, object]:
+    """One server configuration: RSS before, after opening N, after one echo on each, fresh RTT;
+    with ``fill``, also after ``fill`` more 4 KiB echoes on each (``per_conn_filled``)."""
     server = bench_run.Server(
         target.name, target.script, ("--compression",) if target.deflate else (), raw=target.raw
     )
@@ -384,6 +474,16 @@ def measure(target: Target, n: int, python: str, settle: float) -> dict[str, obj
         echoed = client.ask("echo").split()
         time.sleep(settle)
         after_echo = server_rss_kib(running.proc.pid)
+        filled: dict[str, object] = {}
+        if fill:
+            answer = client.ask(f"fill {fill}", timeout=900).split()
+            time.sleep(settle)
+            after_fill = server_rss_kib(running.proc.pid)
+            filled = {
+                "after_fill": after_fill,
+                "fill_failed": int(answer[2]),
+                "per_conn_filled": (after_fill - before) / max(n_open, 1),
+            }
         rtt = client.ask("rtt").split()
         alive = running.proc.poll() is None
         result: dict[str, object] = {
@@ -401,6 +501,7 @@ def measure(target: Target, n: int, python: str, settle: float) -> dict[str, obj
             "rtt_ms": float(rtt[1]),
             "rtt_p99_ms": float(rtt[2]),
             "alive": alive,
+            **filled,
         }
         return result
     except (RuntimeError, OSError, ValueError, IndexError) as exc:

@@ -57,6 +57,11 @@ UVICORNS = [s for s in SERVERS if s.startswith("uvicorn")]
 SCENARIO_KEYS = {"rr-32": "≥ 1.2×", "rr-1k": "≥ 1.2×", "pipe-32": "≥ 2×", "pipe-1k": "≥ 2×"}
 
 
+# 4 KiB echoes per connection after the first one: 64 KiB of chat-like text, more than any
+# window (32 KiB at most), so that every server's compressor has touched all its zlib state.
+FILL = 16
+
+
 @dataclass(frozen=True)
 class MemoryRow:
     """One memory row: compression on or off, and which of memory.py's figures."""
@@ -64,7 +69,7 @@ class MemoryRow:
     key: str
     title: str
     deflate: bool
-    figure: str  # "per_conn_idle" or "per_conn_used"
+    figure: str  # "per_conn_idle", "per_conn_used" or "per_conn_filled"
     target: str
 
 
@@ -78,6 +83,13 @@ MEMORY_ROWS = [
         "memory per conn after one 1 KiB deflated echo (KiB)",
         True,
         "per_conn_used",
+        "",
+    ),
+    MemoryRow(
+        "mem-deflate-filled",
+        f"memory per compressing conn, after {FILL} × 4 KiB more (KiB)",
+        True,
+        "per_conn_filled",
         "≤ 0.5×",
     ),
 ]
@@ -189,7 +201,7 @@ def run_memory(servers: list[str], args: argparse.Namespace) -> dict[tuple[str, 
             target = bench_memory.Target(name, str(SERVE), deflate)
             with server_env(name):
                 out[(name, deflate)] = bench_memory.measure(
-                    target, args.connections, args.python, args.settle
+                    target, args.connections, args.python, args.settle, fill=FILL if deflate else 0
                 )
             print(f"  {out[(name, deflate)]}", file=sys.stderr)
     return out
@@ -223,6 +235,8 @@ def memory_cell(result: dict[str, Any] | None, row: MemoryRow) -> tuple[str, flo
         notes.append(f"**{result['failed']} failed**")
     if result.get("echo_failed"):
         notes.append(f"**{result['echo_failed']} echoes failed**")
+    if row.figure == "per_conn_filled" and result.get("fill_failed"):
+        notes.append(f"**{result['fill_failed']} connections failed the fill**")
     if row.deflate and result["deflate_negotiated"] != result["opened"]:
         notes.append(
             "no deflate" if not result["deflate_negotiated"] else f"deflate on {result['deflate_negotiated']}"
@@ -230,6 +244,8 @@ def memory_cell(result: dict[str, Any] | None, row: MemoryRow) -> tuple[str, flo
     if notes:
         text += " (" + ", ".join(notes) + ")"
     clean = not result["failed"] and not result.get("echo_failed")
+    if row.figure == "per_conn_filled":
+        clean = clean and not result.get("fill_failed")
     negotiated = not row.deflate or result["deflate_negotiated"] == result["opened"]
     return text, (value if clean and negotiated else None)
 
