@@ -72,7 +72,7 @@ def _extensions():
         "zzz._speedups",
         ["zzz/_speedups.pyx"],
         # The C kernels live in headers; listing them rebuilds on change and ships them in sdists.
-        depends=["zzz/_mask.h", "zzz/_utf8.h", "zzz/_speedups.pxd"],
+        depends=["zzz/_mask.h", "zzz/_utf8.h", "zzz/_ustr.h", "zzz/_speedups.pxd"],
         include_dirs=["zzz"],
         # No -march=native: the wheel must run on any x86-64; SIMD is picked at run time.
         extra_compile_args=_OPTIMIZE,

@@ -43,6 +43,10 @@ cdef extern from "_mask.h":
     const char *zzz_mask_select(const char *name)
     const char *zzz_mask_kernel_name
 
+cdef extern from "_ustr.h":
+    void zzz_ustr_keep_utf8(object s, const unsigned char *src, Py_ssize_t n)
+    const char *zzz_ustr_cached_utf8(object s, Py_ssize_t *n)
+
 cdef extern from "_utf8.h":
     enum:
         ZZZ_UTF8_REJECT
@@ -757,10 +761,15 @@ cdef inline object _message(int opcode, object payload):
 
 
 cdef object _decode(const unsigned char *p, Py_ssize_t n):
+    """The str of valid UTF-8 text, carrying those bytes as its UTF-8 form (``_ustr.h``): sending
+    it on then encodes nothing."""
+    cdef object text
     try:
-        return PyUnicode_DecodeUTF8(<const char *>p, n, NULL)
+        text = PyUnicode_DecodeUTF8(<const char *>p, n, NULL)
     except UnicodeDecodeError:
         raise InvalidUtf8("invalid UTF-8") from None
+    zzz_ustr_keep_utf8(text, p, n)
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -905,13 +914,22 @@ cdef class Outbox:
     cpdef text(self, object text):
         """Queue a text message."""
         cdef object data
+        cdef const char *utf8
+        cdef Py_ssize_t n = 0
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         if not self.open:
             return None
         if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
-            data = PyUnicode_AsUTF8String(text)
-            self._data(0x81, data)
+            utf8 = zzz_ustr_cached_utf8(text, &n)
+            if utf8 != NULL and self.encoder is None and n < _SPLIT_FRAME_SIZE:
+                # Text as it was received (``_decode``): its UTF-8 bytes are there already.
+                self._frame(0x81, <const unsigned char *>utf8, n)
+            elif utf8 != NULL and self.encoder is None:
+                self._big(0x81, PyBytes_FromStringAndSize(utf8, n), n)
+            else:
+                data = PyUnicode_AsUTF8String(text)
+                self._data(0x81, data)
         else:
             # ASCII: the str's own bytes are the UTF-8 payload.
             self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))

@@ -203,3 +203,49 @@ def test_reader_without_messages_keeps_tuples(impl: ModuleType) -> None:
     reader = impl.FrameReader(require_mask=False)
     assert reader.messages is False
     assert reader.feed(impl.encode_frame(1, b"a")) == [(1, True, False, "a")]
+
+
+# Received text sent on (an echo, a relay): the compiled core keeps the bytes it decoded from
+
+
+TEXTS = [
+    "plain ascii",
+    "é" * 300,  # one byte per character in the str (latin-1), two in UTF-8
+    "h\u00e9llo \u20acuro " * 40,  # two bytes per character in the str
+    "\U0001d11e clef " * 50,  # four bytes per character in the str
+    "na\u00efve \u65e5\u672c \U0001f600 " * 7000,  # over the outbox's 64 KiB split size
+    "\u00e9",  # one character: CPython's shared latin-1 singleton
+]
+
+
+def _received(impl: ModuleType, text: str, *, split: int | None = None) -> str:
+    """``text`` as a server's reader delivers it: a masked frame, fed whole or in two reads."""
+    frame = impl.encode_frame(1, text.encode(), True, False, b"\x0a\x0b\x0c\x0d")
+    reader = impl.FrameReader(require_mask=True, messages=True)
+    cut = len(frame) if split is None else split
+    (msg,) = reader.feed(frame[:cut]) + reader.feed(frame[cut:])
+    assert type(msg) is impl.Text and type(msg.data) is str
+    return msg.data  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=lambda t: f"{len(t)}-chars")
+@pytest.mark.parametrize("split", [None, 9])
+def test_received_text_sent_on_is_the_same_text(impl: ModuleType, text: str, split: int | None) -> None:
+    got = _received(impl, text, split=split)
+    assert got == text
+    box = impl.Outbox()
+    box.text(got)
+    box.text(got)  # twice: the first send changes nothing in the str
+    assert parse(impl, box.take()) == [(1, True, False, text), (1, True, False, text)]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="the UTF-8 form is kept on CPython 3.11-3.13 only")
+@pytest.mark.parametrize("split", [None, 9])
+def test_the_compiled_core_keeps_the_utf8_of_received_text(speedups: ModuleType, split: int | None) -> None:
+    # CPython counts a str's UTF-8 form in its size once the str has one; a str decoded the
+    # usual way has none until something asks for it.
+    text = "h\u00e9llo \u20acuro " * 40
+    fresh = text.encode().decode()
+    got = _received(speedups, text, split=split)
+    assert sys.getsizeof(got) == sys.getsizeof(fresh) + len(text.encode()) + 1
+    assert sys.getsizeof(_received(speedups, "ascii only")) == sys.getsizeof("ascii only".encode().decode())
