@@ -213,6 +213,10 @@ class ClientConn(asyncio.Protocol):
         self._try_reply()
 
     def _try_reply(self) -> None:
+        """Hand the next data frame to whoever waits; answer pings (a server pings a connection
+        that was silent for its ping interval, as those waiting for the fill are)."""
+        while not self.raw and self._control_frame():
+            pass
         if self.reply is None or self.reply.done():
             return
         if self.raw:
@@ -240,6 +244,21 @@ class ClientConn(asyncio.Protocol):
         if b0 & 0x40:
             payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
         self.reply.set_result(payload)
+
+    def _control_frame(self) -> bool:
+        """Take one whole ping (answered with a pong) or pong off the buffer; False if the next
+        frame is not one, or not all here."""
+        if len(self.buf) < 2 or self.buf[0] & 0x0F not in (0x9, 0xA):
+            return False
+        n = self.buf[1] & 127  # a control frame's payload is at most 125 bytes
+        if len(self.buf) < 2 + n:
+            return False
+        payload = bytes(self.buf[2 : 2 + n])
+        opcode = self.buf[0] & 0x0F
+        del self.buf[: 2 + n]
+        if opcode == 0x9 and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(masked_frame(payload, opcode=0xA))
+        return True
 
     def goodbye(self) -> None:
         """Send a close frame (servers log abrupt disconnects) and drop the connection."""

@@ -248,4 +248,4 @@ def test_the_compiled_core_keeps_the_utf8_of_received_text(speedups: ModuleType,
     fresh = text.encode().decode()
     got = _received(speedups, text, split=split)
     assert sys.getsizeof(got) == sys.getsizeof(fresh) + len(text.encode()) + 1
-    assert sys.getsizeof(_received(speedups, "ascii only")) == sys.getsizeof("ascii only".encode().decode())
+    assert sys.getsizeof(_received(speedups, "ascii only")) == sys.getsizeof(b"ascii only".decode())
