@@ -29,7 +29,7 @@ from zzz.errors import HttpRefusal
 from zzz.http import HttpError, Request, _http_date, error_response
 from zzz.http_parser import END_OF_BODY, RequestParser
 from zzz.hub import ConnectionHub
-from zzz.server import _bad_request, _health_response
+from zzz.server import HttpFlow, _bad_request, _health_response
 
 __all__ = ["ASGI_VERSION", "AsgiApp3", "AsgiHttpProtocol"]
 
@@ -47,16 +47,16 @@ AsgiApp3 = Callable[
 #: The ``scope["asgi"]`` of every scope: ASGI 3.0, the 2.4 HTTP and WebSocket spec.
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-_LINGER_SECONDS = 2.0  # as the native side: read and discard after an error before closing
 _SHUTDOWN_GRACE = 1.0
 _MAX_QUEUED = 16  # pipelined requests waiting for their turn before reading pauses
 _FEED_SLICE = 16 * 1024
 _MAX_EARLY = 64 * 1024  # bytes kept after an upgrade request while the app decides
 _NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
 
+# Reasons reading is paused, besides HttpFlow's own (2: the write buffer is over its high-water
+# mark).
 _PAUSED_BY_BODY = 1  # the body not read by the app is over write_high_water
-_PAUSED_BY_QUEUE = 2  # _MAX_QUEUED requests wait, or an error waits behind them
-_PAUSED_BY_WRITER = 4  # the transport's write buffer is over its high-water mark
+_PAUSED_BY_QUEUE = 4  # _MAX_QUEUED requests wait, or an error waits behind them
 _PAUSED_BY_UPGRADE = 8  # _MAX_EARLY bytes after an upgrade request the app has not decided
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -525,7 +525,7 @@ def _reason(message: dict[str, Any]) -> str:
     return reason
 
 
-class AsgiHttpProtocol(asyncio.Protocol):
+class AsgiHttpProtocol(HttpFlow):
     """One connection of an ASGI server until (and unless) it upgrades (see the module).
 
     Args:
@@ -810,42 +810,6 @@ class AsgiHttpProtocol(asyncio.Protocol):
 
     # Flow control
 
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        self._pause(_PAUSED_BY_WRITER)
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._resume(_PAUSED_BY_WRITER)
-        self._wake_drain()
-
-    async def _drain(self) -> None:
-        waiter = self.hub.loop.create_future()
-        self.drain_waiter = waiter
-        try:
-            await waiter
-        finally:
-            self.drain_waiter = None
-
-    def _wake_drain(self) -> None:
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _pause(self, reason: int) -> None:
-        if self.lingering:
-            return
-        if not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if not self.paused & reason:
-            return
-        self.paused &= ~reason
-        if not self.paused and self.transport is not None:
-            self.transport.resume_reading()
-
     # Timers and the end
 
     def _arm_timer(self) -> None:
@@ -853,28 +817,6 @@ class AsgiHttpProtocol(asyncio.Protocol):
         if timeout is not None and self.transport is not None:
             self._cancel_timer()
             self.timer = self.hub.loop.call_later(timeout, self.abort)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _linger(self) -> None:
-        """Close after an answer without losing it to a reset (see ``HttpProtocol._linger``)."""
-        transport = self.transport
-        if transport is None or self.lingering:
-            return
-        if self.paused:
-            self.paused = 0
-            transport.resume_reading()
-        self.lingering = self.closing = True
-        self.early = []
-        self._cancel_timer()
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        self.timer = self.hub.loop.call_later(_LINGER_SECONDS, self.abort)
 
     def shutdown(self) -> None:
         """The server closes: close when idle, after the answer being written otherwise."""
@@ -888,6 +830,5 @@ class AsgiHttpProtocol(asyncio.Protocol):
         self.timer = self.hub.loop.call_later(_SHUTDOWN_GRACE, self.abort)
 
     def abort(self) -> None:
-        self.timer = None
-        if self.transport is not None:
-            self.transport.abort()
+        """Drop the connection now (a timer fired, or half a response went out)."""
+        self._on_timeout()

@@ -64,7 +64,107 @@ def _error_bytes(status: int, message: str = "", headers: Iterable[tuple[str, st
     return HttpError(status, message, list(headers)).to_response().encode(keep_alive=False)
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpFlow(asyncio.Protocol):
+    """The flow control both HTTP protocols share, this module's and the ASGI one's
+    (``zzz._asgi_http``): reading paused for a set of reasons (bits, ``_PAUSED_BY_WRITER`` among
+    them), writing paused by the transport with a waiter for the drain, one timer, and the
+    lingering close after an error response.
+
+    A subclass sets the attributes below in its ``__init__``; ``_drop_input`` says what a
+    lingering connection forgets, ``_on_timeout`` what the timer does when it fires.
+    """
+
+    hub: ConnectionHub
+    transport: asyncio.Transport | None
+    paused: int  # _PAUSED_BY_* bits
+    writing_paused: bool  # between pause_writing and resume_writing
+    drain_waiter: asyncio.Future[None] | None  # waiting for resume_writing
+    lingering: bool  # an error response was sent: read and discard until the peer closes
+    closing: bool
+    early: list[bytes]
+    timer: asyncio.TimerHandle | None
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        # A client that pipelines requests and never reads must not fill our memory with answers.
+        self._pause(_PAUSED_BY_WRITER)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._resume(_PAUSED_BY_WRITER)
+        self._wake_drain()
+
+    async def _drain(self) -> None:
+        waiter = self.hub.loop.create_future()
+        self.drain_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self.drain_waiter = None
+
+    def _wake_drain(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause(self, reason: int) -> None:
+        if self.lingering:
+            return  # lingering reads (and discards) whatever happens
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _resume_all(self) -> None:
+        if self.paused:
+            self.paused = 0
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def _linger(self) -> None:
+        """Close after an error response without losing it.
+
+        Closing a socket with unread input makes the kernel send a reset, and the peer then
+        discards our response before reading it (a request refused at a limit always leaves
+        input unread). So shut down our side, keep reading and discarding, and close when the
+        peer does or after ``_LINGER_SECONDS``.
+        """
+        transport = self.transport
+        if transport is None or self.lingering:
+            return
+        self._resume_all()
+        self.lingering = True
+        self.closing = True
+        self._drop_input()
+        self._cancel_timer()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.timer = self.hub.loop.call_later(_LINGER_SECONDS, self._on_timeout)
+
+    def _drop_input(self) -> None:
+        """What a lingering connection forgets: the bytes read after an upgrade request."""
+        self.early = []
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HttpProtocol(HttpFlow):
     """The HTTP/1.1 side of a connection until (and unless) it upgrades."""
 
     def __init__(self, hub: ConnectionHub) -> None:
@@ -208,42 +308,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.early_size > _MAX_EARLY:
             self._pause(_PAUSED_BY_UPGRADE)
 
-    # Flow control
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        # A client that pipelines requests and never reads must not fill our memory with answers.
-        self._pause(_PAUSED_BY_WRITER)
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._resume(_PAUSED_BY_WRITER)
-        self._wake_drain()
-
-    def _wake_drain(self) -> None:
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _pause(self, reason: int) -> None:
-        if self.lingering:
-            return  # lingering reads (and discards) whatever happens
-        if not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if not self.paused & reason:
-            return
-        self.paused &= ~reason
-        if not self.paused and self.transport is not None:
-            self.transport.resume_reading()
-
-    def _resume_all(self) -> None:
-        if self.paused:
-            self.paused = 0
-            if self.transport is not None:
-                self.transport.resume_reading()
+    # Errors
 
     def _fail(self, exc: HttpError) -> None:
         transport = self.transport
@@ -252,44 +317,15 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(exc.to_response().encode(keep_alive=False))
         self._linger()
 
-    def _linger(self) -> None:
-        """Close after an error response without losing it.
-
-        Closing a socket with unread input makes the kernel send a reset, and the peer then
-        discards our response before reading it (a request refused at a limit always leaves
-        input unread). So shut down our side, keep reading and discarding, and close when the
-        peer does or after ``_LINGER_SECONDS``.
-        """
-        transport = self.transport
-        if transport is None or self.lingering:
-            return
-        self._resume_all()
-        self.lingering = True
-        self.closing = True
+    def _drop_input(self) -> None:
+        super()._drop_input()
         self.queue.clear()
         self.unparsed, self.unparsed_pos = b"", 0
-        self.early = []
-        self._cancel_timer()
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        self.timer = self.hub.loop.call_later(_LINGER_SECONDS, self._on_timeout)
 
     def _arm_timer(self) -> None:
         timeout = self.settings.open_timeout
         if timeout is not None:
             self.timer = self.hub.loop.call_later(timeout, self._on_timeout)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _on_timeout(self) -> None:
-        self.timer = None
-        if self.transport is not None:
-            self.transport.abort()
 
     async def _serve(self) -> None:
         queue = self.queue
@@ -363,14 +399,6 @@ class HttpProtocol(asyncio.Protocol):
     def _accept_upgrade(self, request: Request, route: Route) -> UpgradeResponse:
         assert self.upgrade_key is not None  # _before_upgrade ran for this route
         return upgrade.accept(request, route.ws_config, self.upgrade_key, self.settings)
-
-    async def _drain(self) -> None:
-        waiter = self.hub.loop.create_future()
-        self.drain_waiter = waiter
-        try:
-            await waiter
-        finally:
-            self.drain_waiter = None
 
     def _write(self, response: Response, request: Request, keep_alive: bool) -> None:
         if self.transport is None:
