@@ -52,6 +52,10 @@ SERVERS: list[str] = [
     "zzz",
 ]
 UVICORNS = [s for s in SERVERS if s.startswith("uvicorn")]
+# The two uvicorn implementations issue 17 names (``--ws websockets``, ``--ws wsproto``): its
+# targets are against the better of them. ``websockets-sansio`` (uvicorn's ``--ws auto`` since
+# it exists) has its own column too, in the "any uvicorn" ratio.
+ISSUE_UVICORNS = ["uvicorn-websockets", "uvicorn-wsproto"]
 
 # Throughput rows, from bench/run.py's scenarios; the issue's target for zzz / best uvicorn.
 SCENARIO_KEYS = {"rr-32": "≥ 1.2×", "rr-1k": "≥ 1.2×", "pipe-32": "≥ 2×", "pipe-1k": "≥ 2×"}
@@ -283,8 +287,10 @@ def render(
             f"total {elapsed / 60:.1f} min"
         ),
         "",
-        "| scenario | " + " | ".join(servers) + " | zzz / uvicorn best | target |",
-        "|---|" + "--:|" * len(servers) + "--:|---|",
+        "| scenario | "
+        + " | ".join(servers)
+        + " | zzz / best of websockets, wsproto | zzz / best uvicorn | target (first ratio) |",
+        "|---|" + "--:|" * len(servers) + "--:|--:|---|",
     ]
     titles = {s.key: s.title for s in bench_run.SCENARIOS}
     for key, target in SCENARIO_KEYS.items():
@@ -298,8 +304,11 @@ def render(
             text, value = throughput_cell(results.get((name, key)))
             cells.append(text)
             values[name] = value
-        zzz_ratio = ratio(values.get("zzz"), [values.get(u) for u in UVICORNS if u in values], True)
-        out.append(f"| {titles[key]} (msgs/s) | " + " | ".join(cells) + f" | {zzz_ratio} | {target} |")
+        ratios = " | ".join(
+            ratio(values.get("zzz"), [values.get(u) for u in group if u in values], True)
+            for group in (ISSUE_UVICORNS, UVICORNS)
+        )
+        out.append(f"| {titles[key]} (msgs/s) | " + " | ".join(cells) + f" | {ratios} | {target} |")
     if mem:
         for row in MEMORY_ROWS:
             cells = []
@@ -308,15 +317,19 @@ def render(
                 text, value = memory_cell(mem.get((name, row.deflate)), row)
                 cells.append(text)
                 values[name] = value
-            zzz_ratio = ratio(values.get("zzz"), [values.get(u) for u in UVICORNS if u in values], False)
-            out.append(f"| {row.title} | " + " | ".join(cells) + f" | {zzz_ratio} | {row.target} |")
+            ratios = " | ".join(
+                ratio(values.get("zzz"), [values.get(u) for u in group if u in values], False)
+                for group in (ISSUE_UVICORNS, UVICORNS)
+            )
+            out.append(f"| {row.title} | " + " | ".join(cells) + f" | {ratios} | {row.target} |")
     out += [
         "",
         (
             "msgs/s: median over the repetitions of echoed messages per second, every byte checked by "
             "the load client (**CORRUPT** / **FAILED** otherwise). Memory: growth of the server's RSS "
-            "divided by the connections (idle: opened, never used). The ratio is zzz over the best "
-            "uvicorn (most msgs/s, least memory); empty until zzz is in the table."
+            "divided by the connections (idle: opened, never used). The ratios are zzz over the best "
+            "(most msgs/s, least memory) of the two uvicorn implementations issue 17 names, then of "
+            "every uvicorn in the table; empty until zzz is in the table."
         ),
     ]
     for name, why in failures.items():
