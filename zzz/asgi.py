@@ -26,7 +26,7 @@ from zzz._asgi_ws import ClientDisconnected
 from zzz.hub import ConnectionHub
 from zzz.proxy import TrustedProxies
 from zzz.routing import RouteTable
-from zzz.server import Server, _check_port
+from zzz.server import Server, _check_port, listen
 from zzz.settings import FLAT_NAMES, Settings
 
 __all__ = ["AsgiApp", "AsgiServer", "ClientDisconnected", "StartupFailed", "serve", "start"]
@@ -205,25 +205,18 @@ class AsgiApp:
         await lifespan.startup()
         hub = ConnectionHub(self.settings, RouteTable([]), loop)
         app, exporter = self.app, self._exporter
-        extra: dict[str, Any] = {}
-        if ssl is not None:
-            extra["ssl"] = ssl
-            if self.settings.open_timeout is not None:
-                extra["ssl_handshake_timeout"] = self.settings.open_timeout
         try:
-            if sock is not None:
-                srv = await loop.create_server(
-                    lambda: AsgiHttpProtocol(hub, app, state, exporter), sock=sock, backlog=backlog, **extra
-                )
-            else:
-                srv = await loop.create_server(
-                    lambda: AsgiHttpProtocol(hub, app, state, exporter),
-                    host,
-                    port,
-                    reuse_port=reuse_port or None,
-                    backlog=backlog,
-                    **extra,
-                )
+            srv = await listen(
+                loop,
+                lambda: AsgiHttpProtocol(hub, app, state, exporter),
+                self.settings,
+                host,
+                port,
+                ssl,
+                reuse_port,
+                sock,
+                backlog,
+            )
         except BaseException:
             await lifespan.shutdown()
             raise

@@ -64,6 +64,31 @@ def _error_bytes(status: int, message: str = "", headers: Iterable[tuple[str, st
     return HttpError(status, message, list(headers)).to_response().encode(keep_alive=False)
 
 
+async def listen(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.Protocol],
+    settings: Settings,
+    host: str,
+    port: int,
+    ssl: ssl_module.SSLContext | None,
+    reuse_port: bool,
+    sock: socket.socket | None,
+    backlog: int,
+) -> asyncio.AbstractServer:
+    """Bind (or take ``sock``) and serve ``factory``'s protocols: ``App.start`` and the ASGI
+    server's ``start`` alike. With TLS the handshake is bounded by ``open_timeout``."""
+    extra: dict[str, Any] = {}
+    if ssl is not None:
+        extra["ssl"] = ssl
+        if settings.open_timeout is not None:
+            extra["ssl_handshake_timeout"] = settings.open_timeout
+    if sock is not None:
+        return await loop.create_server(factory, sock=sock, backlog=backlog, **extra)
+    return await loop.create_server(
+        factory, host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
+    )
+
+
 class HttpFlow(asyncio.Protocol):
     """The flow control both HTTP protocols share, this module's and the ASGI one's
     (``zzz._asgi_http``): reading paused for a set of reasons (bits, ``_PAUSED_BY_WRITER`` among
@@ -710,17 +735,9 @@ class App:
         _check_port(port)
         loop = asyncio.get_running_loop()
         hub = ConnectionHub(self.settings, self.route_table, loop)
-        extra: dict[str, Any] = {}
-        if ssl is not None:
-            extra["ssl"] = ssl
-            if self.settings.open_timeout is not None:
-                extra["ssl_handshake_timeout"] = self.settings.open_timeout
-        if sock is not None:
-            srv = await loop.create_server(lambda: HttpProtocol(hub), sock=sock, backlog=backlog, **extra)
-        else:
-            srv = await loop.create_server(
-                lambda: HttpProtocol(hub), host, port, reuse_port=reuse_port or None, backlog=backlog, **extra
-            )
+        srv = await listen(
+            loop, lambda: HttpProtocol(hub), self.settings, host, port, ssl, reuse_port, sock, backlog
+        )
         server = Server(hub, [srv], None if self._exporter is None else self._exporter.closed)
         self._hubs.append(hub)
         if self._exporter is not None:
