@@ -127,6 +127,18 @@ async def bench(url: str, count: int, subs: int, size: int, repeat: int) -> dict
     return best
 
 
+def _cpu_model() -> str:
+    """The CPU as ``lscpu`` names it: these machines rank code differently by vendor."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--redis", default=None, help="a Redis URL (default: start a private redis-server)")
@@ -153,6 +165,7 @@ def main() -> None:
     print(
         f"RedisPubSub, {args.count} broadcasts x {2 * args.subscribers} subscribers on 2 backends, best of {args.repeat}"
     )
+    print(f"CPU: {_cpu_model()}; {time.strftime('%Y-%m-%d %H:%M')}")
     print()
     print("| topic | broadcasts/s |")
     print("|---|---|")
