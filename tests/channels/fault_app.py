@@ -7,6 +7,8 @@ Run as ``python -m tests.channels.fault_app --port P --redis URL --name A [--hea
 * The event ``pub`` ``{"count": N, "interval": S}`` on a joined topic makes this process broadcast
   ``msg`` ``{"from": name, "n": 0..N-1}`` on it, one every ``S`` seconds, in a background task (so the
   publishing goes on whatever Redis does, as a server's would); the push gets an ok reply at once.
+* The event ``say`` ``{"n": N}`` broadcasts ``msg`` ``{"from": name, "n": N}`` once, from the push's
+  own handler (a client that pushes fast publishes as fast as the server reads it).
 * ``GET /stats`` answers ``RedisPubSub.stats()`` plus this process's ``node`` id and ``pid``.
 """
 
@@ -45,13 +47,16 @@ def build_app(redis_url: str, name: str, node_ttl: float, heartbeat: float, outa
         task.add_done_callback(_tasks.discard)
         return {}
 
+    def say(socket: ChannelSocket, topic: str, event: str, payload: Any) -> None:
+        pubsub.broadcast(topic, "msg", {"from": name, "n": payload["n"]})
+
     def stats(request: Any) -> zzz.Response:
         body = dict(pubsub.stats(), node=pubsub.node_id, pid=os.getpid())
         return zzz.Response(json.dumps(body), content_type="application/json")
 
     channels = [
-        ChannelDef("room:*", handlers={"pub": pub}),
-        ChannelDef("feed:*", handlers={"pub": pub}, history=History(size=10_000)),
+        ChannelDef("room:*", handlers={"pub": pub, "say": say}),
+        ChannelDef("feed:*", handlers={"pub": pub, "say": say}, history=History(size=10_000)),
     ]
     config = ChannelConfig(channels=channels, pubsub=pubsub, heartbeat_timeout=None)
     return zzz.App([*channel_routes("/socket", config), zzz.Router.get("/stats", stats)])

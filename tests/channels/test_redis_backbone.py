@@ -140,6 +140,45 @@ async def test_a_full_outage_buffer_drops_the_oldest_and_says_how_many(
         await pair.close()
 
 
+async def test_publishers_wait_while_redis_answers_and_go_on_when_it_does_not(
+    aof_redis: RedisServer,
+) -> None:
+    pair = Pair(aof_redis.url, heartbeat=0.5, outage_buffer=20)  # backlogged from 10 queued to 5
+    try:
+        a, b = await pair.open()
+        assert not pair.pa.backlogged
+        for n in range(15):
+            pair.pa.broadcast("room:1", "n", {"n": n})
+        assert pair.pa.backlogged and pair.pa.stats()["backpressure"] == 1
+        await asyncio.wait_for(pair.pa.drain(), 5)  # the writer sends them, then lets publishers go
+        assert not pair.pa.backlogged and pair.pa.stats()["buffered"] <= 5
+        await until(lambda: ns(b) == list(range(15)))
+        assert pair.pa.stats()["dropped"] == 0
+        # Unreachable: waiting would hold publishers for the whole outage; the buffer takes over.
+        aof_redis.stop()
+        for n in range(15, 30):
+            pair.pa.broadcast("room:1", "n", {"n": n})
+        assert pair.pa.backlogged
+        await asyncio.wait_for(pair.pa.drain(), 5)
+        assert not pair.pa.backlogged and pair.pa.stats()["buffered"] == 15
+        assert ns(a) == list(range(30))
+        aof_redis.start()
+        await until(lambda: ns(b) == list(range(30)), timeout=15)
+    finally:
+        await pair.close()
+    assert not pair.pa.backlogged
+
+
+async def test_the_in_process_backend_never_holds_publishers_back() -> None:
+    from zzz.channels import InMemoryPubSub
+
+    pubsub = InMemoryPubSub()
+    for n in range(100_000):
+        pubsub.broadcast("room:1", "n", {"n": n})
+    assert pubsub.backlogged is False
+    await asyncio.wait_for(pubsub.drain(), 1)
+
+
 async def test_a_lost_reply_does_not_publish_twice(redis_url: str) -> None:
     # Redis applied the batch but the reply was lost (the connection died right after): the writer
     # sends the batch again, and Redis must not append it a second time.

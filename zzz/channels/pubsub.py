@@ -6,6 +6,7 @@ every process attached to the same Redis.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import inspect
 import itertools
@@ -183,6 +184,22 @@ class PubSub:
 
     async def close(self) -> None:
         """Release what ``start`` acquired."""
+
+    # -- backpressure --------------------------------------------------------------------------------------
+
+    #: True while the backend asks publishers to wait before they publish more (``drain``). The
+    #: in-process backend never does; ``RedisPubSub`` does while more is queued for Redis than it
+    #: sends in a round trip or two and Redis is answering.
+    backlogged = False
+
+    async def drain(self) -> None:
+        """Wait until the backend takes more broadcasts without piling them up (``backlogged`` false).
+
+        The channel endpoint calls it before it reads a socket's next message, so a client that
+        pushes faster than the backend publishes is slowed down instead of filling its buffer; call
+        it from a task that broadcasts in a loop. Always yields to the loop at least once.
+        """
+        await asyncio.sleep(0)
 
     # -- channel definitions -------------------------------------------------------------------------------
 

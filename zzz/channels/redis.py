@@ -154,7 +154,9 @@ class RedisPubSub(PubSub):
     and readers drop numbers they have already seen. Messages wait in a buffer until Redis has taken
     them: while it is unreachable (stalled, restarting, cut off) up to ``outage_buffer`` of them wait
     and go out in order when it is back; past that the oldest are dropped, with a WARNING that says how
-    many.
+    many. That bound is for outages: while Redis answers, a burst is held back at its source instead
+    (``backlogged``, ``drain``): past half the buffer, or two round trips' worth, queued, the channel
+    endpoints read no more messages from their sockets until the queue has drained to half of that.
 
     **History.** A broadcast on a topic whose ``ChannelDef`` has a ``History`` gets its offset from the
     same script (``HINCRBY`` in ``<prefix>:hm:<topic>``, which also holds the epoch), is appended to
@@ -242,6 +244,12 @@ class RedisPubSub(PubSub):
         self._resumed_from = ""
         self._seen: dict[str, int] = {}  # publisher node -> the highest sequence number read from it
         self._wakeup: asyncio.Event | None = None
+        # Backpressure while Redis answers: backlogged from _high_water queued until _low_water;
+        # _room is set whenever publishers need not wait.
+        self._high_water = max(1, min(outage_buffer // 2, 2 * _FLUSH_OPS))
+        self._low_water = self._high_water // 2
+        self.backlogged = False
+        self._room: asyncio.Event | None = None
         self._stopped: asyncio.Future[None] | None = None  # done once the backend is stopping
         self._tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -264,6 +272,7 @@ class RedisPubSub(PubSub):
         self._counters["deaf"] = 0
         self._counters["missed"] = 0
         self._counters["resent"] = 0
+        self._counters["backpressure"] = 0
         # Set once the backend stops (close(), or its tasks cancelled as the loop shuts down); every
         # loop checks it, so no task goes back to waiting after it was told to stop.
         self._stopping = False
@@ -297,7 +306,9 @@ class RedisPubSub(PubSub):
             now), ``dropped`` (oldest messages dropped from a full ``outage_buffer``), ``reconnects``
             (times the bus reader reconnected after an error, a stall or deafness), ``deaf`` (of those,
             for deafness), ``duplicates`` (copies of a message read again and skipped), ``resent``
-            (messages sent again after Redis lost its data), ``missed`` (messages of other processes that
+            (messages sent again after Redis lost its data), ``backpressure`` (times the queue passed
+            its high-water mark while Redis answered, so the endpoints stopped reading their sockets
+            until it drained), ``missed`` (messages of other processes that
             never reached this one: numbers skipped in their sequence), ``lag_seconds`` (how long the last
             heartbeat probe took to come back through Redis, or how long the one still awaited has
             been out), ``connected`` (the reader and the writer both reach Redis).
@@ -350,6 +361,9 @@ class RedisPubSub(PubSub):
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.backlogged = False
         self._stopping = False
         self._stopped = self._loop.create_future()
         try:
@@ -426,6 +440,7 @@ class RedisPubSub(PubSub):
         if self._stopping:
             return
         self._stopping = True
+        self._release()
         if self._wakeup is not None:
             self._wakeup.set()
         if self._stopped is not None and not self._stopped.done():
@@ -521,6 +536,8 @@ class RedisPubSub(PubSub):
         op.insert(0, self._op_ids)
         queue = self._queue
         queue.append(op)
+        if len(queue) >= self._high_water and not self.backlogged:
+            self._backlog()
         if len(queue) > self.outage_buffer:
             if queue.popleft()[1] in ("hset", "hdel", "sadd"):
                 self._presence_dirty = True  # rewritten from the replica once Redis is back
@@ -533,6 +550,34 @@ class RedisPubSub(PubSub):
             self._dropped_unreported += 1
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def _backlog(self) -> None:
+        """The queue passed its high-water mark: hold publishers back, unless Redis is unreachable
+        (then the outage buffer takes what they publish) or the backend is stopping."""
+        if self._write_down_since is not None or self._stopping or self._room is None:
+            return
+        self.backlogged = True
+        self._room.clear()
+        self._counters["backpressure"] += 1
+
+    def _release(self) -> None:
+        """Let publishers go on (the queue drained, Redis is unreachable, or the backend stops)."""
+        if self.backlogged:
+            self.backlogged = False
+            if self._room is not None:
+                self._room.set()
+
+    async def drain(self) -> None:
+        """Wait while ``backlogged``: until the queue for Redis is down to its low-water mark, Redis
+        stops answering (the outage buffer then takes the broadcasts) or the backend stops.
+
+        Always yields to the loop at least once.
+        """
+        room = self._room
+        if not self.backlogged or room is None:
+            await asyncio.sleep(0)
+            return
+        await room.wait()
 
     async def _current_run(self, client: Any) -> str:
         """The run id in Redis, made now if Redis has none (a new Redis, or one that lost its data)."""
@@ -654,6 +699,8 @@ class RedisPubSub(PubSub):
                 published += 1
                 recent.append((now, op))
         self._counters["published"] += published
+        if self.backlogged and len(queue) <= self._low_water:
+            self._release()
         horizon = now - 2 * self.heartbeat
         while recent and (recent[0][0] < horizon or len(recent) > self.outage_buffer):
             recent.popleft()
@@ -678,6 +725,7 @@ class RedisPubSub(PubSub):
                         break
                     if self._write_down_since is None:
                         self._write_down_since = time.monotonic()
+                        self._release()
                         log.warning(
                             "zzz.channels: Redis write failed (%s); buffering up to %d messages until it is back",
                             exc or type(exc).__name__,
@@ -691,6 +739,7 @@ class RedisPubSub(PubSub):
                         "zzz.channels: Redis write failed; dropping %d message(s)", len(self._queue)
                     )
                     self._queue.clear()
+                    self._release()
                     continue
                 delay = 0.05
                 if self._presence_dirty and not self._queue:

@@ -427,6 +427,8 @@ class ChannelEndpoint:
             return self._open_then_handle(ws, msg)
         # One function from here to the reply of a usual push: the hot path of every channel message.
         sock.last_seen = _monotonic()
+        if self.pubsub.backlogged:
+            return self._after_drain(ws, msg)
         try:
             data = msg.data
         except AttributeError:
@@ -505,6 +507,15 @@ class ChannelEndpoint:
         return _run(self._close_steps(sock))
 
     # -- protocol ------------------------------------------------------------------------------------------
+
+    async def _after_drain(self, ws: Any, msg: Any) -> None:
+        """Handle ``msg`` once the backend takes broadcasts again; the server reads nothing more from
+        the socket meanwhile, so a client pushing faster than Redis takes them is slowed down."""
+        while self.pubsub.backlogged:
+            await self.pubsub.drain()
+        result = self.on_message(ws, msg)
+        if result is not None:
+            await result
 
     async def _open_after_start(self, ws: Any) -> None:
         await self._ensure_started()
