@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests import redis_parser
+
+redis_parser.apply()  # the twin's run: redis-py's Python reply parser too
+
 LOOP_KINDS = ("asyncio", "uvloop")
 
 

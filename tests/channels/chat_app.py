@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import zzz
+from tests import redis_parser
 from zzz.channels import (
     ChannelConfig,
     ChannelDef,
@@ -140,6 +141,7 @@ def build_app(
 
 
 def main() -> None:
+    redis_parser.apply()  # the twin's run: redis-py's Python reply parser too
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", default=None)

@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 import zzz
+from tests import redis_parser
 from zzz.channels import ChannelConfig, ChannelDef, ChannelSocket, RedisPubSub, channel_routes
 from zzz.channels.history import History
 
@@ -63,6 +64,7 @@ def build_app(redis_url: str, name: str, node_ttl: float, heartbeat: float, outa
 
 
 def main() -> None:
+    redis_parser.apply()  # the twin's run: redis-py's Python reply parser too
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)

@@ -170,7 +170,7 @@ async def test_graceful_close_withdraws_presence(redis_url: str) -> None:
 
 def test_missing_redis_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
-    with pytest.raises(ImportError, match="pip install redis"):
+    with pytest.raises(ImportError, match="pip install 'zzz\\[redis\\]'"):
         RedisPubSub("redis://127.0.0.1:1/0")
 
 

@@ -3,7 +3,9 @@
 Every process appends to one Redis Stream, the bus, and reads it from the last entry it saw, so nothing
 published while it was cut off is missed; what it publishes while Redis is unreachable waits in a
 bounded buffer. Topics with history keep their stream in Redis too. Uses redis-py's asyncio client
-(``pip install redis``), imported only when a ``RedisPubSub`` is made.
+(``pip install 'zzz[redis]'``: redis-py with hiredis, its C reply parser, which doubles the
+broadcasts per second; without hiredis redis-py parses in Python), imported only when a
+``RedisPubSub`` is made.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from zzz.channels.history import Position, Publication, new_epoch
 from zzz.channels.pubsub import PresenceEntry, PubSub, envelope
 from zzz.channels.wire import dumps
 
 if TYPE_CHECKING:
-    from zzz.channels.history import History, Position, Publication
+    from zzz.channels.history import History
 
 __all__ = ["RedisPubSub"]
 
@@ -208,7 +211,7 @@ class RedisPubSub(PubSub):
             from redis.exceptions import NoScriptError, RedisError
         except ImportError:
             raise ImportError(
-                "zzz.RedisPubSub needs the 'redis' package (redis-py with asyncio): pip install redis"
+                "zzz.RedisPubSub needs the 'redis' package (redis-py with asyncio): pip install 'zzz[redis]' (or pip install 'redis[hiredis]')"
             ) from None
         super().__init__()
         if not node_ttl > 0:
@@ -958,8 +961,6 @@ class RedisPubSub(PubSub):
             )
         self._counters["received"] += 1
         if kind == "H":
-            from zzz.channels.history import Position
-
             self._deliver(header[2], header[3], body, header[4], Position(int(fields["o"]), fields["e"]))
             return
         if node == self.node_id:
@@ -1016,7 +1017,6 @@ class RedisPubSub(PubSub):
     async def _read_topic(
         self, topic: str, history: History, first: int
     ) -> tuple[Position, list[Publication]]:
-        from zzz.channels.history import Position, Publication, new_epoch
 
         if self._client is None:
             await self.start()
