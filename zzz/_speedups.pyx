@@ -913,26 +913,26 @@ cdef class Outbox:
 
     cpdef text(self, object text):
         """Queue a text message."""
-        cdef object data
         cdef const char *utf8
         cdef Py_ssize_t n = 0
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         if not self.open:
             return None
-        if self.encoder is not None or not PyUnicode_IS_COMPACT_ASCII(text):
-            utf8 = zzz_ustr_cached_utf8(text, &n)
-            if utf8 != NULL and self.encoder is None and n < _SPLIT_FRAME_SIZE:
-                # Text as it was received (``_decode``): its UTF-8 bytes are there already.
-                self._frame(0x81, <const unsigned char *>utf8, n)
-            elif utf8 != NULL and self.encoder is None:
-                self._big(0x81, PyBytes_FromStringAndSize(utf8, n), n)
-            else:
-                data = PyUnicode_AsUTF8String(text)
-                self._data(0x81, data)
-        else:
+        if self.encoder is not None:
+            self._data(0x81, PyUnicode_AsUTF8String(text))
+        elif PyUnicode_IS_COMPACT_ASCII(text):
             # ASCII: the str's own bytes are the UTF-8 payload.
             self._frame(0x81, <const unsigned char *>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+        else:
+            utf8 = zzz_ustr_cached_utf8(text, &n)
+            if utf8 == NULL:
+                self._data(0x81, PyUnicode_AsUTF8String(text))
+            elif n < _SPLIT_FRAME_SIZE:
+                # Text as it was received (``_decode``): its UTF-8 bytes are there already.
+                self._frame(0x81, <const unsigned char *>utf8, n)
+            else:
+                self._big(0x81, PyBytes_FromStringAndSize(utf8, n), n)
         self.messages += 1
         return None
 
