@@ -816,7 +816,7 @@ class AsgiHttpProtocol(HttpFlow):
         timeout = self.settings.open_timeout
         if timeout is not None and self.transport is not None:
             self._cancel_timer()
-            self.timer = self.hub.loop.call_later(timeout, self.abort)
+            self.timer = self.hub.loop.call_later(timeout, self._on_timeout)
 
     def shutdown(self) -> None:
         """The server closes: close when idle, after the answer being written otherwise."""
@@ -827,8 +827,10 @@ class AsgiHttpProtocol(HttpFlow):
             self.transport.close()
             return
         self._cancel_timer()
-        self.timer = self.hub.loop.call_later(_SHUTDOWN_GRACE, self.abort)
+        self.timer = self.hub.loop.call_later(_SHUTDOWN_GRACE, self._on_timeout)
 
     def abort(self) -> None:
-        """Drop the connection now (a timer fired, or half a response went out)."""
-        self._on_timeout()
+        """Drop the connection now (the server's shutdown gave up on it, or half a response went out)."""
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
