@@ -13,6 +13,7 @@ import pytest
 
 from tests.driver.conftest import Build
 from tests.driver.test_readloop import parse
+from tests.transports import CountingTransport
 
 
 class Loop:
@@ -42,33 +43,12 @@ class Loop:
             fn(*args)
 
 
-class Transport:
-    """What the connection's ``Writer`` writes to: what it got, in how many calls, and a
-    write buffer of ``buffered`` bytes."""
-
-    def __init__(self, buffered: int = 0) -> None:
-        self.buffered = buffered
-        self.written: list[bytes] = []
-        self.writes = 0
-
-    def write(self, data: bytes) -> None:
-        self.writes += 1
-        self.written.append(data)
-
-    def writelines(self, buffers: list[bytes]) -> None:
-        self.writes += 1
-        self.written.extend(buffers)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-
 class Receiver:
     """A handle of the build over its own outbox and writer; ``flush.written`` is what went out."""
 
     def __init__(self, build: Build, loop: Loop, buffered: int = 0) -> None:
         self.box = build.core.Outbox()
-        self.flush = Transport(buffered)
+        self.flush = CountingTransport(buffered=buffered)
         self.writer = build.loop.Writer(self.box, self.flush, None, print)
         self.handle = build.loop.SendHandle(self.writer, loop, print, print)
 
@@ -85,7 +65,7 @@ def test_many_broadcasts_in_a_turn_are_one_call_soon_and_one_flush_each(build: B
     assert len(loop.soon) == 1 and all(r.flush.written == [] for r in rs)
     loop.run_soon()
     for r in rs:
-        assert r.flush.writes == 1 and r.frames(build) == [f"m{i}" for i in range(10)]
+        assert len(r.flush.writes) == 1 and r.frames(build) == [f"m{i}" for i in range(10)]
     build.loop.broadcast(handles, b"next turn")
     assert len(loop.soon) == 1  # a new turn, a new call_soon
     loop.run_soon()
@@ -149,10 +129,10 @@ def test_early_flush_at_the_threshold(build: Build) -> None:
         build.loop.broadcast([r.handle], chunk)
     assert r.flush.written == []
     build.loop.broadcast([r.handle], chunk)  # 300 kB queued: past EARLY_FLUSH_SIZE
-    assert r.flush.writes == 1 and not r.box.pending
+    assert len(r.flush.writes) == 1 and not r.box.pending
     build.loop.broadcast([r.handle], chunk)
     loop.run_soon()
-    assert r.flush.writes == 2 and r.frames(build) == [chunk] * 4
+    assert len(r.flush.writes) == 2 and r.frames(build) == [chunk] * 4
 
 
 def test_one_frame_object_for_the_receivers_that_do_not_compress(build: Build) -> None:

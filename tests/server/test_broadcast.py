@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,38 +20,11 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 
 import zzz
 import zzz.websocket
+from tests.transports import CountingTransport
 from zzz import deflate as deflate_module
 from zzz.readloop import EARLY_FLUSH_SIZE
 
 from .helpers import KEY, RawClient, _encode, raw_request, serve, upgrade_request, url
-
-
-class Counting:
-    """A transport that counts the calls that write (and on which thread), delegating the rest;
-    ``extra`` is added to its ``get_write_buffer_size`` (a receiver made to look slow)."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self.writes: list[bytes] = []
-        self.threads: set[int] = set()
-        self.extra = 0
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-        self.threads.add(threading.get_ident())
-        self._transport.write(data)
-
-    def writelines(self, buffers: Iterable[Any]) -> None:
-        buffers = list(buffers)
-        self.writes.append(b"".join(bytes(b) for b in buffers))
-        self.threads.add(threading.get_ident())
-        self._transport.writelines(buffers)
-
-    def get_write_buffer_size(self) -> int:
-        return int(self._transport.get_write_buffer_size()) + self.extra
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 async def until(check: Callable[[], bool], timeout: float = 10) -> None:
@@ -75,9 +48,9 @@ def app_with(handles: dict[str, zzz.WebSocket], gone: list[str] | None = None, *
     return zzz.App([zzz.Router.ws("/ws", zzz.WsConfig(on_open=on_open, on_close=on_close))], **settings)
 
 
-def counted(handle: zzz.WebSocket) -> Counting:
+def counted(handle: zzz.WebSocket) -> CountingTransport:
     proto = handle._proto
-    counter = Counting(proto.transport)
+    counter = CountingTransport(proto.transport)
     proto.transport = counter  # type: ignore[assignment]
     proto._writer.attach(counter)  # the connection's one flush writes to it too
     return counter
@@ -153,7 +126,7 @@ async def test_ten_broadcasts_in_one_turn_are_one_write_per_receiver() -> None:
 async def test_a_read_that_broadcasts_writes_once_and_the_others_once_per_turn() -> None:
     """A sync on_message broadcasting to everyone: the sender's copies go out with the read's one
     write, every other receiver gets one write for the whole read."""
-    counters: dict[int, Counting] = {}
+    counters: dict[int, CountingTransport] = {}
     handles: list[zzz.WebSocket] = []
 
     def on_open(ws: zzz.WebSocket) -> None:
