@@ -18,7 +18,8 @@ Scenarios: ``echo`` (32 B text echoed, the ``rr-32`` row), ``ch-rr`` (a push of 
 ~32 B JSON payload, answered by its ``phx_reply``: the object form, as the load client speaks it),
 ``ch-rr-array`` (the same in the array form, ``vsn=2.0.0``, as phoenix.js speaks it),
 ``bcast-N`` (one 64 B text to N connections of ``/broadcast``) and ``ch-bcast-N`` (one ``pub`` push
-broadcast by its sync handler to N subscribers); N is ``--fanout``.
+broadcast by its sync handler to N subscribers); ``burst`` and ``ch-burst`` the same with ``--burst``
+messages (10) sent in one write per round, counted per round; N is ``--fanout``.
 
 ``--no-valgrind`` runs the same without callgrind (a smoke test of the script; no figures).
 """
@@ -100,15 +101,18 @@ class Client:
             raise SystemExit("server closed the connection")
         self.buf += chunk
 
-    def send(self, text: str) -> None:
-        """Send one masked text frame (zero mask: the server unmasks it all the same)."""
-        data = text.encode()
-        n = len(data)
-        if n < 126:
-            head = struct.pack("!BB", 0x81, 0x80 | n)
-        else:
-            head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
-        self.sock.sendall(head + b"\0\0\0\0" + data)
+    def send(self, *texts: str) -> None:
+        """Send masked text frames (zero mask: the server unmasks it all the same), in one write."""
+        out = b""
+        for text in texts:
+            data = text.encode()
+            n = len(data)
+            if n < 126:
+                head = struct.pack("!BB", 0x81, 0x80 | n)
+            else:
+                head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+            out += head + b"\0\0\0\0" + data
+        self.sock.sendall(out)
 
     def frame(self) -> str:
         """The next whole text frame from the server (unmasked, unfragmented, as zzz sends them)."""
@@ -183,19 +187,29 @@ def run_ch_rr_array(port: int, n: int, _fanout: int) -> None:
     _ch_rr(port, n, True)
 
 
-def _fan(clients: list[Client], n: int, send: Callable[[int], None], check: str) -> None:
+def _fan(
+    clients: list[Client],
+    n: int,
+    send: Callable[[int], None],
+    check: str,
+    last: Callable[[int], str] | None = None,
+) -> None:
+    """``n`` rounds of ``send(i)``, each waited for until every client has the round's ``last(i)``."""
     sel = selectors.DefaultSelector()
     for c in clients:
         sel.register(c.sock, selectors.EVENT_READ, c)
     for i in range(n):
         send(i)
-        mark = f'"seq":{i},' if check else f"{i:08d}"
+        if last is not None:
+            mark = last(i)
+        else:
+            mark = f'"seq":{i},' if check else f"{i:08d}"
         for c in clients:
             while True:
                 text = c.frame()
                 if mark in text:
                     break
-                if check and '"presence_' not in text:
+                if check and (last is None or check not in text) and '"presence_' not in text:
                     raise SystemExit(f"broadcast: unexpected {text!r}")
     for c in clients:
         c.close()
@@ -209,6 +223,38 @@ def run_bcast(port: int, n: int, fanout: int) -> None:
     for c in clients:
         c.frame()
     _fan(clients, n, lambda i: clients[0].send(f"{i:08d}" + "b" * 56), "")
+
+
+def run_burst(port: int, n: int, fanout: int) -> None:
+    """``n`` rounds of ``BURST`` 64 B texts sent in one write to ``/broadcast`` (``fanout`` connections)."""
+    clients = [Client(port, "/broadcast") for _ in range(fanout)]
+    clients[0].send("w" * 64)
+    for c in clients:
+        c.frame()
+    _fan(
+        clients,
+        n,
+        lambda i: clients[0].send(*(f"{i * BURST + k:08d}" + "b" * 56 for k in range(BURST))),
+        "",
+        lambda i: f"{i * BURST + BURST - 1:08d}",
+    )
+
+
+def run_ch_burst(port: int, n: int, fanout: int) -> None:
+    """``n`` rounds of ``BURST`` ``pub`` pushes in one write, each broadcast to ``fanout`` subscribers."""
+    clients = _channel_clients(port, fanout, False)
+    pub = clients[0]
+
+    def send(i: int) -> None:
+        pub.send(
+            *(
+                f'{{"topic":"{TOPIC}","event":"pub","payload":{{"seq":{i * BURST + k},'
+                f'"body":"abcdefghijklmnopqrstuvwxyz0123"}},"ref":null,"join_ref":"0"}}'
+                for k in range(BURST)
+            )
+        )
+
+    _fan(clients, n, send, '"seq"', lambda i: f'"seq":{i * BURST + BURST - 1},')
 
 
 def run_ch_bcast(port: int, n: int, fanout: int) -> None:
@@ -231,7 +277,10 @@ SCENARIOS: dict[str, Callable[[int, int, int], None]] = {
     "ch-rr-array": run_ch_rr_array,
     "bcast": run_bcast,
     "ch-bcast": run_ch_bcast,
+    "burst": run_burst,
+    "ch-burst": run_ch_burst,
 }
+BURST = 10  # messages per round of the burst scenarios (--burst)
 
 
 # -- driving ------------------------------------------------------------------------------------------------
@@ -282,12 +331,15 @@ def main() -> None:
     p.add_argument("--small", type=int, default=500, help="round trips of the first run")
     p.add_argument("--large", type=int, default=3000, help="round trips of the second run")
     p.add_argument("--fanout", type=int, default=100, help="connections of the broadcast scenarios")
+    p.add_argument("--burst", type=int, default=10, help="messages per round of the burst scenarios")
     p.add_argument("--no-valgrind", action="store_true", help="smoke-test the script: no figures")
     p.add_argument("--keep", type=Path, default=None, help="keep the callgrind outputs in this folder")
     args = p.parse_args()
     if args.serve:
         serve()
         return
+    global BURST
+    BURST = args.burst
     impl = "python" if os.environ.get("ZZZ_NO_EXTENSIONS") else "compiled"
     print(f"zzz server instructions per round trip ({impl} core; {args.large} - {args.small} round trips)")
     base: float | None = None
@@ -297,7 +349,10 @@ def main() -> None:
         small = measure(scenario, args.small, args.fanout, not args.no_valgrind, args.keep)
         large = measure(scenario, args.large, args.fanout, not args.no_valgrind, args.keep)
         per = (large - small) / (args.large - args.small)
-        name = f"{scenario}-{args.fanout}" if "bcast" in scenario else scenario
+        if "burst" in scenario:
+            name = f"{scenario}{BURST}-{args.fanout}"  # per round of BURST messages
+        else:
+            name = f"{scenario}-{args.fanout}" if "bcast" in scenario else scenario
         if scenario == "echo":
             base = per
         ratio = f"  ({per / base:.2f}x echo)" if base and scenario.startswith("ch-rr") else ""
