@@ -17,7 +17,7 @@ import zzz
 import zzz.websocket
 from tests.channels.test_server_e2e import Peer
 from tests.server.helpers import RawClient
-from tests.server.test_broadcast import Counting
+from tests.transports import CountingTransport
 from zzz import core
 from zzz.channels import ChannelConfig, ChannelDef, ChannelEndpoint, ChannelSocket
 
@@ -34,7 +34,7 @@ async def _read_json(client: RawClient, timeout: float = 10) -> Any:
 
 
 async def test_sync_handler_broadcasts_are_one_write_per_subscriber_and_keep_order_with_async_ones() -> None:
-    counters: dict[int, Counting] = {}
+    counters: dict[int, CountingTransport] = {}
 
     def pub(sock: ChannelSocket, topic: str, event: str, payload: Any) -> Any:
         sock.broadcast(topic, "tick", {"n": payload["n"]})
@@ -54,7 +54,7 @@ async def test_sync_handler_broadcasts_are_one_write_per_subscriber_and_keep_ord
     handles: dict[str, zzz.WebSocket] = {}
 
     def on_open(ws: zzz.WebSocket) -> Any:
-        counters[id(ws)] = counter = Counting(ws._proto.transport)
+        counters[id(ws)] = counter = CountingTransport(ws._proto.transport)
         ws._proto.transport = counter  # type: ignore[assignment]
         ws._proto._writer.attach(counter)  # the one flush: reads, sends and broadcasts write here
         handles[ws.query_param("n") or ""] = ws
