@@ -215,60 +215,63 @@ def _fan(
         c.close()
 
 
-def run_bcast(port: int, n: int, fanout: int) -> None:
-    """``n`` broadcasts of 64 B text to ``fanout`` connections of ``/broadcast``, one at a time."""
+def _broadcast_clients(port: int, fanout: int) -> list[Client]:
+    """``fanout`` connections of ``/broadcast``, every one registered."""
     clients = [Client(port, "/broadcast") for _ in range(fanout)]
     # The server registers a connection at its on_open: wait until a broadcast reaches all of them.
     clients[0].send("w" * 64)
     for c in clients:
         c.frame()
-    _fan(clients, n, lambda i: clients[0].send(f"{i:08d}" + "b" * 56), "")
+    return clients
+
+
+def _numbered(seq: int) -> str:
+    """Broadcast text number ``seq``: 64 B, starting with the number (what ``_fan`` looks for)."""
+    return f"{seq:08d}" + "b" * 56
+
+
+def _pub(seq: int, ref: str) -> str:
+    """A ``pub`` push of payload ``seq`` on ``TOPIC``; ``ref`` is JSON (``null``: no reply wanted)."""
+    return (
+        f'{{"topic":"{TOPIC}","event":"pub","payload":{{"seq":{seq},"body":"abcdefghijklmnopqrstuvwxyz0123"}},'
+        f'"ref":{ref},"join_ref":"0"}}'
+    )
+
+
+def run_bcast(port: int, n: int, fanout: int) -> None:
+    """``n`` broadcasts of 64 B text to ``fanout`` connections of ``/broadcast``, one at a time."""
+    clients = _broadcast_clients(port, fanout)
+    _fan(clients, n, lambda i: clients[0].send(_numbered(i)), "")
 
 
 def run_burst(port: int, n: int, fanout: int) -> None:
     """``n`` rounds of ``BURST`` 64 B texts sent in one write to ``/broadcast`` (``fanout`` connections)."""
-    clients = [Client(port, "/broadcast") for _ in range(fanout)]
-    clients[0].send("w" * 64)
-    for c in clients:
-        c.frame()
+    clients = _broadcast_clients(port, fanout)
     _fan(
         clients,
         n,
-        lambda i: clients[0].send(*(f"{i * BURST + k:08d}" + "b" * 56 for k in range(BURST))),
+        lambda i: clients[0].send(*(_numbered(i * BURST + k) for k in range(BURST))),
         "",
-        lambda i: f"{i * BURST + BURST - 1:08d}",
+        lambda i: _numbered(i * BURST + BURST - 1)[:8],
     )
-
-
-def run_ch_burst(port: int, n: int, fanout: int) -> None:
-    """``n`` rounds of ``BURST`` ``pub`` pushes in one write, each broadcast to ``fanout`` subscribers."""
-    clients = _channel_clients(port, fanout, False)
-    pub = clients[0]
-
-    def send(i: int) -> None:
-        pub.send(
-            *(
-                f'{{"topic":"{TOPIC}","event":"pub","payload":{{"seq":{i * BURST + k},'
-                f'"body":"abcdefghijklmnopqrstuvwxyz0123"}},"ref":null,"join_ref":"0"}}'
-                for k in range(BURST)
-            )
-        )
-
-    _fan(clients, n, send, '"seq"', lambda i: f'"seq":{i * BURST + BURST - 1},')
 
 
 def run_ch_bcast(port: int, n: int, fanout: int) -> None:
     """``n`` ``pub`` pushes broadcast by the sync handler to ``fanout`` subscribers, one at a time."""
     clients = _channel_clients(port, fanout, False)
-    pub = clients[0]
+    _fan(clients, n, lambda i: clients[0].send(_pub(i, f'"p{i}"')), '"seq"')
 
-    def send(i: int) -> None:
-        pub.send(
-            f'{{"topic":"{TOPIC}","event":"pub","payload":{{"seq":{i},"body":"abcdefghijklmnopqrstuvwxyz0123"}},'
-            f'"ref":"p{i}","join_ref":"0"}}'
-        )
 
-    _fan(clients, n, send, '"seq"')
+def run_ch_burst(port: int, n: int, fanout: int) -> None:
+    """``n`` rounds of ``BURST`` ``pub`` pushes in one write, each broadcast to ``fanout`` subscribers."""
+    clients = _channel_clients(port, fanout, False)
+    _fan(
+        clients,
+        n,
+        lambda i: clients[0].send(*(_pub(i * BURST + k, "null") for k in range(BURST))),
+        '"seq"',
+        lambda i: f'"seq":{i * BURST + BURST - 1},',
+    )
 
 
 SCENARIOS: dict[str, Callable[[int, int, int], None]] = {
