@@ -211,7 +211,8 @@ class RedisPubSub(PubSub):
             from redis.exceptions import NoScriptError, RedisError
         except ImportError:
             raise ImportError(
-                "zzz.RedisPubSub needs the 'redis' package (redis-py with asyncio): pip install 'zzz[redis]' (or pip install 'redis[hiredis]')"
+                "zzz.RedisPubSub needs the 'redis' package (redis-py with asyncio): "
+                "pip install 'zzz[redis]' (or pip install 'redis[hiredis]')"
             ) from None
         super().__init__()
         if not node_ttl > 0:
@@ -311,10 +312,10 @@ class RedisPubSub(PubSub):
             for deafness), ``duplicates`` (copies of a message read again and skipped), ``resent``
             (messages sent again after Redis lost its data), ``backpressure`` (times the queue passed
             its high-water mark while Redis answered, so the endpoints stopped reading their sockets
-            until it drained), ``missed`` (messages of other processes that
-            never reached this one: numbers skipped in their sequence), ``lag_seconds`` (how long the last
-            heartbeat probe took to come back through Redis, or how long the one still awaited has
-            been out), ``connected`` (the reader and the writer both reach Redis).
+            until it drained), ``missed`` (messages of other processes that never reached this one:
+            numbers skipped in their sequence), ``lag_seconds`` (how long the last heartbeat probe took
+            to come back through Redis, or how long the one still awaited has been out), ``connected``
+            (the reader and the writer both reach Redis).
         """
         lag = self._lag
         if self._probes_out:
@@ -1017,7 +1018,6 @@ class RedisPubSub(PubSub):
     async def _read_topic(
         self, topic: str, history: History, first: int
     ) -> tuple[Position, list[Publication]]:
-
         if self._client is None:
             await self.start()
         ttl_ms = 0 if history.ttl is None else max(int(history.ttl * 1000), 1)
