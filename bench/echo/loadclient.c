@@ -737,31 +737,6 @@ static const char *canon_skip(const char *p, const char *end) {
     return p;
 }
 
-/* The value of key `name` (given quoted, e.g. "\"event\"") at the top level of the canonical
- * object obj[0..n); 1 and its span when present. */
-static int canon_field(const char *obj, size_t n, const char *name, const char **v, size_t *vl) {
-    const char *p = obj, *end = obj + n;
-    if (n < 2 || *p != '{') return 0;
-    p++;
-    size_t nl = strlen(name);
-    while (p < end && *p != '}') {
-        const char *k = p;
-        p = canon_skip(p, end);
-        size_t kl = (size_t)(p - k);
-        if (p >= end || *p != ':') return 0;
-        p++;
-        const char *val = p;
-        p = canon_skip(p, end);
-        if (kl == nl && memcmp(k, name, nl) == 0) {
-            *v = val;
-            *vl = (size_t)(p - val);
-            return 1;
-        }
-        if (p < end && *p == ',') p++;
-    }
-    return 0;
-}
-
 /* The top-level keys and value spans of the canonical object obj[0..n), split in one pass (a
  * message's five fields are then looked up without scanning it five times). */
 #define MAX_FIELDS 16
@@ -1019,7 +994,9 @@ static void phx_message(conn_t *c, const unsigned char *data, size_t len) {
         if (span_is(ev, evl, "\"phx_reply\"") && span_is(ref, rl, "\"" JOIN_REF "\"")) {
             const char *st;
             size_t sl;
-            if (canon_field(pay, pl, "\"status\"", &st, &sl) && span_is(st, sl, "\"ok\"")) {
+            fields_t pf;
+            if (canon_split(pay, pl, &pf) && field_get(&pf, "\"status\"", &st, &sl) &&
+                span_is(st, sl, "\"ok\"")) {
                 mark_ready(c);
                 return;
             }
