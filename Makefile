@@ -88,4 +88,4 @@ wheel: ext
 	$(PY) -m build --wheel --outdir dist/
 
 clean:
-	rm -rf build dist *.egg-info zzz/*.so zzz/_speedups.c zzz/_readloop.c reports .pytest_cache
+	rm -rf build dist *.egg-info zzz/*.so zzz/channels/*.so zzz/_speedups.c zzz/_readloop.c zzz/channels/_wire_c.c reports .pytest_cache

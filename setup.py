@@ -1,8 +1,9 @@
 """Build the optional Cython extensions; fall back to the pure-Python package when they can't be built.
 
-Two extensions: ``zzz._speedups`` (the byte core, from ``_speedups.pyx``) and ``zzz._readloop_c``
-(the per-read loop, compiled from the same ``_readloop.py`` the twin runs). Both or neither: if
-one fails, the other is not installed either, so a wheel never pairs a compiled core with a
+Three extensions: ``zzz._speedups`` (the byte core, from ``_speedups.pyx``), ``zzz._readloop_c``
+(the per-read loop, compiled from the same ``_readloop.py`` the twin runs) and
+``zzz.channels._wire_c`` (the channel wire format's usual frames). All or none: if one fails,
+the others are not installed either, so a wheel never pairs a compiled core with a
 missing loop. ``ZZZ_NO_EXTENSIONS=1`` at build time skips them on purpose.
 """
 
@@ -32,7 +33,7 @@ class OptionalBuildExt(build_ext):
             try:
                 self.build_extension(ext)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the twin takes over
-                # Both or neither: drop what was built, so nothing installs a half-compiled zzz.
+                # All or none: drop what was built, so nothing installs a half-compiled zzz.
                 for done in built:
                     path = self.get_ext_fullpath(done.name)
                     if os.path.exists(path):
@@ -85,12 +86,20 @@ def _extensions():
         depends=["zzz/_readloop_c.pxd", "zzz/_speedups.pxd"],
         extra_compile_args=_OPTIMIZE,
     )
-    return cythonize([core, readloop], compiler_directives=directives)
+    # The channel wire format's usual frames (zzz/channels/wire.py is the reference and the twin).
+    wire = Extension(
+        "zzz.channels._wire_c",
+        ["zzz/channels/_wire_c.pyx"],
+        depends=["zzz/channels/_wire.h", "zzz/_ustr.h"],
+        include_dirs=["zzz", "zzz/channels"],
+        extra_compile_args=_OPTIMIZE,
+    )
+    return cythonize([core, readloop, wire], compiler_directives=directives)
 
 
 setup(
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     # Generated C and the kernels' headers are build inputs (kept in sdists), not wheel contents.
-    exclude_package_data={"zzz": ["*.c", "*.h"]},
+    exclude_package_data={"zzz": ["*.c", "*.h"], "zzz.channels": ["*.c", "*.h"]},
 )

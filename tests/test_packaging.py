@@ -83,10 +83,15 @@ def implementation(python: Path, **env_extra: str) -> str:
     env.pop("PYTHONPATH", None)
     env.update(env_extra)
     # Run from / so that the installed package is imported, not the working tree.
-    code = "import zzz.core as c, zzz.readloop as r; print(c.IMPLEMENTATION, r.IMPLEMENTATION, c.__file__)"
+    code = (
+        "import zzz.core as c, zzz.readloop as r, zzz.channels.wire as w; "
+        "print(c.IMPLEMENTATION, r.IMPLEMENTATION, c.__file__, "
+        "'cython' if w.decode_fields is not w.decode_fields_py else 'python')"
+    )
     out = run([str(python), "-c", code], env=env, cwd=Path("/")).split()
     assert str(ROOT) not in out[2], out
     assert out[0] == out[1], f"the byte core is {out[0]} but the read loop is {out[1]}"
+    assert out[0] == out[3], f"the byte core is {out[0]} but the channel wire format is {out[3]}"
     return out[0]
 
 
@@ -150,6 +155,7 @@ def test_manylinux_wheel_runs_the_compiled_core(tmp_path: Path, venv_python: Pat
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("zzz/_speedups") and n.endswith(".so") for n in names), names
     assert any(n.startswith("zzz/_readloop_c") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("zzz/channels/_wire_c") and n.endswith(".so") for n in names), names
     assert "zzz/_readloop.py" in names, names  # the text the twin runs
     assert not any(n.endswith((".c", ".h")) for n in names), names
     run(

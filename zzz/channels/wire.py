@@ -414,3 +414,29 @@ def position_meta(offset: int, epoch: str) -> str:
 def reply_payload(status: str, response: Any) -> dict[str, Any]:
     """The payload of a ``phx_reply``: ``{"status": ..., "response": ...}``."""
     return {"status": status, "response": {} if response is None else response}
+
+
+# The compiled build answers the usual frames in C (``_wire_c``, from ``_wire.h``) and hands the rest
+# to the functions above, which stay the reference (same results, same errors) under these names.
+# The twin (``ZZZ_NO_EXTENSIONS=1``) runs them as they are.
+decode_fields_py, encode_ok_reply_py, dumps_py = decode_fields, encode_ok_reply, dumps
+
+
+def _compiled() -> Any:
+    from zzz import core
+
+    if core.IMPLEMENTATION != "cython":
+        return None
+    try:
+        from zzz.channels import _wire_c
+    except ImportError:  # a build without it: the Python functions serve alone
+        return None
+    _wire_c.bind(decode_fields_py, encode_ok_reply_py, dumps_py)
+    return _wire_c
+
+
+_c = _compiled()
+if _c is not None:
+    decode_fields = _c.decode_fields
+    encode_ok_reply = _c.encode_ok_reply
+    dumps = _c.dumps
