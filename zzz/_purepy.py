@@ -492,3 +492,12 @@ class Outbox:
         self.size = 0
         self.messages = 0
         return buffers
+
+    def take_one(self) -> bytes | None:
+        """What is queued when it is one buffer (the outbox is then empty, as after ``take``);
+        otherwise None, and nothing is taken. A flush's usual case, without a list."""
+        if len(self._buffers) != 1:
+            return None
+        self.size = 0
+        self.messages = 0
+        return self._buffers.pop()

@@ -164,11 +164,11 @@ class Writer:
         counters = self._counters
         counters.bytes_out += out.size  # before take(), which resets both
         counters.messages_out += out.messages
-        buffers = out.take()
-        if len(buffers) == 1:
-            self._write(buffers[0])
+        one = out.take_one()
+        if one is not None:
+            self._write(one)
         else:
-            self._writelines(buffers)
+            self._writelines(out.take())
         if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
             self._over_limit()
 

@@ -3,7 +3,7 @@
 # Read it before ``_speedups.pyx``. ``_readloop_c`` (the per-read fast path, compiled from
 # ``_readloop.py``) cimports ``FrameReader`` and ``Outbox`` from here and calls their ``cpdef``
 # methods and fields at C speed; Python code (and the pure-Python read loop over either core)
-# sees the same names: ``FrameReader.feed`` and ``.error``, ``Outbox.text/binary/raw/take``,
+# sees the same names: ``FrameReader.feed`` and ``.error``, ``Outbox.text/binary/raw/take/take_one``,
 # ``.size``, ``.open`` and ``.in_read``. The twin (``_purepy.py``) has the same names.
 
 cimport cython
@@ -93,11 +93,16 @@ cdef class Outbox:
     cdef PyObject *_buf  # the bytes being filled (only reference), or NULL
     cdef Py_ssize_t _len
     cdef Py_ssize_t _cap
+    # The queue, when it is one frame ``raw`` was given alone (a broadcast's frame, shared by every
+    # receiver): held by reference, not copied; else None. Once more comes it is copied into the
+    # buffer being filled, so what follows is written after it in one buffer as before.
+    cdef object _held
 
     cpdef text(self, object text)
     cpdef binary(self, object data)
     cpdef raw(self, object frame)
     cpdef list take(self)
+    cpdef object take_one(self)
     cdef int _data(self, int b0, object payload) except -1
     cdef int _raw(self, object frame) except -1
     cdef int _frame(self, int b0, const unsigned char *payload, Py_ssize_t n) except -1

@@ -951,12 +951,39 @@ cdef class Outbox:
     cpdef list take(self):
         """Everything queued, in order; the outbox is empty afterwards."""
         cdef list buffers
-        self._seal()
-        buffers = self._buffers
-        self._buffers = []
+        if self._held is not None:
+            buffers = [self._held]
+            self._held = None
+        else:
+            self._seal()
+            buffers = self._buffers
+            self._buffers = []
         self.size = 0
         self.messages = 0
         return buffers
+
+    cpdef object take_one(self):
+        """What is queued when it is one buffer (the outbox is then empty, as after ``take``);
+        otherwise None, and nothing is taken. A flush's usual case, without a list."""
+        cdef object one
+        if self._held is not None:
+            one = self._held
+            self._held = None
+        elif self._buf != NULL:
+            if self._buffers:
+                return None
+            if self._len != self._cap:
+                _PyBytes_Resize(&self._buf, self._len)
+            one = <object>self._buf
+            Py_DECREF(one)  # drop self._buf's reference, ``one`` keeps one
+            self._buf = NULL
+            self._len = 0
+            self._cap = 0
+        else:
+            return None
+        self.size = 0
+        self.messages = 0
+        return one
 
     # The work, callable from C without argument parsing.
 
@@ -989,9 +1016,16 @@ cdef class Outbox:
             frame = bytes(frame)
         n = PyBytes_GET_SIZE(frame)
         if n >= _SPLIT_FRAME_SIZE:
+            if self._held is not None:  # it stays a buffer of its own, before this one
+                self._buffers.append(self._held)
+                self._held = None
             self._seal()
             self._buffers.append(frame)
             self.size += n
+        elif n and self.size == 0:
+            # Alone in the queue, as a broadcast's frame usually is: held, not copied.
+            self._held = frame
+            self.size = n
         elif n:
             memcpy(self._reserve(n), PyBytes_AS_STRING(frame), n)
             self._len += n
@@ -1021,6 +1055,18 @@ cdef class Outbox:
         """Room for ``n`` more bytes in the buffer being filled."""
         cdef Py_ssize_t needed = self._len + n
         cdef Py_ssize_t cap
+        cdef unsigned char *dst
+        cdef Py_ssize_t m
+        if self._held is not None:
+            # More after a frame held by reference: it moves into a buffer of the outbox's own, so
+            # what follows is written after it in the same buffer (one write, as before).
+            first = self._held
+            self._held = None
+            m = PyBytes_GET_SIZE(first)
+            dst = self._reserve(m + n)
+            memcpy(dst, PyBytes_AS_STRING(first), m)
+            self._len += m
+            return dst + m
         if needed > self._cap:
             if self._len >= _OUTBOX_SEAL_SIZE:
                 self._seal()

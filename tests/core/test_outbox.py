@@ -94,6 +94,62 @@ def test_a_mutable_buffer_is_copied_at_once(impl: ModuleType) -> None:
     assert [f[3] for f in parse(impl, box.take())] == [b"abc", bytes(100_000)]
 
 
+def drain(box: Any) -> list[bytes]:
+    """What a flush takes: the one buffer when ``take_one`` has it, else the list."""
+    size = box.size
+    one = box.take_one()
+    buffers = [one] if one is not None else box.take()
+    assert box.size == 0 and box.messages == 0 and box.take_one() is None and box.take() == []
+    assert sum(map(len, buffers)) == size
+    return buffers
+
+
+def test_a_frame_queued_alone_is_handed_over_as_it_is(impl: ModuleType) -> None:
+    frame = impl.encode_frame(impl.OP_TEXT, b"broadcast")
+    box = impl.Outbox()
+    box.raw(frame)
+    assert box.size == len(frame)
+    assert box.take_one() is frame  # a broadcast's frame is not copied per receiver
+    box.raw(frame)
+    assert box.take() == [frame]
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        lambda impl, box: box.raw(impl.encode_frame(impl.OP_TEXT, b"second")),
+        lambda impl, box: box.text("th\u00efrd"),
+        lambda impl, box: box.binary(b"\x00" * 70_000),  # a payload big enough to be its own buffer
+        lambda impl, box: box.raw(impl.encode_frame(impl.OP_BINARY, b"\x01" * 70_000)),
+        lambda impl, box: [box.raw(impl.encode_frame(impl.OP_TEXT, b"%d" % i)) for i in range(300)],
+    ],
+)
+def test_what_follows_a_held_frame_comes_after_it(impl: ModuleType, after: Any) -> None:
+    frame = impl.encode_frame(impl.OP_TEXT, b"first")
+    box = impl.Outbox()
+    box.raw(frame)
+    after(impl, box)
+    box.text("last")
+    frames = parse(impl, drain(box))
+    assert frames[0] == (1, True, False, "first") and frames[-1] == (1, True, False, "last")
+    reference = impl.Outbox()
+    reference.text("first")
+    after(impl, reference)
+    reference.text("last")
+    assert frames == parse(impl, reference.take())
+    assert frame == impl.encode_frame(impl.OP_TEXT, b"first")  # the held frame was never written to
+
+
+def test_take_one_takes_nothing_from_several_buffers(impl: ModuleType) -> None:
+    box = impl.Outbox()
+    box.binary(b"\x02" * 70_000)  # a payload big enough to be its own buffer, then a frame after it
+    box.text("tail")
+    size = box.size
+    assert box.take_one() is None
+    assert box.size == size and box.messages == 2
+    assert [f[0] for f in parse(impl, box.take())] == [2, 1]
+
+
 def test_size_counts_what_is_queued(impl: ModuleType) -> None:
     box = impl.Outbox()
     assert not box.pending
