@@ -109,3 +109,4 @@ cdef class Outbox:
     cdef int _big(self, int b0, bytes payload, Py_ssize_t n) except -1
     cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL
     cdef int _seal(self) except -1
+    cdef bytes _detach(self)

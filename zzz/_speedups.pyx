@@ -969,16 +969,8 @@ cdef class Outbox:
         if self._held is not None:
             one = self._held
             self._held = None
-        elif self._buf != NULL:
-            if self._buffers:
-                return None
-            if self._len != self._cap:
-                _PyBytes_Resize(&self._buf, self._len)
-            one = <object>self._buf
-            Py_DECREF(one)  # drop self._buf's reference, ``one`` keeps one
-            self._buf = NULL
-            self._len = 0
-            self._cap = 0
+        elif self._buf != NULL and not self._buffers:
+            one = self._detach()
         else:
             return None
         self.size = 0
@@ -1091,16 +1083,19 @@ cdef class Outbox:
 
     cdef int _seal(self) except -1:
         """Move the buffer being filled, shrunk to its length, to the queue."""
-        cdef object filled
-        if self._buf == NULL:
-            return 0
+        if self._buf != NULL:
+            self._buffers.append(self._detach())
+        return 0
+
+    cdef bytes _detach(self):
+        """The buffer being filled (there is one), shrunk to its length; the outbox lets go of it."""
+        cdef bytes filled
         if self._len != self._cap:
             _PyBytes_Resize(&self._buf, self._len)
-        filled = <object>self._buf
+        filled = <bytes>self._buf
         Py_DECREF(filled)  # drop self._buf's reference, ``filled`` keeps one
         self._buf = NULL
-        self._buffers.append(filled)
         self._len = 0
         self._cap = 0
-        return 0
+        return filled
 
