@@ -161,42 +161,37 @@ static int zw_object(zw_src *s, PyObject **out, int depth) {
     }
     for (;;) {
         PyObject *key, *value;
-        if (s->i >= s->n || ZW_AT(s, s->i) != '"') goto bail;
-        r = zw_string(s, &key);
-        if (r != ZW_OK) goto fail;
+        r = ZW_BAIL;
+        if (s->i >= s->n || ZW_AT(s, s->i) != '"') goto fail;
+        if ((r = zw_string(s, &key)) != ZW_OK) goto fail;
         zw_skip_ws(s);
         if (s->i >= s->n || ZW_AT(s, s->i) != ':') {
             Py_DECREF(key);
-            goto bail;
+            r = ZW_BAIL;
+            goto fail;
         }
         s->i++;
         zw_skip_ws(s);
-        r = zw_value(s, &value, depth + 1);
-        if (r != ZW_OK) {
+        if ((r = zw_value(s, &value, depth + 1)) != ZW_OK) {
             Py_DECREF(key);
             goto fail;
         }
-        r = PyDict_SetItem(dict, key, value);
+        r = PyDict_SetItem(dict, key, value) < 0 ? ZW_ERR : ZW_OK;
         Py_DECREF(key);
         Py_DECREF(value);
-        if (r < 0) goto error;
+        if (r != ZW_OK) goto fail;
         zw_skip_ws(s);
-        if (s->i >= s->n) goto bail;
+        r = ZW_BAIL;
+        if (s->i >= s->n) goto fail;
         if (ZW_AT(s, s->i) == '}') {
             s->i++;
             *out = dict;
             return ZW_OK;
         }
-        if (ZW_AT(s, s->i) != ',') goto bail;
+        if (ZW_AT(s, s->i) != ',') goto fail;
         s->i++;
         zw_skip_ws(s);
     }
-bail:
-    Py_DECREF(dict);
-    return ZW_BAIL;
-error:
-    Py_DECREF(dict);
-    return ZW_ERR;
 fail:
     Py_DECREF(dict);
     return r;
@@ -217,26 +212,18 @@ static int zw_array(zw_src *s, PyObject **out, int depth) {
         PyObject *value;
         r = zw_value(s, &value, depth + 1);
         if (r != ZW_OK) goto fail;
-        r = PyList_Append(list, value);
+        r = PyList_Append(list, value) < 0 ? ZW_ERR : ZW_OK;
         Py_DECREF(value);
-        if (r < 0) {
-            r = ZW_ERR;
-            goto fail;
-        }
+        if (r != ZW_OK) goto fail;
         zw_skip_ws(s);
-        if (s->i >= s->n) {
-            r = ZW_BAIL;
-            goto fail;
-        }
+        r = ZW_BAIL;
+        if (s->i >= s->n) goto fail;
         if (ZW_AT(s, s->i) == ']') {
             s->i++;
             *out = list;
             return ZW_OK;
         }
-        if (ZW_AT(s, s->i) != ',') {
-            r = ZW_BAIL;
-            goto fail;
-        }
+        if (ZW_AT(s, s->i) != ',') goto fail;
         s->i++;
         zw_skip_ws(s);
     }
