@@ -433,3 +433,28 @@ def test_the_usual_frames_never_reach_python() -> None:
     )
     assert json.loads(replies[1])["payload"]["response"] == {"t": [1.5, True, None, "caf\u00e9 \U0001f600"]}
     assert dumped == '{"body":"caf\u00e9\\n","n":[1,2.5,null]}'
+
+
+@compiled
+def test_names_that_repeat_are_the_same_str_and_stay_right_when_slots_are_reused() -> None:
+    """Keys, topics, events and join refs are shared from frame to frame; refs and values are not.
+
+    Thousands of distinct names go through the bounded table (so slots are taken over again and
+    again), and every frame still decodes to what the reference makes of it.
+    """
+    frame = '{{"topic":"room:{n}","event":"ev{n}","payload":{{"k{n}":"v{n}","body":"x"}},"ref":"{n}1","join_ref":"j{n}"}}'
+    a, b = (wire.decode_fields(frame.format(n=7)) for _ in range(2))
+    assert a == b
+    for k in (0, 1, 4):  # topic, event, join ref
+        assert a[k] is b[k], k
+    assert [x is y for x, y in zip(a[2], b[2])] == [True, True]  # the payload's keys
+    assert a[3] is not b[3] and a[2]["k7"] is not b[2]["k7"]  # the ref and the values are new
+    for n in range(5000):
+        for text in (frame.format(n=n), frame.format(n=n % 50)):
+            check_decode(text)
+    # Not cached, still right: Latin-1 and wider names, names longer than the table keeps, empty ones.
+    for name in ("caf\u00e9", "\u4f60\u597d", "\U0001f600", "k" * 40, "k" * 41, "k" * 500, ""):
+        text = frame.replace("room:{n}", name).replace("k{n}", name).format(n=1)
+        for _ in range(2):
+            check_decode(text)
+        assert wire.decode_fields(text)[0] == name

@@ -26,6 +26,7 @@
 
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "_ustr.h"
@@ -81,6 +82,55 @@ static int zw_string(zw_src *s, PyObject **out) {
     if (end < 0) return ZW_BAIL;
     *out = PyUnicode_Substring(s->text, s->i + 1, end);
     if (*out == NULL) return ZW_ERR;
+    s->i = end + 1;
+    return ZW_OK;
+}
+
+/* Names: the strings that come back frame after frame (object keys, topics, events, join refs).
+ * Each short ASCII one is kept in a small table, one slot per hash of its characters, so a frame
+ * that repeats it gets the same str again: no new object, and its hash (which the dict that holds
+ * it or the lookup of a topic needs) is computed once, not per frame. A slot holds the last name
+ * that hashed to it, so the table never grows (ZW_NAME_SLOTS strs of at most ZW_NAME_MAX
+ * characters) and names that come and go only cost the str they would have cost anyway. The
+ * values are the ones zw_string makes: equal strs; only their identity is shared. */
+#define ZW_NAME_SLOTS 512
+#define ZW_NAME_MAX 40
+static PyObject *zw_names[ZW_NAME_SLOTS];
+
+static int zw_name(zw_src *s, PyObject **out) {
+    Py_ssize_t end = zw_plain_string_end(s), len, k;
+    const unsigned char *p;
+    PyObject *name;
+    uint64_t h, high = 0;
+    if (end < 0) return ZW_BAIL;
+    len = end - s->i - 1;
+    h = 0xcbf29ce484222325ULL ^ (uint64_t)len;
+    if (s->kind != PyUnicode_1BYTE_KIND || len > ZW_NAME_MAX) return zw_string(s, out);
+    p = (const unsigned char *)s->data + s->i + 1;
+    for (k = 0; k + 8 <= len; k += 8) { /* a word at a time, then the last few characters */
+        uint64_t w;
+        memcpy(&w, p + k, 8);
+        high |= w;
+        h = (h ^ w) * 0x100000001b3ULL;
+    }
+    for (; k < len; k++) {
+        high |= p[k];
+        h = (h ^ p[k]) * 0x100000001b3ULL;
+    }
+    if (high & 0x8080808080808080ULL) return zw_string(s, out); /* Latin-1: not cached */
+    h = (h ^ (h >> 29) ^ (h >> 47)) & (ZW_NAME_SLOTS - 1);
+    name = zw_names[h];
+    if (name == NULL || PyUnicode_GET_LENGTH(name) != len || memcmp(PyUnicode_DATA(name), p, (size_t)len) != 0) {
+        name = PyUnicode_New(len, 127);
+        if (name == NULL) return ZW_ERR;
+        memcpy(PyUnicode_DATA(name), p, (size_t)len);
+        if (PyObject_Hash(name) == -1) { /* cannot fail for a str; kept for form */
+            Py_DECREF(name);
+            return ZW_ERR;
+        }
+        Py_XSETREF(zw_names[h], name);
+    }
+    *out = Py_NewRef(name);
     s->i = end + 1;
     return ZW_OK;
 }
@@ -163,7 +213,7 @@ static int zw_object(zw_src *s, PyObject **out, int depth) {
         PyObject *key, *value;
         r = ZW_BAIL;
         if (s->i >= s->n || ZW_AT(s, s->i) != '"') goto fail;
-        if ((r = zw_string(s, &key)) != ZW_OK) goto fail;
+        if ((r = zw_name(s, &key)) != ZW_OK) goto fail;
         zw_skip_ws(s);
         if (s->i >= s->n || ZW_AT(s, s->i) != ':') {
             Py_DECREF(key);
@@ -262,9 +312,9 @@ static int zw_value(zw_src *s, PyObject **out, int depth) {
     }
 }
 
-/* A ref: a string without escapes, or null (as None). */
-static int zw_ref(zw_src *s, PyObject **out) {
-    if (s->i < s->n && ZW_AT(s, s->i) == '"') return zw_string(s, out);
+/* A ref: a string without escapes, or null (as None). A join ref repeats (a name); a ref does not. */
+static int zw_ref(zw_src *s, PyObject **out, int slot) {
+    if (s->i < s->n && ZW_AT(s, s->i) == '"') return slot == 4 ? zw_name(s, out) : zw_string(s, out);
     if (zw_word(s, "null", 4)) {
         *out = Py_NewRef(Py_None);
         return ZW_OK;
@@ -273,7 +323,7 @@ static int zw_ref(zw_src *s, PyObject **out) {
 }
 
 static int zw_topic_or_event(zw_src *s, PyObject **out) {
-    if (s->i < s->n && ZW_AT(s, s->i) == '"') return zw_string(s, out);
+    if (s->i < s->n && ZW_AT(s, s->i) == '"') return zw_name(s, out);
     return ZW_BAIL;
 }
 
@@ -281,19 +331,23 @@ static int zw_topic_or_event(zw_src *s, PyObject **out) {
  * for any other; s->i moves past it. */
 static int zw_envelope_key(zw_src *s) {
     static const char *names[5] = {"topic", "event", "payload", "ref", "join_ref"};
+    static const Py_ssize_t lengths[5] = {5, 5, 7, 3, 8};
     Py_ssize_t end = zw_plain_string_end(s), len;
     int k;
     if (end < 0) return -1;
     len = end - s->i - 1;
     for (k = 0; k < 5; k++) {
-        Py_ssize_t m, want = (Py_ssize_t)strlen(names[k]);
-        if (want != len) continue;
-        for (m = 0; m < len; m++)
-            if (ZW_AT(s, s->i + 1 + m) != (Py_UCS4)(unsigned char)names[k][m]) break;
-        if (m == len) {
-            s->i = end + 1;
-            return k;
+        Py_ssize_t m;
+        if (lengths[k] != len) continue;
+        if (s->kind == PyUnicode_1BYTE_KIND) {
+            if (memcmp((const char *)s->data + s->i + 1, names[k], (size_t)len) != 0) continue;
+        } else {
+            for (m = 0; m < len; m++)
+                if (ZW_AT(s, s->i + 1 + m) != (Py_UCS4)(unsigned char)names[k][m]) break;
+            if (m != len) continue;
         }
+        s->i = end + 1;
+        return k;
     }
     return -1;
 }
@@ -319,7 +373,7 @@ static PyObject *zw_decode_fields(PyObject *text) {
         for (k = 0; k < 5; k++) {
             int slot = order[k];
             zw_skip_ws(&s);
-            if (slot >= 3) r = zw_ref(&s, &f[slot]);
+            if (slot >= 3) r = zw_ref(&s, &f[slot], slot);
             else if (slot == 2) r = zw_value(&s, &f[slot], 2);
             else r = zw_topic_or_event(&s, &f[slot]);
             if (r != ZW_OK) goto done;
@@ -341,7 +395,7 @@ static PyObject *zw_decode_fields(PyObject *text) {
             if (s.i >= s.n || ZW_AT(&s, s.i) != ':') goto done;
             s.i++;
             zw_skip_ws(&s);
-            if (slot >= 3) r = zw_ref(&s, &f[slot]);
+            if (slot >= 3) r = zw_ref(&s, &f[slot], slot);
             else if (slot == 2) r = zw_value(&s, &f[slot], 2);
             else r = zw_topic_or_event(&s, &f[slot]);
             if (r != ZW_OK) goto done;
