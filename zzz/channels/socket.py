@@ -63,6 +63,8 @@ _PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple, Reply, Joi
 # A push handler's results that are ok replies with themselves as the response.
 _PLAIN_REPLIES = frozenset({dict, list, str, int, float, bool, tuple})
 _monotonic = time.monotonic
+# The events the endpoint answers itself (a heartbeat only on the "phoenix" topic).
+_SPECIAL_EVENTS = frozenset({"heartbeat", "phx_join", "phx_leave"})
 
 
 def _call(fn: Any, *args: Any) -> Generator[Awaitable[Any], Any, Any]:
@@ -268,9 +270,10 @@ class ChannelSocket:
         self.closed = False
         self.last_seen = time.monotonic()
         self._pubsub = pubsub
-        # topic -> (join_ref, channel definition, topic as JSON, join_ref as JSON) for every joined
-        # topic: the push path writes its replies with the last two as they are.
-        self._joins: dict[str, tuple[str | None, ChannelDef, str, str]] = {}
+        # topic -> (join_ref, channel definition, topic as JSON, join_ref as JSON, the definition's
+        # handlers) for every joined topic: the push path writes its replies with the JSON parts as
+        # they are, and finds the handler without a lookup of the definition's attribute.
+        self._joins: dict[str, tuple[str | None, ChannelDef, str, str, Mapping[str, EventHandler]]] = {}
         self._tokens = 0.0
         self._stamp = 0.0
 
@@ -449,7 +452,8 @@ class ChannelEndpoint:
         elif sock.array_form is not array_form:
             sock.array_form = array_form
             self.pubsub.subscriber_changed(sock)  # its broadcasts now take the other wire form
-        if event == "heartbeat" and topic == "phoenix":
+        special = event in _SPECIAL_EVENTS  # one lookup for the usual push (the event's hash is kept)
+        if special and event == "heartbeat" and topic == "phoenix":
             self._reply(sock, Message(*fields), "ok", {})
             return None
         if self.config.rate_limit is not None and not self._take_token(sock):
@@ -458,16 +462,17 @@ class ChannelEndpoint:
             elif ref is not None:
                 self._reply(sock, Message(*fields), "error", {"reason": "rate_limited"})
             return None
-        if event == "phx_join":
-            return _run(self._join(sock, Message(*fields)))
-        if event == "phx_leave":
-            return _run(self._leave_steps(sock, Message(*fields)))
+        if special:
+            if event == "phx_join":
+                return _run(self._join(sock, Message(*fields)))
+            if event == "phx_leave":
+                return _run(self._leave_steps(sock, Message(*fields)))
         # The push path, inline for the usual push: a joined topic, a plain handler, a plain result
         # (or None), answered with an ok reply made from the join's prepared parts. Every other case
         # (and any exception) goes the general way, through _event, as before.
         join = sock._joins.get(topic)
         if join is not None and (join_ref is None or join_ref == join[0]):
-            handler = join[1].handlers.get(event)
+            handler = join[4].get(event)
             if handler is not None:
                 try:
                     result = handler(sock, topic, event, payload)
@@ -648,7 +653,7 @@ class ChannelEndpoint:
             if not sock.closed:
                 self._reply(sock, message, status, response)
             return
-        sock._joins[topic] = (join_ref, channel, dumps(topic), quote(join_ref))
+        sock._joins[topic] = (join_ref, channel, dumps(topic), quote(join_ref), channel.handlers)
         self.joins += 1  # successful joins: zzz.metrics reads it (stats()["channel_joins"])
         history = self.pubsub.history_for(topic)
         if history is not None:
@@ -738,7 +743,7 @@ class ChannelEndpoint:
                     encode(sock.array_form, message.topic, "phx_error", {"reason": "unmatched topic"})
                 )
             return None
-        handler = join[1].handlers.get(message.event)
+        handler = join[4].get(message.event)
         if handler is None:
             if message.ref is not None:
                 self._reply(sock, message, "error", {"reason": "unknown event"})
