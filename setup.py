@@ -94,6 +94,15 @@ def _extensions():
         include_dirs=["zzz", "zzz/channels"],
         extra_compile_args=_OPTIMIZE,
     )
+    # Cython decides whether to regenerate a module's C from the .pxd named like its source
+    # (_readloop.pxd, which does not exist), so a change to _readloop_c.pxd or to the _speedups.pxd
+    # it cimports would leave a C file built against the old layouts (a "size changed" warning at
+    # import, or worse): such a C file is removed, to be generated again.
+    generated = os.path.join("zzz", "_readloop.c")
+    if os.path.exists(generated) and any(
+        os.path.getmtime(dep) > os.path.getmtime(generated) for dep in readloop.depends
+    ):
+        os.remove(generated)
     return cythonize([core, readloop, wire], compiler_directives=directives)
 
 
