@@ -485,6 +485,13 @@ class Outbox:
             self._buffers.append(frame)
             self.size += len(frame)
 
+    def share(self, frame: bytes, fresh: Any) -> Any:
+        """Queue a broadcast's frame as ``raw`` does; returns ``fresh``. (The extension's outbox
+        shares the frames of a turn's broadcasts between their receivers; this one never copies a
+        frame, so it has nothing to share.)"""
+        self.raw(frame)
+        return fresh
+
     def take(self) -> list[bytes]:
         """Everything queued, in order; the outbox is empty afterwards."""
         buffers = self._buffers

@@ -477,6 +477,7 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
     shared: dict[Any, bytes] | None = None  # broadcast_key -> its compressed frame
     remote: dict[Any, list[Any]] | None = None  # another thread's loop -> its receivers
     turn: list[Any] | None = None  # this thread's handles to flush at the end of the turn
+    fresh: Any = None  # the run of this frame's receivers that had nothing queued (Outbox.share)
     count = 0
     for ws in websockets:
         if not isinstance(ws, SendHandle):
@@ -502,7 +503,7 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
         if out.encoder is None or conn is None:
             if frame is None:
                 frame = _encode_frame(opcode, payload)
-            out.raw(frame)
+            fresh = out.share(frame, fresh)
         else:
             key = conn.broadcast_key
             if key is None:  # context takeover: this connection's own compressor

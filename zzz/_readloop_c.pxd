@@ -85,7 +85,7 @@ cdef class SendHandle:
 
 # broadcast's loop (cpdef: a thread hands it to another loop with call_soon_threadsafe).
 @cython.locals(handle=SendHandle, out=Outbox, writer=Writer, tid=cython.ulong, count=Py_ssize_t,
-               frame=bytes, shared=dict, remote=dict, turn=list, group=list)
+               frame=bytes, shared=dict, remote=dict, turn=list, group=list, fresh=object)
 cpdef Py_ssize_t _fan_out(object websockets, bytes payload, int opcode, Py_ssize_t skip) except -1
 
 @cython.locals(handles=list)

@@ -77,6 +77,23 @@ cdef class FrameReader:
 
 
 @cython.final
+# The frames that consecutive broadcasts of one loop turn queued on many outboxes, shared by them
+# (``Outbox.share``): a receiver's queue is then a slice of ``frames``, written as one buffer
+# joined once for every receiver with the same slice (the last slice joined is kept).
+cdef class Run:
+    cdef list frames
+    cdef Py_ssize_t _start
+    cdef Py_ssize_t _end
+    cdef object _joined
+    # The run that receivers of ``frames[_fork_start:_fork_end]`` go on with when the next frame
+    # they get is not the next of this run (``Outbox.share``); None before the first.
+    cdef Run _fork
+    cdef Py_ssize_t _fork_start
+    cdef Py_ssize_t _fork_end
+
+    cdef object join(self, Py_ssize_t start, Py_ssize_t end)
+
+
 cdef class Outbox:
     # ``open`` mirrors the owning Connection's state (True exactly while it is OPEN); its one
     # setter is ``Connection._set_state``. ``in_read`` is True while a driver handles a read or
@@ -97,12 +114,20 @@ cdef class Outbox:
     # receiver): held by reference, not copied; else None. Once more comes it is copied into the
     # buffer being filled, so what follows is written after it in one buffer as before.
     cdef object _held
+    # The queue, when it is only broadcast frames: ``_run.frames[_run_start:_run_end]``, shared
+    # with the other receivers of the same broadcasts (``share``); else None. Anything else queued
+    # makes it the ``_held`` frame first (``_unshare``), so the order is kept.
+    cdef Run _run
+    cdef Py_ssize_t _run_start
+    cdef Py_ssize_t _run_end
 
     cpdef text(self, object text)
     cpdef binary(self, object data)
     cpdef raw(self, object frame)
     cpdef list take(self)
     cpdef object take_one(self)
+    cpdef object share(self, bytes frame, object fresh)
+    cdef int _unshare(self) except -1
     cdef int _data(self, int b0, object payload) except -1
     cdef int _raw(self, object frame) except -1
     cdef int _frame(self, int b0, const unsigned char *payload, Py_ssize_t n) except -1

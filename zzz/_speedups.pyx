@@ -13,7 +13,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyOb
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
-from cpython.list cimport PyList_Append
+from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_Check
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
@@ -875,6 +875,34 @@ cdef enum:
     _OUTBOX_CHUNK_SIZE = 64 * 1024
 
 @cython.final
+@cython.final
+cdef class Run:
+    """Frames that consecutive broadcasts of one loop turn queued on many outboxes, in order.
+
+    ``Outbox.share`` makes one per broadcast whose receivers had nothing queued, and the receivers
+    that get the next broadcasts too extend it, so a burst of broadcasts to the same receivers
+    is one list of frames however many receivers there are; each receiver's queue is a slice of
+    it. At the flush ``join`` makes the slice one buffer, once for all the receivers with the
+    same slice (the last slice joined is kept), so every receiver's write is that one object.
+    The items of ``frames`` are whole frames, or (the first of a fork) several joined.
+    """
+
+    def __cinit__(self):
+        self.frames = []
+        self._joined = None
+        self._fork = None
+
+    cdef object join(self, Py_ssize_t start, Py_ssize_t end):
+        """``frames[start:end]`` as one bytes object (the frame itself for a slice of one)."""
+        if end - start == 1:
+            return self.frames[start]
+        if self._joined is None or self._start != start or self._end != end:
+            self._joined = b"".join(self.frames[start:end])
+            self._start = start
+            self._end = end
+        return self._joined
+
+
 cdef class Outbox:
     """The frames one connection has queued for the network, in order.
 
@@ -948,9 +976,93 @@ cdef class Outbox:
         self._raw(frame)
         return None
 
+    cpdef object share(self, bytes frame, object fresh):
+        """Queue a broadcast's frame, shared with the broadcast's other receivers; returns what to
+        pass as ``fresh`` to the next receiver of the same broadcast (None for the first).
+
+        An outbox that holds only the frames of earlier broadcasts of this turn (a ``Run``) and
+        gets this one too adds it to that run, without a copy (or, when the run went on without
+        it, to the run's fork). An empty one holds the frame by reference, as ``raw`` does; one
+        that holds a frame alone starts, with that frame and this one, on the run ``fresh``
+        (made here by the first such receiver, and returned). Any other outbox, and a frame too
+        big to be copied anyway, is queued as ``raw`` does. What is written is the same either
+        way: the frames queued, in order.
+        """
+        cdef Run run = self._run
+        cdef Run started
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
+        cdef Py_ssize_t k
+        if n == 0 or n >= _SPLIT_FRAME_SIZE:
+            self._raw(frame)
+            return fresh
+        if run is not None:
+            k = PyList_GET_SIZE(run.frames)
+            if self._run_end == k:  # the first of this broadcast's receivers on this run
+                run.frames.append(frame)
+                self._run_end = k + 1
+                self.size += n
+                return fresh
+            if self._run_end == k - 1 and <PyObject *>PyList_GET_ITEM(run.frames, k - 1) == <PyObject *>frame:
+                self._run_end = k  # another receiver added this frame to the run already
+                self.size += n
+                return fresh
+            # The run went on without this receiver (another one got a broadcast it did not): its
+            # slice, joined, and this frame start a run of their own, which the receivers in the
+            # same place find as the run's fork, so that they go on sharing.
+            started = run._fork
+            if (
+                started is None
+                or run._fork_start != self._run_start
+                or run._fork_end != self._run_end
+                or <PyObject *>PyList_GET_ITEM(started.frames, 1) != <PyObject *>frame
+            ):
+                started = Run()
+                started.frames.append(run.join(self._run_start, self._run_end))
+                started.frames.append(frame)
+                run._fork = started
+                run._fork_start = self._run_start
+                run._fork_end = self._run_end
+            self._run = started
+            self._run_start = 0
+            self._run_end = 2
+            self.size += n
+            return fresh
+        elif self.size == 0:  # alone: held by reference, as ``raw`` holds it
+            self._held = frame
+            self.size = n
+            return fresh
+        elif self._held is not None:
+            # A frame held alone (the last broadcast's, usually) and this one start a run, the
+            # one of every receiver of this broadcast that holds the same frame.
+            if fresh is None or not (
+                PyList_GET_SIZE((<Run>fresh).frames) >= 2
+                and <PyObject *>PyList_GET_ITEM((<Run>fresh).frames, 0) == <PyObject *>self._held
+                and <PyObject *>PyList_GET_ITEM((<Run>fresh).frames, 1) == <PyObject *>frame
+            ):
+                started = Run()
+                started.frames.append(self._held)
+                started.frames.append(frame)
+                fresh = started
+            self._held = None
+            self._run = <Run>fresh
+            self._run_start = 0
+            self._run_end = 2
+            self.size += n
+            return fresh
+        self._raw(frame)
+        return fresh
+
+    cdef int _unshare(self) except -1:
+        """The run's slice becomes the frame held, so that what comes next is queued after it."""
+        if self._run is not None:
+            self._held = self._run.join(self._run_start, self._run_end)
+            self._run = None
+        return 0
+
     cpdef list take(self):
         """Everything queued, in order; the outbox is empty afterwards."""
         cdef list buffers
+        self._unshare()
         if self._held is not None:
             buffers = [self._held]
             self._held = None
@@ -966,7 +1078,10 @@ cdef class Outbox:
         """What is queued when it is one buffer (the outbox is then empty, as after ``take``);
         otherwise None, and nothing is taken. A flush's usual case, without a list."""
         cdef object one
-        if self._held is not None:
+        if self._run is not None:
+            one = self._run.join(self._run_start, self._run_end)
+            self._run = None
+        elif self._held is not None:
             one = self._held
             self._held = None
         elif self._buf != NULL and not self._buffers:
@@ -1004,6 +1119,7 @@ cdef class Outbox:
 
     cdef int _raw(self, object frame) except -1:
         cdef Py_ssize_t n
+        self._unshare()
         if not PyBytes_CheckExact(frame):
             frame = bytes(frame)
         n = PyBytes_GET_SIZE(frame)
@@ -1049,6 +1165,7 @@ cdef class Outbox:
         cdef Py_ssize_t cap
         cdef unsigned char *dst
         cdef Py_ssize_t m
+        self._unshare()
         if self._held is not None:
             # More after a frame held by reference: it moves into a buffer of the outbox's own, so
             # what follows is written after it in the same buffer (one write, as before).

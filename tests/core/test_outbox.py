@@ -12,6 +12,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def parse(impl: ModuleType, buffers: list[bytes]) -> list[tuple[int, bool, bool, Any]]:
@@ -305,3 +307,86 @@ def test_the_compiled_core_keeps_the_utf8_of_received_text(speedups: ModuleType,
     got = _received(speedups, text, split=split)
     assert sys.getsizeof(got) == sys.getsizeof(fresh) + len(text.encode()) + 1
     assert sys.getsizeof(_received(speedups, "ascii only")) == sys.getsizeof(b"ascii only".decode())
+
+
+# Broadcast frames shared between receivers (``Outbox.share``): what each receiver is handed is what
+# it would be handed had every frame been queued with ``raw``, in every interleaving.
+
+SHARE_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["broadcast", "text", "raw", "big", "flush"]),
+        st.sets(st.integers(0, 3), min_size=1),  # the receivers it goes to (a flush: those flushed)
+        st.integers(0, 40),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=SHARE_OPS)
+def test_shared_broadcast_frames_come_out_as_raw_ones_would(impl: ModuleType, ops: Any) -> None:
+    boxes = [impl.Outbox() for _ in range(4)]
+    references = [impl.Outbox() for _ in range(4)]
+    got: list[list[bytes]] = [[] for _ in range(4)]
+    want: list[list[bytes]] = [[] for _ in range(4)]
+    for step, (kind, targets, n) in enumerate(ops):
+        order = sorted(targets, reverse=step % 2 == 1)  # receivers in either order
+        if kind == "broadcast":
+            frame = impl.encode_frame(impl.OP_TEXT, b"b%d-" % step + b"x" * n)
+            fresh = None
+            for k in order + order[: n % 2]:  # sometimes a receiver twice, as in a list with repeats
+                fresh = boxes[k].share(frame, fresh)
+                references[k].raw(frame)
+        elif kind == "big":  # past the split size: queued as it is, never in a run
+            frame = impl.encode_frame(impl.OP_BINARY, bytes([step % 256]) * (70_000 + n))
+            fresh = None
+            for k in order:
+                fresh = boxes[k].share(frame, fresh)
+                references[k].raw(frame)
+        elif kind == "text":
+            for k in order:
+                boxes[k].text(f"t{step}")
+                references[k].text(f"t{step}")
+        elif kind == "raw":
+            for k in order:
+                boxes[k].raw(impl.encode_frame(impl.OP_BINARY, b"r%d" % step))
+                references[k].raw(impl.encode_frame(impl.OP_BINARY, b"r%d" % step))
+        else:
+            for k in order:
+                assert boxes[k].size == references[k].size
+                got[k] += drain(boxes[k])
+                want[k] += references[k].take()
+    for k in range(4):
+        got[k] += drain(boxes[k])
+        want[k] += references[k].take()
+        assert b"".join(got[k]) == b"".join(want[k]), k
+        parse(impl, got[k])  # whole frames, immutable bytes
+
+
+def test_a_burst_to_the_same_receivers_is_one_buffer_for_all_of_them(impl: ModuleType) -> None:
+    boxes = [impl.Outbox() for _ in range(3)]
+    frames = [impl.encode_frame(impl.OP_TEXT, b"message %d" % i) for i in range(10)]
+    for frame in frames:
+        fresh = None
+        for box in boxes:
+            fresh = box.share(frame, fresh)
+    assert all(box.size == sum(map(len, frames)) for box in boxes)
+    out = [drain(box) for box in boxes]
+    assert all(b"".join(o) == b"".join(frames) for o in out)
+    if impl.__name__ == "zzz._speedups":  # the twin queues frames by reference, never joined
+        assert len(out[0]) == 1 and out[0][0] is out[1][0] is out[2][0]
+    # A receiver that missed one of them, then one that got something else between two of them.
+    late, other = impl.Outbox(), impl.Outbox()
+    fresh = None
+    for box in (boxes[0], late, other):
+        fresh = box.share(frames[0], fresh)
+    other.text("between")
+    fresh = None
+    for box in (boxes[0], other):
+        fresh = box.share(frames[1], fresh)
+    fresh = None
+    for box in (boxes[0], late, other):
+        fresh = box.share(frames[2], fresh)
+    assert b"".join(drain(boxes[0])) == b"".join(frames[:3])
+    assert b"".join(drain(late)) == frames[0] + frames[2]
+    assert [f[3] for f in parse(impl, drain(other))] == ["message 0", "between", "message 1", "message 2"]

@@ -72,6 +72,29 @@ def test_many_broadcasts_in_a_turn_are_one_call_soon_and_one_flush_each(build: B
     assert rs[0].frames(build)[-1] == b"next turn"
 
 
+def test_a_burst_is_one_buffer_written_to_every_receiver(build: Build) -> None:
+    """The compiled outbox shares a turn's broadcast frames between their receivers: one joined
+    buffer, the same object in every receiver's write. Receivers that got other things between
+    the broadcasts, or missed one, still get exactly their own frames in order."""
+    loop = Loop()
+    rs = [Receiver(build, loop) for _ in range(5)]
+    everyone = [r.handle for r in rs[:3]]
+    for i in range(10):
+        assert build.loop.broadcast(everyone + ([rs[3].handle] if i % 2 else []), f"m{i}") == 3 + i % 2
+        if i == 4:
+            rs[4].handle.send("own")  # a send of its own, outside any read: written at once
+            build.loop.broadcast([rs[2].handle, rs[4].handle], "two")
+    loop.run_soon()
+    writes = [r.flush.written[-1] for r in rs[:2]]
+    if build.name == "cython":
+        assert writes[0] is writes[1]
+    for r in rs[:2]:
+        assert len(r.flush.writes) == 1 and r.frames(build) == [f"m{i}" for i in range(10)]
+    assert rs[2].frames(build) == [*(f"m{i}" for i in range(5)), "two", *(f"m{i}" for i in range(5, 10))]
+    assert rs[3].frames(build) == [f"m{i}" for i in range(1, 10, 2)]
+    assert rs[4].frames(build) == ["own", "two"]
+
+
 def test_closed_and_gone_receivers_are_not_counted(build: Build) -> None:
     loop = Loop()
     open_, closing, gone = Receiver(build, loop), Receiver(build, loop), Receiver(build, loop)
