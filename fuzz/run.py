@@ -21,7 +21,7 @@ __all__ = ["TARGETS", "main"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("frame_reader", "utf8", "http", "extensions", "connection", "wire")
+TARGETS = ("frame_reader", "utf8", "http", "extensions", "connection", "wire", "outbox")
 
 
 def _run_target(name: str, seconds: int, out: Path, rss_limit_mb: int) -> tuple[int, str, list[Path]]:
