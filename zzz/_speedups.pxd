@@ -76,10 +76,10 @@ cdef class FrameReader:
     cdef object _accumulated_payload(self)
 
 
-@cython.final
 # The frames that consecutive broadcasts of one loop turn queued on many outboxes, shared by them
 # (``Outbox.share``): a receiver's queue is then a slice of ``frames``, written as one buffer
 # joined once for every receiver with the same slice (the last slice joined is kept).
+@cython.final
 cdef class Run:
     cdef list frames
     cdef Py_ssize_t _start
@@ -94,6 +94,7 @@ cdef class Run:
     cdef object join(self, Py_ssize_t start, Py_ssize_t end)
 
 
+@cython.final
 cdef class Outbox:
     # ``open`` mirrors the owning Connection's state (True exactly while it is OPEN); its one
     # setter is ``Connection._set_state``. ``in_read`` is True while a driver handles a read or

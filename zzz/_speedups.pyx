@@ -875,7 +875,6 @@ cdef enum:
     _OUTBOX_CHUNK_SIZE = 64 * 1024
 
 @cython.final
-@cython.final
 cdef class Run:
     """Frames that consecutive broadcasts of one loop turn queued on many outboxes, in order.
 
@@ -903,6 +902,24 @@ cdef class Run:
         return self._joined
 
 
+cdef Run _run_of(object first, bytes frame):
+    """A run that starts with ``first`` (a frame, or several joined) and then ``frame``."""
+    cdef Run run = Run()
+    run.frames.append(first)
+    run.frames.append(frame)
+    return run
+
+
+cdef inline bint _starts_with(Run run, object first, bytes frame):
+    """``run`` was made by ``_run_of(first, frame)`` (its first two items are those objects)."""
+    return (
+        PyList_GET_SIZE(run.frames) >= 2
+        and <PyObject *>PyList_GET_ITEM(run.frames, 0) == <PyObject *>first
+        and <PyObject *>PyList_GET_ITEM(run.frames, 1) == <PyObject *>frame
+    )
+
+
+@cython.final
 cdef class Outbox:
     """The frames one connection has queued for the network, in order.
 
@@ -1016,9 +1033,7 @@ cdef class Outbox:
                 or run._fork_end != self._run_end
                 or <PyObject *>PyList_GET_ITEM(started.frames, 1) != <PyObject *>frame
             ):
-                started = Run()
-                started.frames.append(run.join(self._run_start, self._run_end))
-                started.frames.append(frame)
+                started = _run_of(run.join(self._run_start, self._run_end), frame)
                 run._fork = started
                 run._fork_start = self._run_start
                 run._fork_end = self._run_end
@@ -1034,15 +1049,8 @@ cdef class Outbox:
         elif self._held is not None:
             # A frame held alone (the last broadcast's, usually) and this one start a run, the
             # one of every receiver of this broadcast that holds the same frame.
-            if fresh is None or not (
-                PyList_GET_SIZE((<Run>fresh).frames) >= 2
-                and <PyObject *>PyList_GET_ITEM((<Run>fresh).frames, 0) == <PyObject *>self._held
-                and <PyObject *>PyList_GET_ITEM((<Run>fresh).frames, 1) == <PyObject *>frame
-            ):
-                started = Run()
-                started.frames.append(self._held)
-                started.frames.append(frame)
-                fresh = started
+            if fresh is None or not _starts_with(<Run>fresh, self._held, frame):
+                fresh = _run_of(self._held, frame)
             self._held = None
             self._run = <Run>fresh
             self._run_start = 0
