@@ -952,7 +952,7 @@ FAULTS = {
 FANOUT_FAULTS: list[tuple[str, str, str, bool]] = [
     *[
         (wire, "bcast", fault, fault not in ("none", "reencode"))
-        for wire in ("ws", "phoenix", "socketio")
+        for wire in ("ws", "phoenix", "phoenix+meta", "socketio")
         for fault in ("none", "reencode", "flip", "drop", "dup", "swap")
     ],
     *[(wire, "rr", fault, fault == "flip") for wire in ("phoenix", "socketio") for fault in ("none", "flip")],
@@ -1004,13 +1004,19 @@ def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
             f"-> {'ok' if good else 'WRONG'}",
             file=out,
         )
-    for wire, mode, fault, must_flag in FANOUT_FAULTS:
-        name = f"faulty-fanout-{wire}-{mode}-{fault}"
-        srv = Server(name, "server_faulty_fanout.py", ("--wire", wire, "--fault", fault))
-        label = f"{wire} {mode} {fault}"
+    for entry, mode, fault, must_flag in FANOUT_FAULTS:
+        name = f"faulty-fanout-{entry}-{mode}-{fault}"
+        # phoenix+meta: the Phoenix wire with a history position on every broadcast (zzz history)
+        wire, meta = entry.removesuffix("+meta"), entry.endswith("+meta")
+        srv = Server(
+            name,
+            "server_faulty_fanout.py",
+            ("--wire", wire, "--fault", fault) + (("--meta",) if meta else ()),
+        )
+        label = f"{entry} {mode} {fault}"
         running = start_server(srv, python, "none", REPORTS / "bench-logs" / f"{name}.log")
         if isinstance(running, str):
-            print(f"{label:24} server failed to start: {running}", file=out)
+            print(f"{label:28} server failed to start: {running}", file=out)
             failed += 1
             continue
         path = {"ws": "/", "phoenix": CHANNEL_TOPIC_PATH, "socketio": SOCKETIO_PATH}[wire]
@@ -1028,7 +1034,7 @@ def self_test(client: Path, python: str, out: Any = sys.stdout) -> int:
         good = flagged == must_flag and not report.get("fatal") and report.get("checked_messages", 0) >= 600
         failed += not good
         print(
-            f"{label:24} {'flagged' if flagged else 'accepted'}: {report.get('checked_messages')} checked, "
+            f"{label:28} {'flagged' if flagged else 'accepted'}: {report.get('checked_messages')} checked, "
             f"{report.get('corrupt_messages')} corrupt, {report.get('protocol_errors')} order/protocol errors "
             f"-> {'ok' if good else 'WRONG'}",
             file=out,

@@ -959,21 +959,38 @@ static void bad_message(uint64_t badbytes) {
 
 static void mark_ready(conn_t *c);
 
+/* The end of a Channels broadcast on a topic with history: the plain suffix with
+ * ,"meta":{"offset":N,"epoch":"E"} before its closing brace (zzz's position meta). 1 when the n
+ * bytes at t are exactly that, with N a decimal number and E a string with no escapes. */
+static int meta_tail(const char *t, size_t n, const char *suffix, size_t sufl) {
+    static const char off[] = ",\"meta\":{\"offset\":", ep[] = ",\"epoch\":\"";
+    size_t head = sufl - 1, i;
+    if (n < head + sizeof off - 1 + 1 + sizeof ep - 1 + 3 || memcmp(t, suffix, head) != 0 ||
+        memcmp(t + head, off, sizeof off - 1) != 0 || memcmp(t + n - 3, "\"}}", 3) != 0)
+        return 0;
+    i = head + sizeof off - 1;
+    size_t d = i;
+    while (i < n && t[i] >= '0' && t[i] <= '9') i++;
+    if (i == d || i > d + 18 || n - i < sizeof ep - 1 + 3 || memcmp(t + i, ep, sizeof ep - 1) != 0) return 0;
+    for (i += sizeof ep - 1; i < n - 3; i++)
+        if (t[i] == '"' || t[i] == '\\' || (unsigned char)t[i] < 0x20) return 0;
+    return 1;
+}
+
 /* A broadcast whose text is exactly what a server that adds no whitespace sends: prefix, the
- * expected payload of message idx, suffix (the payload "{\"seq\":idx,..." gives idx). It is then
- * checked by comparing bytes, not parsed: 1 when it is that (and was counted as a delivery), 0
- * for any other text, which the caller parses and checks field by field as before. The parse
- * of each broadcast was most of the client's time on the Channels rows, and as the client shares
- * the server's core by default, it was measured as the server's. */
+ * expected payload of message idx, suffix (the payload "{\"seq\":idx,..." gives idx); on the
+ * phoenix wire the suffix may also carry a history position (meta_tail). It is then checked by
+ * comparing bytes, not parsed: 1 when it is that (and was counted as a delivery), 0 for any
+ * other text, which the caller parses and checks field by field as before. The parse of each
+ * broadcast was most of the client's time on the Channels rows, and as the client shares the
+ * server's core by default, it was measured as the server's. */
 static int bc_exact(conn_t *c, const unsigned char *data, size_t len, const char *prefix, size_t prefl,
                     const char *suffix, size_t sufl) {
-    if (len <= prefl + sufl + 7 || memcmp(data, prefix, prefl) != 0 ||
-        memcmp(data + len - sufl, suffix, sufl) != 0)
-        return 0;
+    if (len <= prefl + sufl + 7 || memcmp(data, prefix, prefl) != 0) return 0;
     const char *pay = (const char *)data + prefl;
-    size_t pl = len - prefl - sufl;
+    size_t rest = len - prefl;
     if (memcmp(pay, "{\"seq\":", 7) != 0) return 0;
-    int64_t idx = parse_index(pay + 7, pl - 7);
+    int64_t idx = parse_index(pay + 7, rest - 7);
     int64_t k = idx - bc_round * opt.burst;
     if (idx < 0 || idx > bc_last_index() || k < 0) return 0;
     /* The expected text of a JSON wire is the payload (phoenix) or ["msg",payload] (socket.io). */
@@ -983,7 +1000,12 @@ static int bc_exact(conn_t *c, const unsigned char *data, size_t len, const char
         exp += 7;
         el -= 8;
     }
-    if (pl != el || memcmp(pay, exp, el) != 0) return 0;
+    if (rest < el + sufl || memcmp(pay, exp, el) != 0) return 0;
+    const char *tail = pay + el;
+    size_t tl = rest - el;
+    if (!(tl == sufl && memcmp(tail, suffix, sufl) == 0) &&
+        !(opt.wire == WIRE_PHX && meta_tail(tail, tl, suffix, sufl)))
+        return 0;
     bc_delivery(c, idx, len);
     return 1;
 }

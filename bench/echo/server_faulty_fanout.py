@@ -4,7 +4,8 @@ It speaks the three wires of the fan-out rows (``--wire``): plain WebSocket broa
 Channels (join, ``pub`` broadcast as ``msg``, ``echo`` reply) and Socket.IO over Engine.IO v4
 (open packet, namespace connect, ``pub`` emitted as ``msg``, ``echo`` acked), by hand, with the
 chosen ``--fault`` applied to one receiver (the last to join) at every 30th message from the
-30th on:
+30th on (``--meta`` gives every Phoenix broadcast a history position, ``"meta":{"offset":N,
+"epoch":E}``, as zzz's topics with history do):
 
 * faults the client must flag: ``flip`` (one character of the payload changed), ``drop`` (the
   delivery skipped), ``dup`` (delivered twice), ``swap`` (delivered after the next one);
@@ -64,9 +65,10 @@ def flip_text(text: str) -> str:
 class Hub:
     """Members and the fault schedule."""
 
-    def __init__(self, wire: str, fault: str) -> None:
+    def __init__(self, wire: str, fault: str, meta: bool = False) -> None:
         self.wire = wire
         self.fault = fault
+        self.meta = meta
         self.members: list[FaultyFanOut] = []
         self.held: tuple[FaultyFanOut, str] | None = None
 
@@ -191,6 +193,8 @@ class FaultyFanOut(asyncio.Protocol):
                 )
             elif event == "pub":
                 out = {"topic": topic, "event": "msg", "payload": payload, "ref": None, "join_ref": None}
+                if hub.meta:
+                    out["meta"] = {"offset": payload["seq"] + 1, "epoch": "selftest-epoch"}
                 hub.publish(payload["seq"], lambda: hub.encode(out))
             elif event == "echo":
                 reply = {"status": "ok", "response": payload}
@@ -218,24 +222,25 @@ class FaultyFanOut(asyncio.Protocol):
                 )
 
 
-async def serve(host: str, port: int, wire: str, fault: str) -> None:
+async def serve(host: str, port: int, wire: str, fault: str, meta: bool) -> None:
     """Listen until killed."""
     loop = asyncio.get_running_loop()
-    hub = Hub(wire, fault)
+    hub = Hub(wire, fault, meta)
     server = await loop.create_server(lambda: FaultyFanOut(hub), host, port)
     await server.serve_forever()
 
 
 def main() -> None:
-    """Entry point: ``python server_faulty_fanout.py --port P --wire W --fault F``."""
+    """Entry point: ``python server_faulty_fanout.py --port P --wire W --fault F [--meta]``."""
     parser = argparse.ArgumentParser(description="faulty broadcast server (load client self-test)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--wire", choices=("ws", "phoenix", "socketio"), default="ws")
     parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--meta", action="store_true", help="Phoenix broadcasts carry a history position")
     args = parser.parse_args()
     raise_nofile_limit()
-    asyncio.run(serve(args.host, args.port, args.wire, args.fault))
+    asyncio.run(serve(args.host, args.port, args.wire, args.fault, args.meta))
 
 
 if __name__ == "__main__":
