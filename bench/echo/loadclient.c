@@ -1017,6 +1017,7 @@ static void phx_message(conn_t *c, const unsigned char *data, size_t len) {
     static char bc_prefix[300];
     static size_t bc_prefl;
     static const char bc_suffix[] = ",\"ref\":null,\"join_ref\":null}";
+    char payload[1200]; /* rr: the payload of push number rseq, made once for both checks below */
     if (opt.mode == MODE_BCAST && c->state != ST_SETUP) {
         if (!bc_prefl)
             bc_prefl = (size_t)snprintf(bc_prefix, sizeof bc_prefix, "{\"topic\":\"%s\",\"event\":\"msg\",\"payload\":", opt.topic);
@@ -1024,7 +1025,7 @@ static void phx_message(conn_t *c, const unsigned char *data, size_t len) {
     } else if (c->state != ST_SETUP) {
         /* rr: the reply to push number rseq, when it is exactly the text expected, is checked by
          * comparing bytes (as bc_exact does for broadcasts); any other text is parsed below. */
-        char expect[BC_EXPECT_CAP + 400], payload[1200];
+        char expect[BC_EXPECT_CAP + 400];
         app_payload(payload, sizeof payload, c->rseq);
         int el = snprintf(expect, sizeof expect,
                           "{\"topic\":\"%s\",\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\",\"response\":%s},"
@@ -1108,7 +1109,7 @@ static void phx_message(conn_t *c, const unsigned char *data, size_t len) {
         return;
     }
     /* rr: the reply to push number rseq */
-    char want_ref[32], exp[BC_EXPECT_CAP + 40], payload[1200];
+    char want_ref[32], exp[BC_EXPECT_CAP + 40];
     snprintf(want_ref, sizeof want_ref, "\"%llu\"", (unsigned long long)c->rseq);
     if (!span_is(ev, evl, "\"phx_reply\"") || !span_is(ref, rl, want_ref)) {
         protocol_errors++;
@@ -1116,7 +1117,6 @@ static void phx_message(conn_t *c, const unsigned char *data, size_t len) {
         note_error("connection %d: expected the reply to ref %s, got %.100s", c->id, want_ref, canon);
         return;
     }
-    app_payload(payload, sizeof payload, c->rseq);
     int el = snprintf(exp, sizeof exp, "{\"status\":\"ok\",\"response\":%s}", payload);
     uint64_t d = text_diff(pay, pl, exp, (size_t)el);
     if (d) bad_message(d);
@@ -1143,9 +1143,10 @@ static void sio_message(conn_t *c, const unsigned char *data, size_t len) {
         return;
     }
     int want_ack = opt.mode != MODE_BCAST;
+    char payload[1200]; /* acks: the payload of request rseq, made once for both checks below */
     if (!want_ack && bc_exact(c, data, len, "42[\"msg\",", 9, "]", 1)) return;
     if (want_ack) { /* the ack of request rseq in exactly the text expected: compared, not parsed */
-        char expect[BC_EXPECT_CAP + 40], payload[1200];
+        char expect[BC_EXPECT_CAP + 40];
         app_payload(payload, sizeof payload, c->rseq);
         int el = snprintf(expect, sizeof expect, "43%llu[%s]", (unsigned long long)c->rseq, payload);
         if (el > 0 && (size_t)el == len && memcmp(data, expect, len) == 0) {
@@ -1197,8 +1198,7 @@ static void sio_message(conn_t *c, const unsigned char *data, size_t len) {
         note_error("connection %d: ack %lld while waiting for %llu", c->id, (long long)ack, (unsigned long long)c->rseq);
         return;
     }
-    char exp[BC_EXPECT_CAP], payload[1200];
-    app_payload(payload, sizeof payload, c->rseq);
+    char exp[BC_EXPECT_CAP];
     int el = snprintf(exp, sizeof exp, "[%s]", payload);
     uint64_t d = text_diff(canon, (size_t)cl, exp, (size_t)el);
     if (d) bad_message(d);
