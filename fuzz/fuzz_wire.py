@@ -8,15 +8,14 @@ with one fuzzed edit, so that both the C path and its hand-overs to Python are r
 
 from __future__ import annotations
 
-import math
 import sys
-from typing import Any
 
 import atheris
 
 with atheris.instrument_imports():
     from zzz.channels import wire
 
+from tests.channels.wire_compare import outcome, same
 from zzz.channels import _wire_c
 
 _wire_c.bind(wire.decode_fields_py, wire.encode_ok_reply_py, wire.dumps_py)
@@ -31,29 +30,6 @@ TEMPLATES = (
 )
 
 
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float):
-        return math.copysign(1.0, a) == math.copysign(1.0, b) and (
-            a == b or (math.isnan(a) and math.isnan(b))
-        )
-    return bool(a == b)
-
-
-def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
-    try:
-        return ("value", fn(*args))
-    except wire.MalformedMessage as exc:
-        return ("malformed", (exc.reason, exc.ref, exc.topic, exc.join_ref, exc.not_json, exc.array_form))
-    except Exception as exc:  # noqa: BLE001 - compared by type and message
-        return (type(exc).__name__, str(exc))
-
-
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     if fdp.ConsumeBool():
@@ -63,15 +39,15 @@ def TestOneInput(data: bytes) -> None:
         at = fdp.ConsumeIntInRange(0, len(base))
         cut = fdp.ConsumeIntInRange(0, 3)
         text = base[:at] + fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 6)) + base[at + cut :]
-    got, want = _outcome(_wire_c.decode_fields, text), _outcome(wire.decode_fields_py, text)
-    assert got[0] == want[0] and _same(got[1], want[1]), (text, got, want)
+    got, want = outcome(_wire_c.decode_fields, text), outcome(wire.decode_fields_py, text)
+    assert got[0] == want[0] and same(got[1], want[1]), (text, got, want)
     if got[0] != "value":
         return
     payload = got[1][2]
-    a, b = _outcome(_wire_c.dumps, payload), _outcome(wire.dumps_py, payload)
+    a, b = outcome(_wire_c.dumps, payload), outcome(wire.dumps_py, payload)
     assert a == b, (payload, a, b)
     args = (got[1][5], wire.dumps_py(got[1][0]), wire.quote(got[1][4]), got[1][3] or "1", payload)
-    a, b = _outcome(_wire_c.encode_ok_reply, *args), _outcome(wire.encode_ok_reply_py, *args)
+    a, b = outcome(_wire_c.encode_ok_reply, *args), outcome(wire.encode_ok_reply_py, *args)
     assert a == b, (args, a, b)
 
 

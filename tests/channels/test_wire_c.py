@@ -10,7 +10,6 @@ reference itself, so only the binding test applies there.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pytest
@@ -19,7 +18,8 @@ from hypothesis import strategies as st
 
 from zzz import core
 from zzz.channels import wire
-from zzz.channels.wire import MalformedMessage
+
+from .wire_compare import outcome, same
 
 compiled = pytest.mark.skipif(
     core.IMPLEMENTATION != "cython", reason="the C wire path is in the extension build"
@@ -34,30 +34,6 @@ def test_the_compiled_build_binds_the_c_functions() -> None:
         assert all(type(b).__name__ == "builtin_function_or_method" for b in bound)
     else:
         assert bound == reference
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal, and of the same types all the way down (1 is not 1.0 nor True; -0.0 is not 0.0)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float):
-        return math.copysign(1.0, a) == math.copysign(1.0, b) and (
-            a == b or (math.isnan(a) and math.isnan(b))
-        )
-    return bool(a == b)
-
-
-def outcome(fn: Any, *args: Any) -> tuple[str, Any]:
-    try:
-        return ("value", fn(*args))
-    except MalformedMessage as exc:
-        return ("malformed", (exc.reason, exc.ref, exc.topic, exc.join_ref, exc.not_json, exc.array_form))
-    except Exception as exc:  # noqa: BLE001 - the same exception type and message is what is compared
-        return (type(exc).__name__, str(exc))
 
 
 def check_decode(text: str) -> None:
