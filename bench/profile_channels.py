@@ -21,6 +21,9 @@ Scenarios: ``echo`` (32 B text echoed, the ``rr-32`` row), ``ch-rr`` (a push of 
 broadcast by its sync handler to N subscribers); ``burst`` and ``ch-burst`` the same with ``--burst``
 messages (10) sent in one write per round, counted per round; N is ``--fanout``.
 
+``--history N`` gives the bench topics a ``zzz.History(N)``, as the ``zzz history`` rows of
+``bench/run.py`` do: every broadcast is numbered, stored and carries its position as ``meta``.
+
 ``--no-valgrind`` runs the same without callgrind (a smoke test of the script; no figures).
 """
 
@@ -48,14 +51,14 @@ TOPIC = "bench:profile"
 # -- the server (run in a child process, under callgrind) -------------------------------------------------
 
 
-def serve() -> None:
+def serve(history: int) -> None:
     """Serve the bench app on 127.0.0.1, port 0; print the port; stop when stdin closes."""
     sys.path.insert(0, str(HERE / "echo"))
     import uvloop
     from server_zzz import build_app  # type: ignore[import-not-found]
 
     async def main() -> None:
-        server = await build_app().start(host="127.0.0.1", port=0)
+        server = await build_app(history=history).start(host="127.0.0.1", port=0)
         print(server.port, flush=True)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -284,6 +287,7 @@ SCENARIOS: dict[str, Callable[[int, int, int], None]] = {
     "ch-burst": run_ch_burst,
 }
 BURST = 10  # messages per round of the burst scenarios (--burst)
+HISTORY = 0  # broadcasts each bench topic keeps (--history; 0: no History)
 
 
 # -- driving ------------------------------------------------------------------------------------------------
@@ -296,7 +300,7 @@ def measure(scenario: str, n: int, fanout: int, valgrind: bool, keep: Path | Non
 
 
 def _measure_in(out: Path, scenario: str, n: int, fanout: int, valgrind: bool, keep: Path | None) -> int:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--history", str(HISTORY)]
     if valgrind:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
     server = subprocess.Popen(
@@ -335,16 +339,20 @@ def main() -> None:
     p.add_argument("--large", type=int, default=3000, help="round trips of the second run")
     p.add_argument("--fanout", type=int, default=100, help="connections of the broadcast scenarios")
     p.add_argument("--burst", type=int, default=10, help="messages per round of the burst scenarios")
+    p.add_argument("--history", type=int, default=0, help="broadcasts each bench topic keeps (zzz.History)")
     p.add_argument("--no-valgrind", action="store_true", help="smoke-test the script: no figures")
     p.add_argument("--keep", type=Path, default=None, help="keep the callgrind outputs in this folder")
     args = p.parse_args()
     if args.serve:
-        serve()
+        serve(args.history)
         return
-    global BURST
-    BURST = args.burst
+    global BURST, HISTORY
+    BURST, HISTORY = args.burst, args.history
     impl = "python" if os.environ.get("ZZZ_NO_EXTENSIONS") else "compiled"
-    print(f"zzz server instructions per round trip ({impl} core; {args.large} - {args.small} round trips)")
+    extra = f"; History({HISTORY}) on the topics" if HISTORY else ""
+    print(
+        f"zzz server instructions per round trip ({impl} core; {args.large} - {args.small} round trips{extra})"
+    )
     base: float | None = None
     for scenario in args.scenarios.split(","):
         if scenario not in SCENARIOS:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["History", "LocalHistory", "Position", "Publication", "new_epoch"]
 
@@ -77,6 +78,14 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:16]
 
 
+# A stored publication as the stream keeps it: a Publication's fields as a plain tuple, (offset,
+# event, body, exclude, time). Every broadcast on a topic with history stores one, and a frozen
+# dataclass costs five ``object.__setattr__`` calls to make; Publications are made only for the
+# rare reader, a client that recovers (``since``).
+_Entry = tuple[int, str, str, "str | None", float]
+_TIME: Final = 4  # the time field of an _Entry
+
+
 class _Stream:
     """One topic's stored stream (guarded by ``LocalHistory``'s lock)."""
 
@@ -85,13 +94,13 @@ class _Stream:
     def __init__(self, epoch: str) -> None:
         self.epoch = epoch
         self.offset = 0
-        self.entries: collections.deque[Publication] = collections.deque()
+        self.entries: collections.deque[_Entry] = collections.deque()
 
     def expire(self, history: History, now: float) -> None:
         if history.ttl is not None:
             oldest = now - history.ttl
             entries = self.entries
-            while entries and entries[0].time < oldest:
+            while entries and entries[0][_TIME] < oldest:
                 entries.popleft()
 
 
@@ -132,7 +141,7 @@ class LocalHistory:
                 stream = self._streams[topic] = _Stream(self.base)
             stream.offset += 1
             entries = stream.entries
-            entries.append(Publication(stream.offset, event, body, exclude, now))
+            entries.append((stream.offset, event, body, exclude, now))
             if len(entries) > history.size:
                 entries.popleft()
             stream.expire(history, now)
@@ -169,11 +178,11 @@ class LocalHistory:
             if pos.offset == stream.offset:
                 return True, [], current
             entries = stream.entries
-            if not entries or entries[0].offset > pos.offset + 1:
+            if not entries or entries[0][0] > pos.offset + 1:
                 return False, [], current  # trimmed by size or expired by ttl
             # Offsets in the deque are consecutive, so the first one wanted is at a known index.
-            start = pos.offset + 1 - entries[0].offset
-            return True, list(itertools.islice(entries, start, None)), current
+            start = pos.offset + 1 - entries[0][0]
+            return True, [Publication(*e) for e in itertools.islice(entries, start, None)], current
 
     def sweep(self) -> None:
         """Free the streams whose every publication expired (a new ``base`` epoch if any was freed)."""
@@ -183,7 +192,7 @@ class LocalHistory:
             gone = []
             for topic, ttl in self._ttls.items():
                 stream = self._streams.get(topic)
-                if stream is None or not stream.entries or stream.entries[-1].time < now - ttl:
+                if stream is None or not stream.entries or stream.entries[-1][_TIME] < now - ttl:
                     gone.append(topic)
             for topic in gone:
                 del self._ttls[topic]
