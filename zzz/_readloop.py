@@ -21,6 +21,7 @@ driver, which hands the frames to ``Connection.resume``.
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Callable, Iterable
 from threading import get_ident as _thread_ident
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,16 @@ class Counters:
         self.handshake_failures[status] = self.handshake_failures.get(status, 0) + 1
 
 
+def _method(obj: Any, name: str) -> Callable[..., Any]:
+    """``obj.<name>`` as a function called with ``obj`` first: the function of its class when the
+    attribute is a method bound to ``obj``, else a small wrapper of what the attribute is."""
+    bound = getattr(obj, name)
+    if type(bound) is types.MethodType and bound.__self__ is obj:
+        func: Callable[..., Any] = bound.__func__
+        return func
+    return lambda _obj, *args: bound(*args)
+
+
 class Writer:
     """A connection's one flush: everything its outbox holds, handed to the transport in one call.
 
@@ -113,7 +124,16 @@ class Writer:
         counters: where writes are counted (``Counters``; None: counted nowhere anyone reads).
     """
 
-    __slots__ = ("_buffer_size", "_counters", "_max_buffer", "_out", "_over_limit", "_write", "_writelines")
+    __slots__ = (
+        "_buffer_size",
+        "_counters",
+        "_max_buffer",
+        "_out",
+        "_over_limit",
+        "_transport",
+        "_write",
+        "_writelines",
+    )
 
     def __init__(
         self,
@@ -130,6 +150,7 @@ class Writer:
         self._out = outbox
         self._max_buffer = -1 if max_buffer is None else max_buffer
         self._over_limit = over_limit
+        self._transport: Any = None
         self._write: Any = None
         self._writelines: Any = None
         self._buffer_size: Any = None
@@ -139,16 +160,25 @@ class Writer:
     @property
     def attached(self) -> bool:
         """False once ``detach()`` was called (or when made without a transport)."""
-        return self._write is not None
+        return self._transport is not None
 
     def attach(self, transport: Any) -> None:
-        """Write to ``transport`` from now on (its bound methods are kept: a flush looks up nothing)."""
-        self._write = transport.write
-        self._writelines = transport.writelines
-        self._buffer_size = transport.get_write_buffer_size
+        """Write to ``transport`` from now on.
+
+        The writer keeps the functions of the transport's class (``write``, ``writelines``,
+        ``get_write_buffer_size``), called with the transport, rather than its bound methods: a
+        broadcast's end-of-turn flush runs over every receiver right after the kernel's writes to
+        the others pushed them out of the caches, and each bound method was one more object (one
+        more cache miss) per receiver, where the class's function is one for all of them.
+        """
+        self._write = _method(transport, "write")
+        self._writelines = _method(transport, "writelines")
+        self._buffer_size = _method(transport, "get_write_buffer_size")
+        self._transport = transport
 
     def detach(self) -> None:
         """The transport is gone: from now on a flush discards what is queued."""
+        self._transport = None
         self._write = None
         self._writelines = None
         self._buffer_size = None
@@ -158,7 +188,8 @@ class Writer:
         out = self._out
         if not out.size:
             return
-        if self._write is None:
+        transport = self._transport
+        if transport is None:
             out.take()
             return
         counters = self._counters
@@ -166,17 +197,18 @@ class Writer:
         counters.messages_out += out.messages
         one = out.take_one()
         if one is not None:
-            self._write(one)
+            self._write(transport, one)
         else:
-            self._writelines(out.take())
-        if self._max_buffer >= 0 and self._buffer_size() > self._max_buffer:
+            self._writelines(transport, out.take())
+        if self._max_buffer >= 0 and self._buffer_size(transport) > self._max_buffer:
             self._over_limit()
 
     def buffered(self) -> int:
         """Bytes not yet handed to the kernel: the transport's buffer and the outbox (0 detached)."""
-        if self._buffer_size is None:
+        transport = self._transport
+        if transport is None:
             return 0
-        transport_buffer: int = self._buffer_size()
+        transport_buffer: int = self._buffer_size(transport)
         return transport_buffer + self._out.size
 
 
@@ -487,7 +519,7 @@ def _fan_out(websockets: Iterable[Any], payload: bytes, opcode: int, skip: int) 
         if not out.open:
             continue
         writer = handle._writer
-        if writer._write is None:  # the connection is gone, whatever its close handshake reached
+        if writer._transport is None:  # the connection is gone, whatever its close handshake reached
             continue
         if handle._owner_thread != tid:
             if remote is None:

@@ -32,13 +32,14 @@ cdef class Counters:
 cdef class Writer:
     cdef Outbox _out
     cdef Counters _counters
+    cdef object _transport
     cdef object _write
     cdef object _writelines
     cdef object _buffer_size
     cdef Py_ssize_t _max_buffer
     cdef object _over_limit
 
-    @cython.locals(out=Outbox, counters=Counters, buffers=list)
+    @cython.locals(out=Outbox, counters=Counters, buffers=list, transport=object)
     cpdef flush(self)
 
     cpdef attach(self, object transport)
