@@ -522,3 +522,41 @@ def test_a_detached_writer_discards_and_counts_nothing(build: Build) -> None:
 def test_a_writer_needs_an_outbox(build: Build) -> None:
     with pytest.raises(TypeError, match="Writer needs a connection's outbox"):
         build.loop.Writer(None, FakeTransport(), None, print)
+
+
+class Overriding(FakeTransport):
+    """A subclass's own write is the one the writer calls."""
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("own write", data))
+
+
+def test_a_writer_calls_what_the_transport_has_now_its_class_or_its_own(build: Build) -> None:
+    # The writer keeps the functions of the transport's class (one for all connections), so it
+    # must still call a subclass's override, and an attribute set on the transport itself.
+    box = build.core.Outbox()
+    sub = Overriding()
+    writer = build.loop.Writer(box, sub, 5, print)
+    box.text("a")
+    writer.flush()
+    assert [kind for kind, _ in sub.calls] == ["own write"]
+
+    instance = FakeTransport()
+    instance.write = lambda data: instance.calls.append(("instance write", data))  # type: ignore[method-assign]
+    sizes: list[int] = []
+    instance.get_write_buffer_size = lambda: sizes.append(7) or 7  # type: ignore[method-assign]
+    over: list[bool] = []
+    writer = build.loop.Writer(box, instance, 5, lambda: over.append(True))
+    box.text("b")
+    writer.flush()
+    assert [kind for kind, _ in instance.calls] == ["instance write"]
+    assert sizes == [7] and over == [True]  # its own get_write_buffer_size said 7 > 5
+    box.text("c")
+    assert writer.buffered() == 7 + box.size == 10  # a 3-byte frame queued
+    box.take()
+
+    other = FakeTransport()
+    writer.attach(other)  # a new transport: its functions, not the first one's
+    box.text("d")
+    writer.flush()
+    assert [kind for kind, _ in other.calls] == ["write"] and len(instance.calls) == 1
