@@ -83,7 +83,8 @@ def new_epoch() -> str:
 # dataclass costs five ``object.__setattr__`` calls to make; Publications are made only for the
 # rare reader, a client that recovers (``since``).
 _Entry = tuple[int, str, str, "str | None", float]
-_TIME: Final = 4  # the time field of an _Entry
+_OFFSET: Final = 0  # the offset field of an _Entry
+_TIME: Final = 4  # its time field
 
 
 class _Stream:
@@ -178,10 +179,10 @@ class LocalHistory:
             if pos.offset == stream.offset:
                 return True, [], current
             entries = stream.entries
-            if not entries or entries[0][0] > pos.offset + 1:
+            if not entries or entries[0][_OFFSET] > pos.offset + 1:
                 return False, [], current  # trimmed by size or expired by ttl
             # Offsets in the deque are consecutive, so the first one wanted is at a known index.
-            start = pos.offset + 1 - entries[0][0]
+            start = pos.offset + 1 - entries[0][_OFFSET]
             return True, [Publication(*e) for e in itertools.islice(entries, start, None)], current
 
     def sweep(self) -> None:
